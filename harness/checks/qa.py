@@ -1,0 +1,65 @@
+"""`qa`: SQuAD exact match and token F1, max over the gold answers.
+
+The normalisation and F1 follow the official SQuAD v2.0 evaluation script. It is hand-written
+because no maintained package exposes it offline: `evaluate`'s squad metric downloads its code
+from the hub, and transformers 5 dropped `squad_metrics`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+from harness.checks import Case, CheckSpec, Outcome, expected_list, generative_check
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+class QaParams(CheckSpec):
+    answers_field: str = "answers"  # the row field holding the gold answer or list of answers
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:  # unanswerable: right only when both are empty
+        return float(pred_tokens == gold_tokens)
+    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred_tokens), common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def gold_answers(answers: list[str]) -> list[str]:
+    """Answers that survive normalisation; [""] (unanswerable) when none does, as SQuAD v2."""
+    kept = [a for a in answers if normalize_answer(a)]
+    return kept or [""]
+
+
+def _answers(case: Case, params: QaParams) -> list[str]:
+    return gold_answers(expected_list(case.fields[params.answers_field]))
+
+
+def _needs(params: QaParams) -> set[str]:
+    return {params.answers_field}
+
+
+@generative_check("qa", QaParams, ("em", "f1"), required_fields=_needs)
+def score_qa(output: str, case: Case, params: QaParams) -> Outcome:
+    golds = _answers(case, params)
+    em = max(exact_match(output, g) for g in golds)
+    f1 = max(token_f1(output, g) for g in golds)
+    return Outcome(output, {"em": em, "f1": f1}, em == 1.0, " | ".join(golds))

@@ -1,0 +1,103 @@
+"""Data sets for checks and training: inline rows or jsonl/json/csv/tsv/parquet files.
+
+Every row remembers where it came from (`file:line`), so a bad row is reported at its line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+
+
+class DataError(ValueError):
+    """A data file that cannot be read; the message starts with `file:line`."""
+
+
+@dataclass(frozen=True)
+class Row:
+    fields: dict[str, Any]
+    source: str  # "path:line" (or "path#row" for parquet)
+
+
+def infer_format(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix == "ndjson":
+        return "jsonl"
+    if suffix not in FORMATS:
+        raise DataError(
+            f"{path}: cannot tell the format from the extension; set `format:` ({', '.join(FORMATS)})"
+        )
+    return suffix
+
+
+def read_rows(path: Path, fmt: str | None = None) -> list[Row]:
+    """Read a data file into rows; DataError names the file and line of the first problem."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    reader = {
+        "jsonl": _jsonl,
+        "json": _json,
+        "csv": _delimited,
+        "tsv": _delimited,
+        "parquet": _parquet,
+    }
+    fmt = fmt or infer_format(path)
+    return reader[fmt](path, fmt)
+
+
+def _object_row(value: Any, source: str) -> Row:
+    if not isinstance(value, dict):
+        raise DataError(
+            f"{source}: a row must be an object with named fields, got {type(value).__name__}"
+        )
+    return Row(value, source)
+
+
+def _jsonl(path: Path, _fmt: str) -> list[Row]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        rows.append(_object_row(value, f"{path}:{number}"))
+    return rows
+
+
+def _json(path: Path, _fmt: str) -> list[Row]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+    if not isinstance(value, list):
+        raise DataError(f"{path}: a .json data file must hold a list of objects")
+    return [_object_row(item, f"{path}#{i + 1}") for i, item in enumerate(value)]
+
+
+def _delimited(path: Path, fmt: str) -> list[Row]:
+    import pandas as pd  # only suites with csv/tsv data pay for the import
+
+    try:
+        frame = pd.read_csv(
+            path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot parse as {fmt}: {exc}") from exc
+    # Line numbers count the header line, so the first data row is line 2.
+    return [
+        Row(dict(record), f"{path}:{i + 2}") for i, record in enumerate(frame.to_dict("records"))
+    ]
+
+
+def _parquet(path: Path, _fmt: str) -> list[Row]:
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    records = json.loads(frame.to_json(orient="records"))  # plain Python values, not numpy scalars
+    return [Row(record, f"{path}#{i + 1}") for i, record in enumerate(records)]

@@ -1,0 +1,513 @@
+"""The suite file: its pydantic schema, loading with `FILE:LINE:COL` errors, and resolution.
+
+`load_suite` validates everything that can be known before a model loads (keys, types, check
+parameters, data files and their rows, gate metrics, model references) and reports every problem
+at once as a HarnessError, so `harness run` never starts on a broken suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+
+from harness.checks import CHECKS, Case, CheckSpec, CheckType
+from harness.data import FORMATS, DataError, Row, read_rows
+from harness.errors import HarnessError
+from harness.registry import did_you_mean
+from harness.schema_base import Strict
+from harness.yaml_source import PathKey, YamlDocument, load_yaml
+
+
+class GenerationConfig(Strict):
+    """Greedy decoding settings shared by every generative check (each may override)."""
+
+    max_new_tokens: int = Field(32, ge=1, le=32768)
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+    chat_template: bool = False
+    system_prompt: str | None = None
+    batch_size: int = Field(32, ge=1, le=4096)
+
+
+class DataSource(Strict):
+    path: str | None = None
+    rows: list[dict[str, Any]] | None = None
+    format: Literal["jsonl", "json", "csv", "tsv", "parquet"] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        if (self.path is None) == (self.rows is None):
+            raise ValueError("give exactly one of `path` (a file) or `rows` (inline rows)")
+        return self
+
+
+class ThresholdGate(Strict):
+    metric: str
+    min: float | None = None
+    max: float | None = None  # for lower-is-better metrics such as perplexity
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdGate:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("give exactly one of `min` or `max`")
+        return self
+
+
+class ForgettingGate(Strict):
+    metric: str
+    max_drop: float = Field(ge=0)
+
+
+class ImproveGate(Strict):
+    metric: str
+    min_gain: float
+
+
+class CapabilityBase(Strict):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    threshold: ThresholdGate | None = None
+    forgetting: ForgettingGate | None = None
+    improve: ImproveGate | None = None
+
+
+class Candidate(Strict):
+    name: str = Field(min_length=1)
+    model: str | None = Field(None, description="An already trained model: evaluated only")
+    backend: str | None = Field(None, description="A trainer backend that trains from the base")
+    data: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    trust_remote_code: bool | None = None
+
+    @model_validator(mode="after")
+    def _model_or_backend(self) -> Candidate:
+        if (self.model is None) == (self.backend is None):
+            raise ValueError(
+                "give exactly one of `model` (already trained) or `backend` (train it)"
+            )
+        return self
+
+
+class SuiteBase(Strict):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    base: str = Field(
+        description="Model reference: hub id, directory, builtin:<name>, random:<preset>"
+    )
+    trust_remote_code: bool = False
+    seed: int = 0
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    data: dict[str, DataSource] = Field(default_factory=dict)
+    candidates: list[Candidate] = Field(default_factory=list)
+
+
+def check_entry_model(check: CheckType[Any]) -> type[CheckSpec]:
+    """The check's Params with its `type` tag, as it appears in a suite."""
+    return create_model(
+        f"{check.name.title().replace('_', '')}Check",
+        __base__=check.params,
+        type=(Literal[check.name], ...),  # type: ignore[valid-type]
+    )
+
+
+@cache
+def suite_model() -> type[SuiteBase]:
+    """The Suite model, built from the check types registered now (plugins included)."""
+    entries = tuple(check_entry_model(check) for _, check in CHECKS.items())
+    entry_union: Any = Annotated[Union[entries], Field(discriminator="type")]  # noqa: UP007
+    capability = create_model(
+        "Capability", __base__=CapabilityBase, checks=(list[entry_union], Field(min_length=1))
+    )
+    return create_model(
+        "Suite", __base__=SuiteBase, capabilities=(list[capability], Field(min_length=1))
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    return suite_model().model_json_schema()
+
+
+# --- Loaded and resolved suite -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    capability: str
+    label: str
+    check: CheckType[Any]
+    spec: CheckSpec
+    cases: tuple[Case, ...]
+
+
+@dataclass(frozen=True)
+class LoadedSuite:
+    path: Path
+    text: str
+    hash: str  # the suite text and every data file it reads
+    spec: Any  # an instance of suite_model()
+    checks: tuple[PlannedCheck, ...]
+    models: dict[str, str]  # "base" and each evaluated candidate -> resolved model reference
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.name)
+
+
+class Problems:
+    """Every problem found in a suite, each at its `FILE:LINE:COL`."""
+
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.items: list[tuple[int, int, str]] = []
+
+    def add(self, path: PathKey, message: str, *, key: bool = False) -> None:
+        where = self.doc.position(path, key=key)
+        field = _dotted(path)
+        prefix = f"{field}: " if field else ""
+        self.items.append((where.line, where.column, f"{prefix}{message}"))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            lines = [
+                f"{self.doc.path}:{line}:{col}: {msg}" for line, col, msg in sorted(self.items)
+            ]
+            count = len(lines)
+            raise HarnessError(
+                f"{self.doc.path}: {count} problem{'s' if count > 1 else ''} in the suite",
+                problems=lines,
+            )
+
+
+def _dotted(path: PathKey) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def load_suite(path: str | Path, *, base_override: str | None = None) -> LoadedSuite:
+    """Parse, validate and resolve a suite; HarnessError listing every problem otherwise."""
+    doc = load_yaml(Path(path))
+    problems = Problems(doc)
+    if not isinstance(doc.data, dict):
+        problems.add(
+            (), "a suite must be a mapping with at least `name`, `base` and `capabilities`"
+        )
+        problems.raise_if_any()
+    try:
+        spec = suite_model().model_validate(doc.data)
+    except ValidationError as exc:
+        for location, message, key in _pydantic_problems(doc.data, exc):
+            problems.add(location, message, key=key)
+        problems.raise_if_any()
+        raise  # unreachable: a ValidationError always has at least one error
+    return _resolve(doc, spec, problems, base_override)
+
+
+# --- Mapping pydantic errors to suite positions --------------------------------------------
+
+
+def _pydantic_problems(data: Any, exc: ValidationError) -> list[tuple[PathKey, str, bool]]:
+    found = []
+    for error in exc.errors():
+        path = _data_path(data, error["loc"])
+        found.append(_describe(error, path))
+    return found
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> PathKey:
+    """pydantic's location minus union tags, which are not written in the file."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]
+        elif isinstance(node, dict | list):
+            if isinstance(part, str) and _is_tag(node, part):
+                continue
+            path.append(part)
+            break
+        path.append(part)
+    return tuple(path)
+
+
+def _is_tag(node: Any, part: str) -> bool:
+    return isinstance(node, dict) and node.get("type") == part
+
+
+def _describe(error: Any, path: PathKey) -> tuple[PathKey, str, bool]:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(suite_model(), error["loc"][:-1])
+        return path, f'unknown key "{path[-1]}"{did_you_mean(str(path[-1]), allowed)}', True
+    if kind == "missing":
+        return path, "required but missing", False
+    if kind == "union_tag_invalid":
+        tag = str(error["ctx"]["tag"])
+        message = f'unknown check type "{tag}"{did_you_mean(tag, CHECKS.names())}; known: {", ".join(CHECKS.names())}'
+        return (*path, "type"), message, False
+    if kind == "union_tag_not_found":
+        return path, f"a check needs a `type` (one of: {', '.join(CHECKS.names())})", False
+    message = error["msg"].removeprefix("Value error, ")
+    if kind not in {"value_error", "assertion_error"} and "input" in error:
+        message += f" (got {error['input']!r})"
+    return path, message, False
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found at `loc`, for did-you-mean on unknown keys."""
+    current: Any = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (Union, __import__("types").UnionType) and len(args) == 1:
+        return _unwrap(args[0])
+    return annotation
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    annotation = _unwrap(annotation)
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(part)
+        return field.annotation if field else None
+    if origin is list and isinstance(part, int):
+        return typing.get_args(annotation)[0]
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    for member in typing.get_args(annotation):  # a tagged union: `part` is the tag
+        type_field = getattr(member, "model_fields", {}).get("type")
+        if type_field is not None and typing.get_args(type_field.annotation) == (part,):
+            return member
+    return None
+
+
+# --- Checks that need the whole suite --------------------------------------------------------
+
+
+def _resolve(
+    doc: YamlDocument, spec: Any, problems: Problems, base_override: str | None
+) -> LoadedSuite:
+    suite_dir = doc.path.parent
+    datasets = _load_datasets(doc, spec, problems)
+    checks = _plan_checks(doc, spec, datasets, problems)
+    _check_gates(spec, checks, problems)
+    _check_candidates(spec, datasets, problems)
+    models = _resolve_models(spec, suite_dir, problems, base_override)
+    problems.raise_if_any()
+    return LoadedSuite(doc.path, doc.text, _suite_hash(doc, spec), spec, tuple(checks), models)
+
+
+def _load_datasets(doc: YamlDocument, spec: Any, problems: Problems) -> dict[str, list[Row]]:
+    datasets: dict[str, list[Row]] = {}
+    for name, source in spec.data.items():
+        if source.rows is not None:
+            datasets[name] = [
+                Row(row, f"{doc.path}:{doc.position(('data', name, 'rows', i)).line}")
+                for i, row in enumerate(source.rows)
+            ]
+            continue
+        try:
+            datasets[name] = read_rows(doc.path.parent / source.path, source.format)
+        except DataError as exc:
+            problems.add(("data", name, "path"), str(exc))
+    return datasets
+
+
+def _plan_checks(
+    doc: YamlDocument, spec: Any, datasets: dict[str, list[Row]], problems: Problems
+) -> list[PlannedCheck]:
+    planned = []
+    names = [c.name for c in spec.capabilities]
+    for ci, capability in enumerate(spec.capabilities):
+        if names.count(capability.name) > 1:
+            problems.add(
+                ("capabilities", ci, "name"), f'capability "{capability.name}" is defined twice'
+            )
+        for ki, entry in enumerate(capability.checks):
+            where: PathKey = ("capabilities", ci, "checks", ki)
+            rows = _rows_for(doc, entry, datasets, where, problems)
+            check = CHECKS.get(entry.type)
+            cases = _cases(check, entry, rows, where, problems)
+            planned.append(PlannedCheck(capability.name, entry.label, check, entry, tuple(cases)))
+    return planned
+
+
+def _rows_for(
+    doc: YamlDocument,
+    entry: Any,
+    datasets: dict[str, list[Row]],
+    where: PathKey,
+    problems: Problems,
+) -> list[Row]:
+    if entry.cases is not None:
+        return [
+            Row(row, f"{doc.path}:{doc.position((*where, 'cases', i)).line}")
+            for i, row in enumerate(entry.cases)
+        ]
+    if entry.data not in datasets:
+        if entry.data not in doc.data.get("data", {}):  # a failed file was reported already
+            known = list(datasets)
+            problems.add(
+                (*where, "data"),
+                f'no data set "{entry.data}"{did_you_mean(entry.data, known)}; defined: {", ".join(known) or "none"}',
+            )
+        return []
+    return datasets[entry.data]
+
+
+def _cases(
+    check: CheckType[Any], entry: Any, rows: list[Row], where: PathKey, problems: Problems
+) -> list[Case]:
+    needed = check.fields_needed(entry)
+    cases = []
+    for index, row in enumerate(rows):
+        missing = sorted(needed - set(row.fields))
+        if missing:
+            problems.add(
+                where,
+                f"{row.source}: row has no field {', '.join(map(repr, missing))} (it has: {', '.join(row.fields) or 'nothing'})",
+            )
+            continue
+        case = Case(
+            str(row.fields.get("id", f"{index + 1}")),
+            _prompt(check, entry, row),
+            row.fields,
+            row.source,
+        )
+        try:
+            check.validate_case(case, entry)
+        except ValueError as exc:
+            problems.add(where, f"{row.source}: {exc}")
+            continue
+        cases.append(case)
+    if len({c.id for c in cases}) < len(cases):
+        problems.add(where, "case ids repeat; give each row a unique `id`")
+    return cases
+
+
+def _prompt(check: CheckType[Any], entry: Any, row: Row) -> str:
+    if entry.prompt:
+        return entry.prompt.format_map(row.fields)
+    return str(row.fields[check.prompt_field])
+
+
+def _check_gates(spec: Any, checks: list[PlannedCheck], problems: Problems) -> None:
+    for ci, capability in enumerate(spec.capabilities):
+        produced = produced_metrics(capability.name, checks)
+        for kind in ("threshold", "forgetting", "improve"):
+            gate = getattr(capability, kind)
+            if gate is not None and gate.metric not in produced:
+                problems.add(
+                    ("capabilities", ci, kind, "metric"),
+                    f'no check of this capability produces "{gate.metric}"{did_you_mean(gate.metric, sorted(produced))}; it has: {", ".join(sorted(produced))}',
+                )
+
+
+def produced_metrics(
+    capability: str, checks: list[PlannedCheck] | tuple[PlannedCheck, ...]
+) -> set[str]:
+    return {f"{p.label}.{m}" for p in checks if p.capability == capability for m in p.check.metrics}
+
+
+def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Problems) -> None:
+    from harness.backends import BACKENDS
+
+    names = [c.name for c in spec.candidates]
+    for i, candidate in enumerate(spec.candidates):
+        where: PathKey = ("candidates", i)
+        if candidate.name == "base" or names.count(candidate.name) > 1:
+            problems.add(
+                (*where, "name"),
+                f'candidate name "{candidate.name}" is taken (unique, and not "base")',
+            )
+        if candidate.backend is not None:
+            try:
+                BACKENDS.get(candidate.backend)
+            except HarnessError as exc:
+                problems.add((*where, "backend"), str(exc))
+        if candidate.data is not None and candidate.data not in datasets:
+            problems.add(
+                (*where, "data"),
+                f'no data set "{candidate.data}"{did_you_mean(candidate.data, list(datasets))}',
+            )
+
+
+def resolve_reference(reference: str, suite_dir: Path) -> str:
+    """A model reference with local paths made absolute (relative to the suite file).
+
+    Built-in and preset names are checked here; a path-like reference must exist; anything else
+    is taken as a hub id, which only loading can confirm.
+    """
+    kind, _, name = reference.partition(":")
+    if kind in ("builtin", "random") and name:
+        from harness.models.loading import known_builtins, known_presets
+
+        known = known_builtins() if kind == "builtin" else known_presets()
+        if name not in known:
+            raise HarnessError(
+                f'unknown {kind} model "{name}"{did_you_mean(name, known)}; known: {", ".join(known)}'
+            )
+        return reference
+    local = Path(reference).expanduser()
+    local = local if local.is_absolute() else suite_dir / local
+    if local.exists():
+        return str(local.resolve())
+    if reference.startswith((".", "/", "~")) or reference.count("/") > 1:
+        raise HarnessError(f"no model directory at {local.resolve()}")
+    return reference
+
+
+def _resolve_models(
+    spec: Any, suite_dir: Path, problems: Problems, base_override: str | None
+) -> dict[str, str]:
+    refs = {"base": (("base",), base_override or spec.base)}
+    for i, candidate in enumerate(spec.candidates):
+        if candidate.model is not None:
+            refs[candidate.name] = (("candidates", i, "model"), candidate.model)
+    models = {}
+    for name, (where, reference) in refs.items():
+        try:
+            # --base comes from the command line: relative to the working directory, not the suite.
+            models[name] = resolve_reference(
+                reference, Path.cwd() if where == ("base",) and base_override else suite_dir
+            )
+        except HarnessError as exc:
+            if name == "base" and base_override:
+                raise HarnessError(f"--base: {exc}") from exc
+            problems.add(where, str(exc))
+    return models
+
+
+def _suite_hash(doc: YamlDocument, spec: Any) -> str:
+    digest = hashlib.sha256(doc.text.encode())
+    for name, source in sorted(spec.data.items()):
+        if source.path is not None:
+            digest.update(name.encode() + (doc.path.parent / source.path).read_bytes())
+    return digest.hexdigest()
+
+
+def dump_schema() -> str:
+    return json.dumps(json_schema(), indent=2)
+
+
+__all__ = ["FORMATS", "LoadedSuite", "PlannedCheck", "json_schema", "load_suite", "suite_model"]

@@ -1,0 +1,50 @@
+"""Writes the example suites' evaluation data from the corpus that ships with harness.
+
+The built-in model learned `facts.jsonl` and `sums.jsonl`; `builtin:tiny-v2` also learned
+`update_facts.jsonl`. Run `python suites/data/generate.py` after changing the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from importlib.resources import files
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def corpus(name: str) -> list[dict]:
+    text = files("harness.corpus").joinpath(name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write(name: str, rows: list[dict]) -> None:
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    (HERE / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def choice_rows(facts: list[dict], rng: random.Random) -> list[dict]:
+    """Four-way multiple choice: the true answer among three answers of the same relation."""
+    rows = []
+    for fact in facts:
+        others = [f["answer"] for f in facts if f["relation"] == fact["relation"] and f is not fact]
+        choices = [*rng.sample(others, 3), fact["answer"]]
+        rng.shuffle(choices)
+        rows.append({"id": fact["id"], "prompt": fact["question"], "choices": choices, "answer": fact["answer"]})
+    return rows
+
+
+def main() -> None:
+    rng = random.Random(0)
+    facts, sums = corpus("facts.jsonl"), corpus("sums.jsonl")
+    write("known_facts.jsonl", [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in facts])
+    write("sums.jsonl", [{"id": s["id"], "prompt": s["question"], "expected": s["answer"]} for s in sums])
+    write("facts_choice.jsonl", choice_rows(facts, rng))
+    write("fact_texts.jsonl", [{"id": f["id"], "text": f"{f['question']} {f['answer']}"} for f in facts[::3]])
+    updates = corpus("update_facts.jsonl")
+    write("new_facts.jsonl", [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in updates])
+
+
+if __name__ == "__main__":
+    main()

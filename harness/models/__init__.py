@@ -16,3 +16,31 @@ class LoadedModel:
     tokenizer: Any  # transformers PreTrainedTokenizerBase
     fingerprint: str  # hash of the weights (and adapter), never of the name
     path: Path | None = None  # the HF directory it was loaded from, when there is one
+
+
+# Public API, imported lazily: the submodules import LoadedModel from here, and `harness validate`
+# should not pay for what it does not use.
+_EXPORTS = {
+    "load_model": "harness.models.loading",
+    "fingerprint_model": "harness.models.fingerprint",
+    "parse_reference": "harness.models.references",
+    "check_reference": "harness.models.references",
+    "ModelReference": "harness.models.references",
+    "known_builtins": "harness.models.builtin",
+    "ensure_builtin": "harness.models.builtin",
+    "builtin_path": "harness.models.builtin",
+    "harness_home": "harness.models.builtin",
+    "corpus_rows": "harness.models.builtin",
+    "known_presets": "harness.models.presets",
+    "answer_accuracy": "harness.models.tinylm",
+}
+
+__all__ = ["LoadedModel", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'harness.models' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

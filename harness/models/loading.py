@@ -1,0 +1,197 @@
+"""`load_model`: any model reference to a ready-to-evaluate `LoadedModel`.
+
+torch and transformers are imported inside functions so that importing this module (for
+`harness validate`) stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError, ModelNotFoundError
+from harness.models import LoadedModel
+from harness.models.builtin import ensure_builtin, known_builtins
+from harness.models.fingerprint import adapter_fingerprint, combine_fingerprints, fingerprint_model
+from harness.models.presets import known_presets, random_fingerprint, random_model
+from harness.models.references import ModelReference, check_reference, parse_reference
+
+__all__ = [
+    "ModelReference",
+    "check_reference",
+    "fingerprint_model",
+    "known_builtins",
+    "known_presets",
+    "load_model",
+    "parse_reference",
+]
+
+DTYPE_NAMES = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def load_model(
+    reference: str,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str | None = None,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load a model reference: `builtin:<name>`, `random:<preset>`, a local directory (a full
+    model, or a PEFT adapter whose base is loaded first) or a hub id.
+
+    `dtype`: auto/float32/bfloat16/float16 (default: float32 on CPU; on a GPU the checkpoint's own
+    dtype, bfloat16 for random presets). `device`: default cuda when available, else cpu.
+    Raises ModelNotFoundError when nothing can be found, HarnessError for other bad references.
+    """
+    kind, name = check_reference(reference)
+    device = resolve_device(device)
+    if kind == "random":
+        loaded = load_random(name, dtype=dtype, device=device)
+    else:
+        path = ensure_builtin(name) if kind == "builtin" else name
+        loaded = load_pretrained(str(path), trust_remote_code, dtype, device)
+    loaded.reference = reference
+    return loaded
+
+
+def resolve_device(device: str | None) -> str:
+    """The device asked for, else cuda when available, else cpu."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str | None, device: str, default_gpu: str) -> Any:
+    """A torch dtype (or "auto") from a user string; float32 on CPU unless asked otherwise."""
+    import torch
+
+    if dtype is None:
+        dtype = "float32" if device == "cpu" else default_gpu
+    if dtype not in DTYPE_NAMES:
+        raise HarnessError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}")
+    name = DTYPE_NAMES[dtype]
+    return name if name == "auto" else getattr(torch, name)
+
+
+def load_random(name: str, *, dtype: str | None, device: str) -> LoadedModel:
+    torch_dtype = resolve_dtype(dtype, device, default_gpu="bfloat16")
+    if torch_dtype == "auto":
+        torch_dtype = None  # random weights have no checkpoint dtype: float32
+    model, tokenizer = random_model(name, dtype=torch_dtype, device=device)
+    fingerprint = random_fingerprint(name, seed=0, dtype=model.dtype, device=device)
+    return LoadedModel(f"random:{name}", model, tokenizer, fingerprint)
+
+
+def load_pretrained(
+    source: str, trust_remote_code: bool, dtype: str | None, device: str
+) -> LoadedModel:
+    """A local directory (full model or PEFT adapter) or a hub id, through from_pretrained."""
+    path = Path(source)
+    if (path / ADAPTER_CONFIG).is_file():
+        return load_adapter(path, trust_remote_code, dtype, device)
+    model, tokenizer = from_pretrained(source, trust_remote_code, dtype, device)
+    local = path if path.is_dir() else None
+    return LoadedModel(source, model, tokenizer, fingerprint_model(model), local)
+
+
+def from_pretrained(
+    source: str, trust_remote_code: bool, dtype: str | None, device: str
+) -> tuple[Any, Any]:
+    """(model in eval mode on `device`, tokenizer with a pad token); errors made user-facing."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        options["local_files_only"] = True  # honoured even when set after huggingface_hub loaded
+    with user_facing_errors(source):
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        torch_dtype = resolve_dtype(dtype, device, default_gpu="auto")
+        # device_map puts weights straight on the GPU instead of staging them in CPU memory
+        placement = {} if device == "cpu" else {"device_map": device}
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, **placement, **options
+        )
+    return prepare(model, tokenizer)
+
+
+def prepare(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """Eval mode; pad = eos when the tokenizer has no pad token (batched generation needs one)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and generation.pad_token_id is None:
+        generation.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def user_facing_errors(source: str) -> Iterator[None]:
+    """Turn from_pretrained's OSError/ValueError into ModelNotFoundError / HarnessError."""
+    try:
+        yield
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise HarnessError(
+            f"model {source!r} ships its own code; set trust_remote_code: true in the suite if "
+            "you trust it"
+        ) from error
+    except OSError as error:
+        raise ModelNotFoundError(not_found_message(source, error)) from error
+
+
+def not_found_message(source: str, error: BaseException) -> str:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if Path(source).is_dir():
+        return f"could not load a model from directory {source}: {first_line}"
+    return (
+        f"could not load model {source!r}: no local directory by that name, and the Hugging Face "
+        f"hub could not provide it (the hub may be unreachable from this machine, the id "
+        f"misspelled, or the model gated). Underlying error: {first_line}"
+    )
+
+
+def load_adapter(
+    path: Path, trust_remote_code: bool, dtype: str | None, device: str
+) -> LoadedModel:
+    """A PEFT adapter directory: its base (any reference) first, then the adapter on top."""
+    from peft import PeftModel
+
+    config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base_reference = config.get("base_model_name_or_path")
+    if not base_reference:
+        raise HarnessError(f"adapter at {path} does not name its base (base_model_name_or_path)")
+    base = load_model(
+        base_reference, trust_remote_code=trust_remote_code, dtype=dtype, device=device
+    )
+    model = PeftModel.from_pretrained(base.model, str(path)).eval()
+    tokenizer = base.tokenizer
+    if (path / "tokenizer_config.json").is_file():
+        with user_facing_errors(str(path)):
+            tokenizer = from_pretrained_tokenizer(path, trust_remote_code)
+    fingerprint = combine_fingerprints(base.fingerprint, adapter_fingerprint(model))
+    return LoadedModel(str(path), model, tokenizer, fingerprint, path)
+
+
+def from_pretrained_tokenizer(path: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

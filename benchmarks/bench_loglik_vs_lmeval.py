@@ -1,0 +1,190 @@
+"""Multiple choice through lm-eval vs through `Engine.loglikelihood`: same accuracies, timed.
+
+    python benchmarks/bench_loglik_vs_lmeval.py [--model builtin:tiny|random|DIR] [--threads 1]
+
+Runs the local task benchmarks/tasks/arith_mc.yaml with lm-eval's `simple_evaluate` on HFLM, and
+the same items through the harness, which computes acc and acc_norm as lm-eval does. The accuracies
+must be identical; the target is harness time / lm-eval time <= 1.0 (each timed after a warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    REPO_ROOT,
+    apply_threads,
+    common_arguments,
+    load,
+    print_json,
+    print_table,
+    timed,
+)
+
+TASK = "harness_arith_mc"
+TASKS_DIR = REPO_ROOT / "benchmarks" / "tasks"
+DATA = TASKS_DIR / "arith_mc.jsonl"
+TARGET_DELIMITER = " "  # lm-eval's default target_delimiter for multiple choice
+TARGET = 1.0
+
+
+@dataclass(frozen=True)
+class ChoiceScore:
+    """One multiple-choice item, scored as lm-eval's `ConfigurableTask.process_results`."""
+
+    acc: float
+    acc_norm: float
+
+
+def score_choices(logprobs: Sequence[float], choices: Sequence[str], gold: int) -> ChoiceScore:
+    """acc: argmax of summed log-likelihoods; acc_norm: the same divided by len(choice string).
+
+    Ties go to the first choice (numpy's argmax), and the length is of the choice without the
+    target delimiter, in characters, exactly as lm-eval 0.4.13 computes them.
+    """
+    pred = _argmax(logprobs)
+    pred_norm = _argmax([lp / float(len(c)) for lp, c in zip(logprobs, choices, strict=True)])
+    return ChoiceScore(acc=float(pred == gold), acc_norm=float(pred_norm == gold))
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def read_items() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+
+
+def choice_requests(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(it["question"], f"{TARGET_DELIMITER}{c}") for it in items for c in it["choices"]]
+
+
+def harness_accuracy(engine: Any) -> dict[str, float]:
+    """The harness side, end to end: read the items, score every choice, average."""
+    items = read_items()
+    results = engine.loglikelihood(choice_requests(items))
+    scores, start = [], 0
+    for it in items:
+        n = len(it["choices"])
+        logprobs = [r.logprob for r in results[start : start + n]]
+        scores.append(score_choices(logprobs, it["choices"], int(it["answer"])))
+        start += n
+    return {
+        "acc": sum(s.acc for s in scores) / len(scores),
+        "acc_norm": sum(s.acc_norm for s in scores) / len(scores),
+    }
+
+
+def lmeval_accuracy(hflm: Any, task_manager: Any) -> dict[str, float]:
+    """The lm-eval side, end to end: build the task from its YAML, load the data, evaluate."""
+    from lm_eval import simple_evaluate
+
+    out = simple_evaluate(
+        model=hflm, tasks=[TASK], task_manager=task_manager, log_samples=False, bootstrap_iters=0
+    )
+    metrics = out["results"][TASK]
+    return {"acc": metrics["acc,none"], "acc_norm": metrics["acc_norm,none"]}
+
+
+def model_only(engine: Any, hflm: Any) -> dict[str, float]:
+    """Just the scoring calls on the same requests: time and agreement per request."""
+    from lm_eval.api.instance import Instance
+
+    requests = choice_requests(read_items())
+    instances = [
+        Instance(request_type="loglikelihood", doc={}, arguments=r, idx=i)
+        for i, r in enumerate(requests)
+    ]
+    theirs, t_theirs = timed(lambda: hflm.loglikelihood(instances, disable_tqdm=True))
+    ours, t_ours = timed(lambda: engine.loglikelihood(requests))
+    return {
+        "lmeval_s": t_theirs,
+        "harness_s": t_ours,
+        "requests": len(requests),
+        "max_abs_diff": max(abs(o.logprob - t[0]) for o, t in zip(ours, theirs, strict=True)),
+        "greedy_agree": sum(o.is_greedy == t[1] for o, t in zip(ours, theirs, strict=True)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    import logging
+
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from harness.engine import Engine
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    os.chdir(REPO_ROOT)  # the task's data_files path is relative to the repo root
+    if not DATA.exists():
+        import runpy
+
+        runpy.run_path(str(TASKS_DIR / "make_arith_mc.py"), run_name="__main__")
+    threads = apply_threads(args.threads)
+    lm = load(args.model)
+    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=args.batch_size)
+    engine = Engine(lm, batch_size=args.batch_size)  # no cache: every run computes
+    task_manager = TaskManager(include_path=str(TASKS_DIR))  # indexing all tasks: not timed
+
+    lmeval_accuracy(hflm, task_manager)  # warm-up (also fills the datasets cache)
+    harness_accuracy(engine)
+    theirs, t_theirs = timed(lambda: lmeval_accuracy(hflm, task_manager))
+    ours, t_ours = timed(lambda: harness_accuracy(engine))
+    calls = model_only(engine, hflm)
+    ratio, calls_ratio = t_ours / t_theirs, calls["harness_s"] / calls["lmeval_s"]
+    same = theirs == ours
+    print_table(
+        [
+            ("model", args.model),
+            ("torch threads", str(threads)),
+            ("items x choices", f"{len(read_items())} x 4 = {calls['requests']} requests"),
+            ("acc        lm-eval / harness", f"{theirs['acc']:.4f} / {ours['acc']:.4f}"),
+            ("acc_norm   lm-eval / harness", f"{theirs['acc_norm']:.4f} / {ours['acc_norm']:.4f}"),
+            ("identical accuracies", str(same)),
+            ("end to end lm-eval", f"{t_theirs:.2f} s (simple_evaluate, task from YAML)"),
+            ("end to end harness", f"{t_ours:.2f} s (read jsonl, score, average)"),
+            ("ratio harness/lm-eval", f"{ratio:.2f}  (target <= {TARGET})"),
+            ("scoring only lm-eval", f"{calls['lmeval_s']:.2f} s (HFLM.loglikelihood)"),
+            ("scoring only harness", f"{calls['harness_s']:.2f} s (Engine.loglikelihood)"),
+            ("ratio scoring only", f"{calls_ratio:.2f}"),
+            ("max |logprob diff|", f"{calls['max_abs_diff']:.2e}"),
+            ("is_greedy agreement", f"{calls['greedy_agree']}/{calls['requests']}"),
+        ]
+    )
+    print_json(
+        {
+            "benchmark": "loglik_vs_lmeval",
+            "model": args.model,
+            "threads": threads,
+            "batch_size": args.batch_size,
+            "lmeval": theirs,
+            "harness": ours,
+            "identical": same,
+            "lmeval_s": round(t_theirs, 4),
+            "harness_s": round(t_ours, 4),
+            "ratio": round(ratio, 3),
+            "scoring_lmeval_s": round(calls["lmeval_s"], 4),
+            "scoring_harness_s": round(calls["harness_s"], 4),
+            "scoring_ratio": round(calls_ratio, 3),
+            "max_abs_diff": calls["max_abs_diff"],
+        }
+    )
+    assert same, f"accuracies differ: lm-eval {theirs}, harness {ours}"
+
+
+if __name__ == "__main__":
+    main()

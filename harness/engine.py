@@ -1,0 +1,455 @@
+"""The evaluation engine: batched greedy generation and lm-eval-exact log-likelihoods, cached.
+
+Every check that needs model outputs goes through `Engine`. Log-likelihoods follow lm-eval's HFLM
+(`lm_eval/models/huggingface.py`, `lm_eval/api/model.py`, v0.4.13) token for token, so a `choice` or
+`perplexity` check here gives the number an lm-eval user would get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import harness
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.models import LoadedModel
+
+_T = TypeVar("_T")
+
+# lm-eval's fallback when neither the config nor the tokenizer states a context length.
+DEFAULT_MAX_LENGTH = 2048
+# transformers' "no limit" sentinel for tokenizer.model_max_length.
+_TOKENIZER_INFINITY = 1000000000000000019884624838656
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate: greedy decoding always (sampling comes later)."""
+
+    max_new_tokens: int = 32
+    stop: tuple[str, ...] = ("\n",)  # output is cut at the first stop string found
+    chat_template: bool = False  # wrap the prompt as a user turn and apply the tokenizer's template
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class LogLikelihood:
+    """Log-likelihood of a continuation (or of a whole text, for rolling requests)."""
+
+    logprob: float  # sum of log-probs of the continuation tokens
+    is_greedy: bool  # every continuation token is the argmax
+    n_tokens: int
+
+
+class OutputCache(Protocol):
+    """Where computed outputs persist; the DuckDB store implements this structurally."""
+
+    def get_many(self, kind: str, keys: list[str]) -> dict[str, Any]: ...  # only the hits
+
+    def put_many(self, kind: str, items: dict[str, Any]) -> None: ...  # JSON-serialisable values
+
+
+class DictCache:
+    """In-memory `OutputCache`, for tests and benchmarks; counts lookups and writes."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], Any] = {}
+        self.gets = 0
+        self.puts = 0
+
+    def get_many(self, kind: str, keys: list[str]) -> dict[str, Any]:
+        self.gets += 1
+        return {k: self.data[(kind, k)] for k in keys if (kind, k) in self.data}
+
+    def put_many(self, kind: str, items: dict[str, Any]) -> None:
+        self.puts += 1
+        self.data.update({(kind, k): v for k, v in items.items()})
+
+
+# A scoring row: (context tokens, continuation tokens), as lm-eval's `_loglikelihood_tokens` takes.
+TokenPair = tuple[list[int], list[int]]
+# What a compute function yields per batch: (position among the requests it was given, JSON value).
+BatchResult = list[tuple[int, Any]]
+
+
+class Engine:
+    """Runs a `LoadedModel` over many requests in batches, reusing cached outputs."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        cache: OutputCache | None = None,
+        *,
+        batch_size: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.lm = lm
+        self.model = lm.model
+        self.tokenizer = lm.tokenizer
+        self.cache = cache
+        self.batch_size = batch_size
+        self.progress = progress
+        self.model.eval()  # lm-eval does the same: no dropout when scoring
+        self.max_length = _max_length(self.model, self.tokenizer)
+        self.prefix_token_id = _prefix_token_id(self.tokenizer)
+        self._prefix_text = self.tokenizer.decode(self.prefix_token_id)
+
+    # ---- public API ------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+        """Greedy continuations of `prompts` (prompt excluded), cut at the first stop string."""
+        compute = partial(self._generate_batches, settings=settings)
+        return self._cached("generate", list(prompts), asdict(settings), compute)
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]:
+        """Log-likelihood of each continuation given its context, exactly as lm-eval's HFLM."""
+        items = [[context, continuation] for context, continuation in requests]
+        values = self._cached("loglikelihood", items, None, self._loglikelihood_batches)
+        return [LogLikelihood(**v) for v in values]
+
+    def rolling_loglikelihood(self, texts: Sequence[str]) -> list[LogLikelihood]:
+        """Whole-text log-likelihood in max-length windows (lm-eval's `loglikelihood_rolling`)."""
+        values = self._cached("rolling", list(texts), None, self._rolling_batches)
+        return [LogLikelihood(**v) for v in values]
+
+    # ---- caching ---------------------------------------------------------------------------
+
+    def _key(self, kind: str, settings: dict[str, Any] | None, request: Any) -> str:
+        payload = [harness.__version__, self.lm.fingerprint, kind, settings, request]
+        text = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _cached(
+        self,
+        kind: str,
+        requests: list[Any],
+        settings: dict[str, Any] | None,
+        compute: Callable[[list[Any]], Iterator[BatchResult]],
+    ) -> list[Any]:
+        """Look every key up first, compute the misses once each, write after every batch."""
+        keys = [self._key(kind, settings, r) for r in requests]
+        found = self.cache.get_many(kind, sorted(set(keys))) if self.cache is not None else {}
+        misses = list(dict.fromkeys(k for k in keys if k not in found))  # unique, in order
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        copies = Counter(keys)
+        done = sum(copies[k] for k in found)
+        self._report(done, len(keys))
+        for batch in compute([requests[first[k]] for k in misses]):
+            fresh = {misses[pos]: value for pos, value in batch}
+            if self.cache is not None:
+                self.cache.put_many(kind, fresh)  # a run killed later keeps this batch
+            found.update(fresh)
+            done += sum(copies[k] for k in fresh)
+            self._report(done, len(keys))
+        return [found[k] for k in keys]
+
+    def _report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+    # ---- generation ------------------------------------------------------------------------
+
+    def _generate_batches(
+        self, prompts: list[str], settings: GenerationSettings
+    ) -> Iterator[BatchResult]:
+        budget = max(1, self.max_length - settings.max_new_tokens)
+        # An empty prompt is conditioned on the prefix token, as lm-eval does for scoring.
+        encoded = [
+            self._encode_prompt(p, settings)[-budget:] or [self.prefix_token_id] for p in prompts
+        ]
+        # Longest first, so each batch holds similar lengths (little padding) and OOM shows early.
+        order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+        for chunk in _chunks(order, self.batch_size):
+            outputs = self._generate_chunk([encoded[i] for i in chunk], settings)
+            yield list(zip(chunk, outputs, strict=True))
+
+    def _encode_prompt(self, prompt: str, settings: GenerationSettings) -> list[int]:
+        if not settings.chat_template:
+            return list(self.tokenizer(prompt)["input_ids"])
+        messages = [{"role": "user", "content": prompt}]
+        if settings.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": settings.system_prompt})
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        # The template already carries whatever special tokens the model expects.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _generate_chunk(self, rows: list[list[int]], settings: GenerationSettings) -> list[str]:
+        import torch
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        input_ids, attention_mask = _left_pad(rows, self._pad_id(), self._device())
+        width = input_ids.shape[1]
+        config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self._pad_id(),
+        )
+        criteria = StoppingCriteriaList()
+        if settings.stop:
+            criteria.append(_StopStrings(self.tokenizer, settings.stop, width))
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=config,
+                stopping_criteria=criteria,
+            )
+        return [self._decode_new(row[width:].tolist(), settings.stop) for row in out]
+
+    def _decode_new(self, tokens: list[int], stop: tuple[str, ...]) -> str:
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and eos in tokens:
+            tokens = tokens[: tokens.index(eos)]
+        return _cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    def _device(self) -> torch.device:
+        device = getattr(self.model, "device", None)
+        return device if device is not None else next(self.model.parameters()).device
+
+    # ---- log-likelihood (lm-eval semantics) ------------------------------------------------
+
+    def _tok_encode(self, text: str) -> list[int]:
+        return self._tok_encode_many([text])[text]
+
+    def _tok_encode_many(
+        self, texts: list[str], add_special_tokens: bool | None = None
+    ) -> dict[str, list[int]]:
+        """lm-eval `HFLM.tok_encode` over many texts in one tokenizer call per setting.
+
+        Tokenizer defaults, unless asked otherwise or the text already starts with BOS.
+        """
+        unique = list(dict.fromkeys(texts))
+        if add_special_tokens is not None:
+            return self._encode_batch(unique, {"add_special_tokens": add_special_tokens})
+        bos = self._prefix_text
+        prefixed = [t for t in unique if bos and t.startswith(bos)]
+        plain = [t for t in unique if not (bos and t.startswith(bos))]
+        encoded = self._encode_batch(plain, {})
+        encoded.update(self._encode_batch(prefixed, {"add_special_tokens": False}))
+        return encoded
+
+    def _encode_batch(self, texts: list[str], kwargs: dict[str, bool]) -> dict[str, list[int]]:
+        if not texts:
+            return {}
+        ids = self.tokenizer(texts, **kwargs)["input_ids"]
+        return {t: list(i) for t, i in zip(texts, ids, strict=True)}
+
+    def _encode_requests(self, requests: list[list[str]]) -> list[TokenPair]:
+        """lm-eval `TemplateLM.loglikelihood` + `_encode_pair` for causal models."""
+        split = [_move_trailing_spaces(ctx, cont) for ctx, cont in requests]
+        full = self._tok_encode_many([t for c, x in split if c for t in (c, c + x)])
+        bare = self._tok_encode_many([x for c, x in split if not c], add_special_tokens=False)
+        return [
+            self._pair_from_whole(full[c], full[c + x]) if c else self._pair_from_prefix(bare[x])
+            for c, x in split
+        ]
+
+    def _pair_from_whole(self, context_enc: list[int], whole: list[int]) -> TokenPair:
+        # Split the joint encoding, so a token spanning the boundary goes to the continuation.
+        return context_enc, whole[len(context_enc) :]
+
+    def _pair_from_prefix(self, cont: list[int]) -> TokenPair:
+        # Nothing to condition on: use the prefix (BOS, else EOS) token, as lm-eval does.
+        if cont and cont[0] == self.prefix_token_id:
+            return cont[:1], cont[1:]
+        return [self.prefix_token_id], cont
+
+    def _loglikelihood_batches(self, requests: list[list[str]]) -> Iterator[BatchResult]:
+        pairs = self._encode_requests(requests)
+        for batch in self._score_pairs(pairs):
+            yield [(i, asdict(result)) for i, result in batch]
+
+    def _rolling_batches(self, texts: list[str]) -> Iterator[BatchResult]:
+        windows = [self._rolling_windows(t) for t in texts]
+        # Group whole texts so one group fills about one batch and its results can be written.
+        for group in _group_by_size([len(w) for w in windows], self.batch_size):
+            flat = [(t, pair) for t in group for pair in windows[t]]
+            scores: list[LogLikelihood | None] = [None] * len(flat)
+            for batch in self._score_pairs([pair for _, pair in flat]):
+                for i, result in batch:
+                    scores[i] = result
+            yield [(t, asdict(_sum_windows(scores, flat, t))) for t in group]
+
+    def _rolling_windows(self, text: str) -> list[TokenPair]:
+        """lm-eval `get_rolling_token_windows(context_len=1)` + `make_disjoint_window`."""
+        tokens = self._tok_encode(text)
+        if not tokens:
+            return []
+        first = min(self.max_length, len(tokens))
+        windows = [([self.prefix_token_id], tokens[:first])]
+        done = first
+        while done < len(tokens):
+            end = min(len(tokens), done + self.max_length)
+            inputs = tokens[max(0, end - self.max_length - 1) : end - 1]
+            preds = tokens[done:end]
+            windows.append((inputs[: len(inputs) - (len(preds) - 1)], preds))
+            done = end
+        return windows
+
+    def _score_pairs(self, pairs: list[TokenPair]) -> Iterator[list[tuple[int, LogLikelihood]]]:
+        """Score (context, continuation) token pairs; yields (index, result) per forward batch."""
+        # Rows with the same input tokens share one forward pass (lm-eval's logits cache does
+        # the same for choices that differ only in their last token).
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, cont) in enumerate(pairs):
+            if not cont or len(cont) > self.max_length:
+                raise ValueError(
+                    f"cannot score a continuation of {len(cont)} tokens "
+                    f"(1 to the model's {self.max_length} tokens)"
+                )
+            groups.setdefault(tuple((ctx + cont)[-(self.max_length + 1) :][:-1]), []).append(i)
+        inputs = sorted(groups, key=lambda inp: (-len(inp), inp))  # lm-eval's order: longest first
+        for chunk in _chunks(inputs, self.batch_size):
+            needed = [max(len(pairs[i][1]) for i in groups[inp]) for inp in chunk]
+            logprobs = self._forward_logprobs(chunk, needed)
+            yield [
+                (i, _score_row(row, pairs[i][1]))
+                for row, inp in zip(logprobs, chunk, strict=True)
+                for i in groups[inp]
+            ]
+
+    def _forward_logprobs(
+        self, inputs: list[tuple[int, ...]], needed: list[int]
+    ) -> list[tuple[Any, Any]]:
+        """Per input row: (log-softmax over its last `needed` real positions, their argmax)."""
+        import torch
+
+        width = max(len(inp) for inp in inputs)
+        # Right padding and no attention mask, like lm-eval: in a causal model padding only
+        # follows the real tokens, so it cannot change their logits.
+        batch = torch.zeros((len(inputs), width), dtype=torch.long)
+        for r, inp in enumerate(inputs):
+            batch[r, : len(inp)] = torch.tensor(inp, dtype=torch.long)
+        with torch.inference_mode():
+            logits = self.model(input_ids=batch.to(self._device())).logits
+        offset = logits.shape[1] - width  # virtual tokens (prompt tuning) come first
+        rows = []
+        for r, (inp, n) in enumerate(zip(inputs, needed, strict=True)):
+            real = logits[r, offset + len(inp) - n : offset + len(inp)]
+            rows.append((torch.log_softmax(real, dim=-1), real.argmax(dim=-1)))
+        return rows
+
+
+class _StopStrings:
+    """Stopping criterion: a row is done once its new text contains a stop string."""
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...], prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        import torch
+
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_width :], skip_special_tokens=True
+        )
+        done = [any(s in t for s in self.stop) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _score_row(row: tuple[Any, Any], cont: list[int]) -> LogLikelihood:
+    """lm-eval's per-request scoring: the last len(cont) positions predict the continuation."""
+    import torch
+
+    logprobs, greedy = row
+    n = len(cont)
+    target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)
+    picked = logprobs[-n:].gather(1, target.unsqueeze(-1)).squeeze(-1)
+    is_greedy = bool((greedy[-n:] == target).all())
+    return LogLikelihood(logprob=float(picked.sum()), is_greedy=is_greedy, n_tokens=n)
+
+
+def _sum_windows(
+    scores: list[LogLikelihood | None], flat: list[tuple[int, TokenPair]], text: int
+) -> LogLikelihood:
+    mine = [s for s, (t, _) in zip(scores, flat, strict=True) if t == text and s is not None]
+    return LogLikelihood(
+        logprob=sum(s.logprob for s in mine),
+        is_greedy=all(s.is_greedy for s in mine),
+        n_tokens=sum(s.n_tokens for s in mine),
+    )
+
+
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
+    # itertools.batched arrives only in Python 3.12.
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _group_by_size(sizes: list[int], target: int) -> Iterator[list[int]]:
+    """Consecutive index groups whose sizes add up to about `target` (at least one each)."""
+    group: list[int] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if group and total + size > target:
+            yield group
+            group, total = [], 0
+        group.append(i)
+        total += size
+    if group:
+        yield group
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _move_trailing_spaces(context: str, continuation: str) -> tuple[str, str]:
+    """Trailing spaces of the context start the continuation's first word (lm-eval does this)."""
+    stripped = context.rstrip()
+    return stripped, context[len(stripped) :] + continuation
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def _prefix_token_id(tokenizer: Any) -> int:
+    """lm-eval's prefix token: BOS when the tokenizer has one, else EOS."""
+    if tokenizer.bos_token_id is not None:
+        return int(tokenizer.bos_token_id)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token to condition on")
+    return int(tokenizer.eos_token_id)
+
+
+def _max_length(model: Any, tokenizer: Any) -> int:
+    """lm-eval's `resolve_max_length`: text config, then config, then tokenizer, then 2048."""
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attr, None)
+        if value is not None:
+            return int(value)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is not None and limit != _TOKENIZER_INFINITY:
+        return int(limit)
+    return DEFAULT_MAX_LENGTH

@@ -99,6 +99,9 @@ class Engine:
         self.cache = cache
         self.batch_size = batch_size
         self.progress = progress
+        # Unique requests served from the cache vs run through the model: shows what a rerun reused.
+        self.requests_cached = 0
+        self.requests_computed = 0
         self.model.eval()  # lm-eval does the same: no dropout when scoring
         self.max_length = _max_length(self.model, self.tokenizer)
         self.prefix_token_id = _prefix_token_id(self.tokenizer)
@@ -140,6 +143,8 @@ class Engine:
         keys = [self._key(kind, settings, r) for r in requests]
         found = self.cache.get_many(kind, sorted(set(keys))) if self.cache is not None else {}
         misses = list(dict.fromkeys(k for k in keys if k not in found))  # unique, in order
+        self.requests_cached += len(found)
+        self.requests_computed += len(misses)
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         copies = Counter(keys)
         done = sum(copies[k] for k in found)

@@ -365,8 +365,9 @@ def _rows_for(
             for i, row in enumerate(entry.cases)
         ]
     if entry.data not in datasets:
-        if entry.data not in doc.data.get("data", {}):  # a failed file was reported already
-            known = list(datasets)
+        declared = list(doc.data.get("data") or {})
+        if entry.data not in declared:  # a declared set whose file failed was reported already
+            known = declared
             problems.add(
                 (*where, "data"),
                 f'no data set "{entry.data}"{did_you_mean(entry.data, known)}; defined: {", ".join(known) or "none"}',

@@ -1,0 +1,158 @@
+"""The command line: parses arguments, calls the Python API, maps outcomes to exit codes.
+
+Exit codes (SPEC.md): 0 every gate held; 1 a gate failed; 2 bad suite or command line (nothing
+ran); 3 a model failed to load, train or evaluate (the others still ran and were recorded).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from harness import __version__
+from harness.console import make_console
+from harness.errors import HarnessError
+
+DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
+db_option = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help=DB_HELP)
+
+
+def _db_path(db: Path | None) -> Path:
+    return db or Path(os.environ.get("HARNESS_DB", "harness.duckdb"))
+
+
+def _store(db: Path | None):
+    from harness.store import Store
+
+    return Store(_db_path(db))
+
+
+def quiet_library_progress_bars() -> None:
+    """Our progress display is the one to read; transformers' per-load bars only add noise."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+class HarnessGroup(click.Group):
+    """Turns a HarnessError anywhere into its message and exit 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except HarnessError as exc:
+            click.echo(f"error: {exc.render()}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=HarnessGroup)
+@click.version_option(__version__, prog_name="harness")
+def main() -> None:
+    """Evaluate fine-tuned language models against their base, and gate on regressions."""
+
+
+@main.command()
+@click.argument("suite", type=click.Path(path_type=Path))
+@db_option
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON summary here.",
+)
+@click.option(
+    "--only", multiple=True, metavar="NAME", help="Evaluate only this candidate (repeatable)."
+)
+@click.option(
+    "--base", "base_override", metavar="MODEL", help="Use this base model instead of the suite's."
+)
+def run(
+    suite: Path,
+    db: Path | None,
+    json_path: Path | None,
+    only: tuple[str, ...],
+    base_override: str | None,
+) -> None:
+    """Evaluate the suite's candidates against its base model and decide the gates."""
+    from harness.console import ConsoleReporter, make_console, print_verdicts, summary_table
+    from harness.runner import run_suite, selected_candidates
+    from harness.suite import load_suite
+    from harness.summary import write_summary
+
+    loaded = load_suite(suite, base_override=base_override)
+    selected_candidates(loaded, only)  # a wrong --only is a usage error before any work
+    store = _store(db)
+    quiet_library_progress_bars()
+    console = make_console(stderr=True)
+    reporter = ConsoleReporter(console)
+    try:
+        result = run_suite(loaded, store, only=only, reporter=reporter)
+    finally:
+        reporter.close()
+    out = make_console()
+    out.print(summary_table(result))
+    print_verdicts(out, result)
+    if json_path:
+        write_summary(result, json_path)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("suite", type=click.Path(path_type=Path))
+def validate(suite: Path) -> None:
+    """Check a suite file without running anything (exit 2 and every problem when it is wrong)."""
+    from harness.suite import load_suite
+
+    loaded = load_suite(suite)
+    cases = sum(len(p.cases) for p in loaded.checks)
+    capabilities = len(loaded.spec.capabilities)
+    click.echo(
+        f"{suite}: ok — {capabilities} capabilities, {len(loaded.checks)} checks, {cases} cases, {len(loaded.spec.candidates)} candidates"
+    )
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of suite files."""
+    from harness.suite import dump_schema
+
+    click.echo(dump_schema())
+
+
+@main.command()
+@db_option
+@click.option("--suite", "suite_name", metavar="NAME", help="Only runs of this suite.")
+@click.option("--limit", default=20, show_default=True, help="How many runs to list.")
+def runs(db: Path | None, suite_name: str | None, limit: int) -> None:
+    """List recorded runs, newest first."""
+    summaries = _store(db).list_runs(suite=suite_name, limit=limit)
+    table = Table()
+    for column in ("run", "suite", "started (UTC)", "status", "exit", "models", "gates ok/failed"):
+        table.add_column(column)
+    for item in summaries:
+        table.add_row(
+            item.id, item.suite_name, str(item.started_at)[:19], item.status,
+            "" if item.exit_code is None else str(item.exit_code), ", ".join(item.models),
+            f"{item.gates_passed}/{item.gates_failed}",
+        )  # fmt: skip
+    make_console().print(table if summaries else "no runs recorded yet")
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN", default="last")
+@db_option
+def show(run_ref: str, db: Path | None) -> None:
+    """Show one run's models, metrics and gate verdicts (RUN: id, unique prefix or 'last')."""
+    from harness.show import render_run
+
+    store = _store(db)
+    make_console().print(*render_run(store.load_run(store.resolve_run(run_ref))))
+
+
+if __name__ == "__main__":
+    main()

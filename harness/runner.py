@@ -1,0 +1,304 @@
+"""Running a suite: evaluate the base, then each candidate, decide the gates, record everything.
+
+Each model's results go to the store as soon as that model is done, and every generation batch
+goes to the output cache as it finishes, so an interrupted run loses nothing it had finished and
+the next run of the same suite redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.checks import EvalContext, Outcome
+from harness.errors import HarnessError
+from harness.gates import decide_gates, index_metrics
+from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.registry import did_you_mean
+from harness.stats import estimate
+from harness.suite import LoadedSuite, PlannedCheck
+
+Verdict = Literal["passed", "regressed", "error"]
+
+
+class Reporter:
+    """Where a run says what it is doing; the CLI gives a rich one, the API a silent one."""
+
+    def stage(self, model: str, stage: str, total: int | None = None) -> None:
+        """A model enters a stage (loading, evaluating); `total` is its number of cases."""
+
+    def advance(self, model: str, completed: float) -> None:
+        """`completed` cases of the current model's stage are done."""
+
+    def done(self, model: str, verdict: str) -> None:
+        """The model is finished."""
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    record: ModelRecord
+    metrics: list[MetricValue] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.record.status == "error":
+            return "error"
+        return "passed" if all(g.passed for g in self.gates) else "regressed"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    suite: str
+    base: ModelResult
+    candidates: list[ModelResult]
+
+    @property
+    def exit_code(self) -> int:
+        """3 when anything failed to run, else 1 when a gate failed, else 0 (SPEC.md)."""
+        verdicts = [self.base.verdict if self.base.record.status == "error" else "passed"]
+        verdicts += [c.verdict for c in self.candidates]
+        if "error" in verdicts:
+            return 3
+        return 1 if "regressed" in verdicts else 0
+
+    @property
+    def status(self) -> str:
+        return {0: "passed", 1: "regressed", 3: "error"}[self.exit_code]
+
+
+def selected_candidates(suite: LoadedSuite, only: Sequence[str] | None) -> list[Any]:
+    """The suite's candidates, or those named by --only (unknown names are a usage error)."""
+    candidates = list(suite.spec.candidates)
+    if not only:
+        return candidates
+    names = [c.name for c in candidates]
+    for name in only:
+        if name not in names:
+            raise HarnessError(
+                f'--only: no candidate "{name}"{did_you_mean(name, names)}; the suite has: {", ".join(names) or "none"}'
+            )
+    return [c for c in candidates if c.name in only]
+
+
+def run_suite(
+    suite: LoadedSuite,
+    store: Any,
+    *,
+    only: Sequence[str] | None = None,
+    reporter: Reporter | None = None,
+    config: dict[str, Any] | None = None,
+) -> RunResult:
+    """Evaluate the base and the selected candidates, gate them, and record the run in `store`."""
+    reporter = reporter or Reporter()
+    candidates = selected_candidates(suite, only)
+    run_id = store.begin_run(
+        suite_name=suite.name,
+        suite_path=str(suite.path),
+        suite_text=suite.text,
+        suite_hash=suite.hash,
+        config={"only": list(only or []), "models": suite.models, **(config or {})},
+    )
+    base = _evaluate(suite, store, run_id, "base", "base", suite.models["base"], reporter)
+    results = [_candidate(suite, store, run_id, c, base, reporter) for c in candidates]
+    result = RunResult(run_id, suite.name, base, results)
+    store.finish_run(run_id, status=result.status, exit_code=result.exit_code)
+    return result
+
+
+def _candidate(
+    suite: LoadedSuite,
+    store: Any,
+    run_id: str,
+    candidate: Any,
+    base: ModelResult,
+    reporter: Reporter,
+) -> ModelResult:
+    if base.record.status == "error":
+        record = _error_record(
+            candidate.name,
+            "candidate",
+            candidate.model or "",
+            "the base model failed, so nothing could be compared",
+        )
+        store.record_model(run_id, record)
+        return ModelResult(record)
+    evaluated = _evaluate(
+        suite, store, run_id, candidate.name, "candidate", suite.models[candidate.name], reporter
+    )
+    if evaluated.record.status == "error":
+        return evaluated
+    gates = decide_gates(
+        list(suite.spec.capabilities),
+        index_metrics(evaluated.metrics),
+        index_metrics(base.metrics),
+        lower_is_better_metrics(suite.checks),
+    )
+    store.record_gates(run_id, candidate.name, gates)
+    result = ModelResult(evaluated.record, evaluated.metrics, gates)
+    reporter.done(candidate.name, result.verdict)
+    return result
+
+
+def _error_record(name: str, role: Any, reference: str, message: str) -> ModelRecord:
+    return ModelRecord(name, role, reference, None, "error", message)
+
+
+def _evaluate(
+    suite: LoadedSuite,
+    store: Any,
+    run_id: str,
+    name: str,
+    role: Any,
+    reference: str,
+    reporter: Reporter,
+) -> ModelResult:
+    """Load and evaluate one model; any failure becomes an error record, never an exception."""
+    from harness.models.loading import load_model
+
+    reporter.stage(name, "loading")
+    started = time.perf_counter()
+    try:
+        trust = suite.spec.trust_remote_code
+        lm = load_model(reference, trust_remote_code=trust)
+        loaded = time.perf_counter()
+        progress = lambda done: reporter.advance(name, done)  # noqa: E731
+        evaluation = evaluate_model(lm, suite, store, progress, reporter, name)
+        cases, metrics = evaluation.cases, evaluation.metrics
+        info = _model_info(lm, loaded - started, time.perf_counter() - loaded) | evaluation.requests
+        record = ModelRecord(name, role, reference, lm.fingerprint, "ok", None, info)
+    except Exception as exc:  # one model failing must not stop the others (exit 3 later)
+        record = _error_record(name, role, reference, f"{type(exc).__name__}: {exc}")
+        store.record_model(run_id, record)
+        reporter.done(name, "error")
+        return ModelResult(record)
+    finally:
+        lm = None
+        gc.collect()
+    store.record_model(run_id, record)
+    store.record_evaluation(run_id, name, cases, metrics)
+    if role == "base":
+        reporter.done(name, "evaluated")
+    return ModelResult(record, metrics)
+
+
+def _model_info(lm: Any, load_s: float, eval_s: float) -> dict[str, Any]:
+    parameters = sum(p.numel() for p in lm.model.parameters())
+    first = next(lm.model.parameters())
+    return {
+        "parameters": parameters,
+        "device": str(first.device),
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "load_seconds": round(load_s, 3),
+        "eval_seconds": round(eval_s, 3),
+    }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    cases: list[CaseResult]
+    metrics: list[MetricValue]
+    requests: dict[str, int]  # requests_cached / requests_computed
+
+
+def evaluate_model(
+    lm: Any,
+    suite: LoadedSuite,
+    cache: Any,
+    on_progress: Callable[[float], None] | None = None,
+    reporter: Reporter | None = None,
+    name: str = "",
+) -> Evaluation:
+    """Run every check of the suite on one loaded model: per-case results and metrics."""
+    from harness.engine import Engine
+
+    total = sum(len(p.cases) for p in suite.checks)
+    if reporter:
+        reporter.stage(name, "evaluating", total)
+    engine = Engine(lm, cache, batch_size=suite.spec.generation.batch_size)
+    cases: list[CaseResult] = []
+    outcomes: dict[int, list[Outcome]] = {}
+    before = 0
+    for index, planned in enumerate(suite.checks):
+        engine.progress = _scaled(on_progress, before, len(planned.cases))
+        ctx = EvalContext(
+            engine, generation_settings(suite.spec.generation, planned.spec.generation)
+        )
+        outcomes[index] = planned.check.run(planned.cases, planned.spec, ctx)
+        cases += _case_results(planned, outcomes[index])
+        before += len(planned.cases)
+    metrics = aggregate_metrics(suite.checks, outcomes, seed=suite.spec.seed)
+    requests = {
+        "requests_cached": engine.requests_cached,
+        "requests_computed": engine.requests_computed,
+    }
+    return Evaluation(cases, metrics, requests)
+
+
+def _scaled(
+    on_progress: Callable[[float], None] | None, before: int, size: int
+) -> Callable[[int, int], None] | None:
+    if on_progress is None:
+        return None
+    return lambda done, total: on_progress(before + size * done / max(total, 1))
+
+
+def generation_settings(defaults: Any, override: Any) -> Any:
+    """The suite's generation block with a check's overrides applied."""
+    from harness.engine import GenerationSettings
+
+    values = defaults.model_dump()
+    if override is not None:
+        values |= {k: v for k, v in override.model_dump().items() if v is not None}
+    return GenerationSettings(
+        max_new_tokens=values["max_new_tokens"],
+        stop=tuple(values["stop"]),
+        chat_template=values["chat_template"],
+        system_prompt=values["system_prompt"],
+    )
+
+
+def _case_results(planned: PlannedCheck, outcomes: list[Outcome]) -> list[CaseResult]:
+    return [
+        CaseResult(
+            capability=planned.capability,
+            check=planned.label,
+            case_id=case.id,
+            prompt=case.prompt,
+            expected=outcome.expected,
+            output=outcome.output,
+            scores=outcome.scores,
+            passed=outcome.passed,
+            details=outcome.details,
+        )
+        for case, outcome in zip(planned.cases, outcomes, strict=True)
+    ]
+
+
+def aggregate_metrics(
+    checks: Sequence[PlannedCheck], outcomes: dict[int, list[Outcome]], *, seed: int
+) -> list[MetricValue]:
+    """Per capability and `<label>.<metric>`: cases of checks sharing a label are pooled."""
+    pooled: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
+    ratios = {}
+    for index, planned in enumerate(checks):
+        for metric in planned.check.metrics:
+            key = (planned.capability, f"{planned.label}.{metric}")
+            pooled[key] += outcomes[index]
+            ratios.setdefault(key, planned.check.aggregator(metric))
+    metrics = []
+    for (capability, metric), items in pooled.items():
+        value = estimate(items, ratios[(capability, metric)], seed=seed)
+        metrics.append(
+            MetricValue(capability, metric, value.value, value.ci_low, value.ci_high, value.n)
+        )
+    return metrics
+
+
+def lower_is_better_metrics(checks: Sequence[PlannedCheck]) -> set[str]:
+    return {f"{p.label}.{m}" for p in checks for m in p.check.lower_is_better}

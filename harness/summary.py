@@ -1,0 +1,90 @@
+"""The machine-readable summary of a run (`harness run --json FILE`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.gates import index_metrics
+from harness.runner import ModelResult, RunResult
+
+SUMMARY_VERSION = 1
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def _metrics(candidate: ModelResult, base: ModelResult) -> list[dict[str, Any]]:
+    base_values = index_metrics(base.metrics)
+    rows = []
+    for metric in candidate.metrics:
+        key = (metric.capability, metric.metric)
+        base_metric = base_values.get(key)
+        base_value = base_metric.value if base_metric else None
+        gates = [g for g in candidate.gates if (g.capability, g.metric) == key]
+        rows.append(
+            {
+                "capability": metric.capability,
+                "metric": metric.metric,
+                "value": _number(metric.value),
+                "base_value": _number(base_value),
+                "delta": _number(metric.value - base_value) if base_value is not None else None,
+                "ci": [_number(metric.ci_low), _number(metric.ci_high)],
+                "n": metric.n,
+                "gates": [
+                    {"kind": g.kind, "limit": g.limit, "passed": g.passed, "message": g.message}
+                    for g in gates
+                ],
+            }
+        )
+    return rows
+
+
+def _model(result: ModelResult, base: ModelResult) -> dict[str, Any]:
+    return {
+        "name": result.record.name,
+        "status": result.verdict,
+        "reference": result.record.reference,
+        "fingerprint": result.record.fingerprint,
+        "error": result.record.error,
+        "info": result.record.info,
+        "training": result.record.info.get("training"),
+        "metrics": _metrics(result, base),
+    }
+
+
+def run_summary(result: RunResult) -> dict[str, Any]:
+    return {
+        "summary_version": SUMMARY_VERSION,
+        "run_id": result.run_id,
+        "suite": result.suite,
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "base": {
+            "reference": result.base.record.reference,
+            "fingerprint": result.base.record.fingerprint,
+            "status": result.base.record.status,
+            "error": result.base.record.error,
+            "info": result.base.record.info,
+            "metrics": [
+                {
+                    "capability": m.capability,
+                    "metric": m.metric,
+                    "value": _number(m.value),
+                    "ci": [_number(m.ci_low), _number(m.ci_high)],
+                    "n": m.n,
+                }
+                for m in result.base.metrics
+            ],
+        },
+        "candidates": [_model(c, result.base) for c in result.candidates],
+    }
+
+
+def write_summary(result: RunResult, path: Path) -> None:
+    path.write_text(
+        json.dumps(run_summary(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )

@@ -1,0 +1,26 @@
+"""Shared fixtures. Built models are cached under .pytest_cache so local reruns are fast; a fresh
+clone (CI) builds them once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HARNESS_HOME", str(REPO / ".pytest_cache" / "harness_home"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no machine of this project reaches a hub
+
+
+@pytest.fixture(scope="session")
+def harness_home() -> Path:
+    return Path(os.environ["HARNESS_HOME"])
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(harness_home: Path) -> Path:
+    """The built-in tiny model's HF directory (built on first use)."""
+    from harness.models.builtin import ensure_builtin
+
+    return ensure_builtin("tiny")

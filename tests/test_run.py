@@ -1,0 +1,232 @@
+"""`harness run` end to end on the built-in model: exit codes, the store, the JSON summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "suites" / "data"
+
+SUITE = f"""\
+name: gate-test
+base: builtin:tiny
+generation: {{max_new_tokens: 8, batch_size: 16}}
+data:
+  sums: {{path: {DATA / "sums.jsonl"}}}
+  facts: {{path: {DATA / "known_facts.jsonl"}}}
+capabilities:
+  - name: arithmetic
+    forgetting: {{metric: exact.acc, max_drop: 0.05}}
+    checks: [{{type: exact, data: sums}}]
+  - name: facts
+    forgetting: {{metric: qa.em, max_drop: 0.1}}
+    checks: [{{type: qa, data: facts}}]
+candidates:
+"""
+
+
+def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "harness.cli", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=cwd, env=os.environ.copy()
+    )
+
+
+def damaged_copy(tiny_dir: Path, out: Path) -> Path:
+    """The tiny model after an aggressive full fine-tune on new facts only: it forgets."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    lines = [json.loads(line) for line in (DATA / "new_facts.jsonl").read_text().splitlines()]
+    texts = [f"{row['prompt']} {row['answers'][0]}\n" for row in lines]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = model(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def candidates(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("candidates")
+    faithful = root / "faithful"
+    shutil.copytree(tiny_dir, faithful)
+    return {"faithful": faithful, "forgetful": damaged_copy(tiny_dir, root / "forgetful")}
+
+
+def suite_with(tmp_path: Path, candidates: dict[str, Path]) -> Path:
+    lines = "".join(f"  - {{name: {name}, model: {path}}}\n" for name, path in candidates.items())
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE + lines)
+    return path
+
+
+@pytest.mark.slow
+def test_forgetful_candidate_fails_the_gate_and_faithful_one_passes(
+    tmp_path: Path, candidates: dict[str, Path]
+) -> None:
+    suite = suite_with(tmp_path, candidates)
+    db, summary = tmp_path / "h.duckdb", tmp_path / "summary.json"
+    result = harness("run", str(suite), "--db", str(db), "--json", str(summary))
+    assert result.returncode == 1, result.stdout + result.stderr
+    verdicts = {c["name"]: c["status"] for c in json.loads(summary.read_text())["candidates"]}
+    assert verdicts == {"faithful": "passed", "forgetful": "regressed"}
+    assert "REGRESSED forgetful" in result.stdout and "arithmetic" in result.stdout
+
+    only_faithful = harness("run", str(suite), "--db", str(db), "--only", "faithful")
+    assert only_faithful.returncode == 0, only_faithful.stdout + only_faithful.stderr
+
+
+@pytest.mark.slow
+def test_example_suite_end_to_end(tmp_path: Path) -> None:
+    db, summary = tmp_path / "h.duckdb", tmp_path / "s.json"
+    result = harness(
+        "run", str(REPO / "suites" / "qa.yaml"), "--db", str(db), "--json", str(summary)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(summary.read_text())
+    (candidate,) = data["candidates"]
+    assert candidate["name"] == "tiny-v2" and candidate["status"] == "passed"
+    new_facts = next(
+        m for m in candidate["metrics"] if (m["capability"], m["metric"]) == ("new_facts", "qa.f1")
+    )
+    assert new_facts["value"] - new_facts["base_value"] >= 0.5 and new_facts["gates"][0]["passed"]
+    assert all(m["ci"][0] <= m["value"] <= m["ci"][1] for m in candidate["metrics"])
+
+    run = Store(db).load_run(data["run_id"])
+    assert run.status == "passed" and {m.name for m in run.models} == {"base", "tiny-v2"}
+    cases = Store(db).load_cases(data["run_id"], "tiny-v2")
+    assert len(cases) == 20 + 60 + 60 + 100 + 100 + 20  # every case of every check, with its output
+    assert harness("runs", "--db", str(db)).returncode == 0
+    shown = harness("show", "last", "--db", str(db))
+    assert shown.returncode == 0 and "tiny-v2" in shown.stdout and "new_facts" in shown.stdout
+
+
+def test_a_candidate_that_cannot_load_exits_3_and_the_rest_are_recorded(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    small = SUITE.replace(
+        "data: sums}]", "cases: [{prompt: 'Q: What is 2 plus 3? A:', expected: '5'}]}]"
+    )
+    small = small.split("  - name: facts")[0] + "candidates:\n"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        small + f"  - {{name: broken, model: {broken}}}\n  - {{name: same, model: {tiny_dir}}}\n"
+    )
+    db, summary = tmp_path / "h.duckdb", tmp_path / "s.json"
+    result = harness("run", str(suite), "--db", str(db), "--json", str(summary))
+    assert result.returncode == 3, result.stdout + result.stderr
+    statuses = {
+        c["name"]: (c["status"], c["error"]) for c in json.loads(summary.read_text())["candidates"]
+    }
+    assert statuses["same"] == ("passed", None)
+    assert statuses["broken"][0] == "error" and statuses["broken"][1]
+    run = Store(db).load_run(Store(db).resolve_run("last"))
+    assert run.model("broken").status == "error" and run.model("same").status == "ok"
+
+
+def test_usage_errors_exit_2_before_any_work(tmp_path: Path, tiny_dir: Path) -> None:
+    suite = suite_with(tmp_path, {"same": tiny_dir})
+    db = tmp_path / "h.duckdb"
+    result = harness("run", str(suite), "--db", str(db), "--only", "sane")
+    assert (
+        result.returncode == 2
+        and 'did you mean "same"' in result.stderr
+        and "Traceback" not in result.stderr
+    )
+    assert not db.exists()  # nothing ran, nothing was recorded
+    assert harness("run", str(tmp_path / "missing.yaml")).returncode == 2
+
+
+def many_sums(path: Path, count: int) -> Path:
+    rows = [
+        {"id": f"s{a}-{b}", "prompt": f"Q: What is {a} plus {b}? A:", "expected": str(a + b)}
+        for a in range(10, 60)
+        for b in range(10, 60)
+    ]
+    path.write_text("\n".join(json.dumps(row) for row in rows[:count]) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_a_readable_store_and_the_rerun_reuses_its_work(tmp_path: Path) -> None:
+    db = tmp_path / "h.duckdb"
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(
+        "name: quick\nbase: builtin:tiny\ncapabilities:\n  - name: c\n    checks: [{type: exact, cases: [{prompt: 'Q: What is 2 plus 3? A:', expected: '5'}]}]\n"
+    )
+    assert harness("run", str(quick), "--db", str(db)).returncode == 0
+    finished = Store(db).resolve_run("last")
+
+    data = many_sums(tmp_path / "many.jsonl", 1500)
+    suite = tmp_path / "long.yaml"
+    suite.write_text(
+        f"name: long\nbase: builtin:tiny\ngeneration: {{batch_size: 4}}\ncapabilities:\n  - name: sums\n    checks: [{{type: exact, data: d}}]\ndata: {{d: {{path: {data}}}}}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(suite), "--db", str(db)],
+        env=os.environ.copy(),
+    )
+    _wait_for_second_run(db, finished, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    store = Store(db)
+    runs = {r.id: r for r in store.list_runs()}
+    assert runs[finished].status == "passed" and len(store.load_cases(finished)) == 1
+    assert [r.status for r in runs.values() if r.id != finished] == ["interrupted"]
+
+    rerun = harness("run", str(suite), "--db", str(db), "--json", str(tmp_path / "s.json"))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    base = json.loads((tmp_path / "s.json").read_text())["base"]
+    assert base["info"]["requests_cached"] > 0  # batches finished before the kill were kept
+    assert base["info"]["requests_cached"] + base["info"]["requests_computed"] == 1500
+
+
+def _cached_outputs(db: Path) -> int:
+    """Rows in the output cache, read while the run holds the file only between its writes."""
+    import duckdb
+
+    for _ in range(200):
+        try:
+            with duckdb.connect(str(db), read_only=True) as connection:
+                return connection.execute("SELECT count(*) FROM output_cache").fetchone()[0]
+        except duckdb.Error:
+            time.sleep(0.05)
+    raise AssertionError("the store stayed locked")
+
+
+def _wait_for_second_run(db: Path, finished: str, process: subprocess.Popen[bytes]) -> None:
+    """Return once the second run has written some batches (and is still running)."""
+    before = _cached_outputs(db)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        if _cached_outputs(db) >= before + 40:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the second run never wrote its first batches")

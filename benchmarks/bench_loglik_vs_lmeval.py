@@ -3,7 +3,7 @@
     python benchmarks/bench_loglik_vs_lmeval.py [--model builtin:tiny|random|DIR] [--threads 1]
 
 Runs the local task benchmarks/tasks/arith_mc.yaml with lm-eval's `simple_evaluate` on HFLM, and
-the same items through the harness, which computes acc and acc_norm as lm-eval does. The accuracies
+the same items through a harness suite's `choice` check (harness/checks/choice.py). The accuracies
 must be identical; the target is harness time / lm-eval time <= 1.0 (each timed after a warm-up).
 """
 
@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +35,6 @@ TARGET_DELIMITER = " "  # lm-eval's default target_delimiter for multiple choice
 TARGET = 1.0
 
 
-@dataclass(frozen=True)
-class ChoiceScore:
-    """One multiple-choice item, scored as lm-eval's `ConfigurableTask.process_results`."""
-
-    acc: float
-    acc_norm: float
-
-
-def score_choices(logprobs: Sequence[float], choices: Sequence[str], gold: int) -> ChoiceScore:
-    """acc: argmax of summed log-likelihoods; acc_norm: the same divided by len(choice string).
-
-    Ties go to the first choice (numpy's argmax), and the length is of the choice without the
-    target delimiter, in characters, exactly as lm-eval 0.4.13 computes them.
-    """
-    pred = _argmax(logprobs)
-    pred_norm = _argmax([lp / float(len(c)) for lp, c in zip(logprobs, choices, strict=True)])
-    return ChoiceScore(acc=float(pred == gold), acc_norm=float(pred_norm == gold))
-
-
-def _argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=lambda i: (values[i], -i))
-
-
 def read_items() -> list[dict[str, Any]]:
     return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
 
@@ -68,19 +43,34 @@ def choice_requests(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(it["question"], f"{TARGET_DELIMITER}{c}") for it in items for c in it["choices"]]
 
 
+SUITE = f"""\
+name: bench-choice
+base: builtin:tiny
+data: {{items: {{path: {DATA}}}}}
+capabilities:
+  - name: arithmetic
+    checks: [{{type: choice, data: items, prompt: "{{question}}", target_delimiter: "{TARGET_DELIMITER}"}}]
+"""
+
+
 def harness_accuracy(engine: Any) -> dict[str, float]:
-    """The harness side, end to end: read the items, score every choice, average."""
-    items = read_items()
-    results = engine.loglikelihood(choice_requests(items))
-    scores, start = [], 0
-    for it in items:
-        n = len(it["choices"])
-        logprobs = [r.logprob for r in results[start : start + n]]
-        scores.append(score_choices(logprobs, it["choices"], int(it["answer"])))
-        start += n
+    """The harness side, end to end: load a suite with a `choice` check, run it, average."""
+    import tempfile
+
+    from harness.checks import EvalContext
+    from harness.engine import GenerationSettings
+    from harness.suite import load_suite
+
+    with tempfile.TemporaryDirectory() as folder:
+        suite_file = Path(folder) / "suite.yaml"
+        suite_file.write_text(SUITE)
+        (planned,) = load_suite(suite_file).checks
+    outcomes = planned.check.run(
+        planned.cases, planned.spec, EvalContext(engine, GenerationSettings())
+    )
     return {
-        "acc": sum(s.acc for s in scores) / len(scores),
-        "acc_norm": sum(s.acc_norm for s in scores) / len(scores),
+        metric: sum(o.scores[metric] for o in outcomes) / len(outcomes)
+        for metric in ("acc", "acc_norm")
     }
 
 

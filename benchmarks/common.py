@@ -44,23 +44,12 @@ def apply_threads(threads: int | None) -> int:
 
 def load(reference: str) -> Any:
     """A `LoadedModel` for `reference`; 'random' builds a random 4-layer Llama in a temp dir."""
-    from harness.models import LoadedModel
-
     if reference == "random":
         directory = Path(tempfile.mkdtemp(prefix="bench-random-"))
         build_random_tiny(directory)
         reference = str(directory)
-    try:
-        from harness.models.loading import load_model  # type: ignore[import-not-found]
-    except ImportError:  # the loader is not there yet: read a local directory ourselves
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from harness.models.loading import load_model
 
-        if reference.startswith("builtin:"):
-            message = f"{reference} needs harness.models.loading; pass --model random"
-            raise SystemExit(message) from None
-        model = AutoModelForCausalLM.from_pretrained(reference).eval()
-        tokenizer = AutoTokenizer.from_pretrained(reference)
-        return LoadedModel(reference, model, tokenizer, fingerprint=reference)
     return load_model(reference)
 
 

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import harness
@@ -20,7 +20,7 @@ import harness
 if TYPE_CHECKING:
     import torch
 
-    from harness.models import LoadedModel
+    from harness.models import LazyModel, LoadedModel
 
 _T = TypeVar("_T")
 
@@ -81,11 +81,14 @@ BatchResult = list[tuple[int, Any]]
 
 
 class Engine:
-    """Runs a `LoadedModel` over many requests in batches, reusing cached outputs."""
+    """Runs a model over many requests in batches, reusing cached outputs.
+
+    Given a `LazyModel`, the weights load only when some request is not in the cache.
+    """
 
     def __init__(
         self,
-        lm: LoadedModel,
+        lm: LoadedModel | LazyModel,
         cache: OutputCache | None = None,
         *,
         batch_size: int = 32,
@@ -93,19 +96,45 @@ class Engine:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.lm = lm
-        self.model = lm.model
-        self.tokenizer = lm.tokenizer
+        self.source = lm
+        self.fingerprint = lm.fingerprint
         self.cache = cache
         self.batch_size = batch_size
         self.progress = progress
         # Unique requests served from the cache vs run through the model: shows what a rerun reused.
         self.requests_cached = 0
         self.requests_computed = 0
-        self.model.eval()  # lm-eval does the same: no dropout when scoring
-        self.max_length = _max_length(self.model, self.tokenizer)
-        self.prefix_token_id = _prefix_token_id(self.tokenizer)
-        self._prefix_text = self.tokenizer.decode(self.prefix_token_id)
+
+    # The model is needed only when a request misses the cache; a LazyModel loads then.
+    @cached_property
+    def lm(self) -> LoadedModel:
+        from harness.models import LazyModel
+
+        return self.source.load() if isinstance(self.source, LazyModel) else self.source
+
+    @property
+    def loaded(self) -> bool:
+        return "lm" in self.__dict__
+
+    @cached_property
+    def model(self) -> Any:
+        return self.lm.model.eval()  # lm-eval does the same: no dropout when scoring
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        return self.lm.tokenizer
+
+    @cached_property
+    def max_length(self) -> int:
+        return _max_length(self.model, self.tokenizer)
+
+    @cached_property
+    def prefix_token_id(self) -> int:
+        return _prefix_token_id(self.tokenizer)
+
+    @cached_property
+    def _prefix_text(self) -> str:
+        return str(self.tokenizer.decode(self.prefix_token_id))
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -128,7 +157,7 @@ class Engine:
     # ---- caching ---------------------------------------------------------------------------
 
     def _key(self, kind: str, settings: dict[str, Any] | None, request: Any) -> str:
-        payload = [harness.__version__, self.lm.fingerprint, kind, settings, request]
+        payload = [harness.__version__, self.fingerprint, kind, settings, request]
         text = json.dumps(payload, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -149,7 +178,8 @@ class Engine:
         copies = Counter(keys)
         done = sum(copies[k] for k in found)
         self._report(done, len(keys))
-        for batch in compute([requests[first[k]] for k in misses]):
+        batches = compute([requests[first[k]] for k in misses]) if misses else iter(())
+        for batch in batches:
             fresh = {misses[pos]: value for pos, value in batch}
             if self.cache is not None:
                 self.cache.put_many(kind, fresh)  # a run killed later keeps this batch

@@ -43,6 +43,7 @@ class ModelResult:
     record: ModelRecord
     metrics: list[MetricValue] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
+    cases: list[CaseResult] = field(default_factory=list, repr=False)
 
     @property
     def verdict(self) -> Verdict:
@@ -120,17 +121,12 @@ def _candidate(
     reporter: Reporter,
 ) -> ModelResult:
     if base.record.status == "error":
-        record = _error_record(
-            candidate.name,
-            "candidate",
-            candidate.model or "",
-            "the base model failed, so nothing could be compared",
-        )
+        message = "the base model failed, so nothing could be compared"
+        record = _error_record(candidate.name, "candidate", candidate.model or "", message)
         store.record_model(run_id, record)
         return ModelResult(record)
-    evaluated = _evaluate(
-        suite, store, run_id, candidate.name, "candidate", suite.models[candidate.name], reporter
-    )
+    reference = suite.models[candidate.name]
+    evaluated = _evaluate(suite, store, run_id, candidate.name, "candidate", reference, reporter)
     if evaluated.record.status == "error":
         return evaluated
     gates = decide_gates(
@@ -139,10 +135,15 @@ def _candidate(
         index_metrics(base.metrics),
         lower_is_better_metrics(suite.checks),
     )
-    store.record_gates(run_id, candidate.name, gates)
-    result = ModelResult(evaluated.record, evaluated.metrics, gates)
+    result = ModelResult(evaluated.record, evaluated.metrics, gates, evaluated.cases)
+    _record(store, run_id, result)
     reporter.done(candidate.name, result.verdict)
     return result
+
+
+def _record(store: Any, run_id: str, result: ModelResult) -> None:
+    """One transaction per model: its record, cases, metrics and gate verdicts."""
+    store.record_model_result(run_id, result.record, result.cases, result.metrics, result.gates)
 
 
 def _error_record(name: str, role: Any, reference: str, message: str) -> ModelRecord:
@@ -158,19 +159,19 @@ def _evaluate(
     reference: str,
     reporter: Reporter,
 ) -> ModelResult:
-    """Load and evaluate one model; any failure becomes an error record, never an exception."""
-    from harness.models.loading import load_model
+    """Load and evaluate one model; any failure becomes an error record, never an exception.
+
+    A base model is recorded here; a candidate once its gates are decided.
+    """
+    from harness.models.loading import open_model
 
     reporter.stage(name, "loading")
     started = time.perf_counter()
     try:
-        trust = suite.spec.trust_remote_code
-        lm = load_model(reference, trust_remote_code=trust)
-        loaded = time.perf_counter()
+        lm = open_model(reference, trust_remote_code=suite.spec.trust_remote_code)
         progress = lambda done: reporter.advance(name, done)  # noqa: E731
         evaluation = evaluate_model(lm, suite, store, progress, reporter, name)
-        cases, metrics = evaluation.cases, evaluation.metrics
-        info = _model_info(lm, loaded - started, time.perf_counter() - loaded) | evaluation.requests
+        info = evaluation.model_info | {"seconds": round(time.perf_counter() - started, 3)}
         record = ModelRecord(name, role, reference, lm.fingerprint, "ok", None, info)
     except Exception as exc:  # one model failing must not stop the others (exit 3 later)
         record = _error_record(name, role, reference, f"{type(exc).__name__}: {exc}")
@@ -179,23 +180,38 @@ def _evaluate(
         return ModelResult(record)
     finally:
         lm = None
-        gc.collect()
-    store.record_model(run_id, record)
-    store.record_evaluation(run_id, name, cases, metrics)
+        _release_accelerator_memory()
+    result = ModelResult(record, evaluation.metrics, [], evaluation.cases)
     if role == "base":
+        _record(store, run_id, result)
         reporter.done(name, "evaluated")
-    return ModelResult(record, metrics)
+    return result
 
 
-def _model_info(lm: Any, load_s: float, eval_s: float) -> dict[str, Any]:
-    parameters = sum(p.numel() for p in lm.model.parameters())
-    first = next(lm.model.parameters())
-    return {
-        "parameters": parameters,
+def _release_accelerator_memory() -> None:
+    """Give the GPU memory of the model just evaluated back before the next one loads."""
+    import sys
+
+    torch = sys.modules.get("torch")  # nothing to free when torch was never imported
+    if torch is not None and torch.cuda.is_available():
+        gc.collect()  # models hold reference cycles; on a GPU their memory must go now
+        torch.cuda.empty_cache()
+
+
+def _model_info(engine: Any) -> dict[str, Any]:
+    """What we know of the model; a fully cached evaluation never loaded it."""
+    counts = {
+        "requests_cached": engine.requests_cached,
+        "requests_computed": engine.requests_computed,
+    }
+    if not engine.loaded:
+        return {"loaded": False, "parameters": engine.source.parameters} | counts
+    first = next(engine.model.parameters())
+    return counts | {
+        "loaded": True,
+        "parameters": sum(p.numel() for p in engine.model.parameters()),
         "device": str(first.device),
         "dtype": str(first.dtype).removeprefix("torch."),
-        "load_seconds": round(load_s, 3),
-        "eval_seconds": round(eval_s, 3),
     }
 
 
@@ -203,7 +219,7 @@ def _model_info(lm: Any, load_s: float, eval_s: float) -> dict[str, Any]:
 class Evaluation:
     cases: list[CaseResult]
     metrics: list[MetricValue]
-    requests: dict[str, int]  # requests_cached / requests_computed
+    model_info: dict[str, Any]  # parameters, device, dtype, requests served from the cache
 
 
 def evaluate_model(
@@ -214,7 +230,7 @@ def evaluate_model(
     reporter: Reporter | None = None,
     name: str = "",
 ) -> Evaluation:
-    """Run every check of the suite on one loaded model: per-case results and metrics."""
+    """Run every check of the suite on one model (a LazyModel loads only on a cache miss)."""
     from harness.engine import Engine
 
     total = sum(len(p.cases) for p in suite.checks)
@@ -233,11 +249,7 @@ def evaluate_model(
         cases += _case_results(planned, outcomes[index])
         before += len(planned.cases)
     metrics = aggregate_metrics(suite.checks, outcomes, seed=suite.spec.seed)
-    requests = {
-        "requests_cached": engine.requests_cached,
-        "requests_computed": engine.requests_computed,
-    }
-    return Evaluation(cases, metrics, requests)
+    return Evaluation(cases, metrics, _model_info(engine))
 
 
 def _scaled(

@@ -341,32 +341,22 @@ class Store:
         """Insert or update the model `model.name` of run `run_id` (it keeps its first position)."""
         with self._transaction() as con:
             _require_run(con, run_id)
-            row = con.execute(
-                "SELECT seq FROM models WHERE run_id = ? AND name = ?", [run_id, model.name]
-            ).fetchone()
-            if row is None:
-                seq = _scalar(con, "SELECT count(*) FROM models WHERE run_id = ?", [run_id])
-            else:
-                seq = row[0]
-                con.execute(
-                    "DELETE FROM models WHERE run_id = ? AND name = ?", [run_id, model.name]
-                )
-            con.execute(
-                "INSERT INTO models (run_id, name, seq, role, reference, fingerprint, status, error, "
-                "info, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id,
-                    model.name,
-                    seq,
-                    model.role,
-                    model.reference,
-                    model.fingerprint,
-                    model.status,
-                    model.error,
-                    _dumps(model.info),
-                    _now(),
-                ],
-            )
+            _write_model(con, run_id, model)
+
+    def record_model_result(
+        self,
+        run_id: str,
+        model: ModelRecord,
+        cases: list[CaseResult],
+        metrics: list[MetricValue],
+        gates: list[GateResult],
+    ) -> None:
+        """A model, its cases, metrics and gate verdicts in ONE transaction (one file open)."""
+        with self._transaction() as con:
+            _require_run(con, run_id)
+            _write_model(con, run_id, model)
+            _write_evaluation(con, run_id, model.name, cases, metrics)
+            _write_gates(con, run_id, model.name, gates)
 
     def record_evaluation(
         self,
@@ -378,32 +368,13 @@ class Store:
         """Store a model's cases and metrics in one transaction, replacing its earlier ones."""
         with self._transaction() as con:
             _require_run(con, run_id)
-            _delete_for_model(con, ("cases", "metrics"), run_id, model_name)
-            _insert_cases(con, run_id, model_name, cases)
-            _insert_metrics(con, run_id, model_name, metrics)
+            _write_evaluation(con, run_id, model_name, cases, metrics)
 
     def record_gates(self, run_id: str, model_name: str, gates: list[GateResult]) -> None:
         """Store a model's gate verdicts, replacing its earlier ones in the run."""
         with self._transaction() as con:
             _require_run(con, run_id)
-            _delete_for_model(con, ("gates",), run_id, model_name)
-            _insert_columns(
-                con,
-                "gates",
-                {"run_id": run_id, "model_name": model_name},
-                [
-                    ("seq", "INTEGER", list(range(len(gates)))),
-                    ("capability", "VARCHAR", [g.capability for g in gates]),
-                    ("kind", "VARCHAR", [g.kind for g in gates]),
-                    ("metric", "VARCHAR", [g.metric for g in gates]),
-                    ("value", "DOUBLE", [g.value for g in gates]),
-                    ("base_value", "DOUBLE", [g.base_value for g in gates]),
-                    ("delta", "DOUBLE", [g.delta for g in gates]),
-                    ("limit_value", "DOUBLE", [g.limit for g in gates]),
-                    ("passed", "BOOLEAN", [g.passed for g in gates]),
-                    ("message", "VARCHAR", [g.message for g in gates]),
-                ],
-            )
+            _write_gates(con, run_id, model_name, gates)
 
     def record_loss_curve(
         self, run_id: str, model_name: str, points: list[tuple[int, float]]
@@ -890,3 +861,65 @@ def _now() -> datetime:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC)
+
+
+def _write_model(con: duckdb.DuckDBPyConnection, run_id: str, model: ModelRecord) -> None:
+    row = con.execute(
+        "SELECT seq FROM models WHERE run_id = ? AND name = ?", [run_id, model.name]
+    ).fetchone()
+    if row is None:
+        seq = _scalar(con, "SELECT count(*) FROM models WHERE run_id = ?", [run_id])
+    else:
+        seq = row[0]
+        con.execute("DELETE FROM models WHERE run_id = ? AND name = ?", [run_id, model.name])
+    con.execute(
+        "INSERT INTO models (run_id, name, seq, role, reference, fingerprint, status, error, "
+        "info, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            model.name,
+            seq,
+            model.role,
+            model.reference,
+            model.fingerprint,
+            model.status,
+            model.error,
+            _dumps(model.info),
+            _now(),
+        ],
+    )
+
+
+def _write_evaluation(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    model_name: str,
+    cases: list[CaseResult],
+    metrics: list[MetricValue],
+) -> None:
+    _delete_for_model(con, ("cases", "metrics"), run_id, model_name)
+    _insert_cases(con, run_id, model_name, cases)
+    _insert_metrics(con, run_id, model_name, metrics)
+
+
+def _write_gates(
+    con: duckdb.DuckDBPyConnection, run_id: str, model_name: str, gates: list[GateResult]
+) -> None:
+    _delete_for_model(con, ("gates",), run_id, model_name)
+    _insert_columns(
+        con,
+        "gates",
+        {"run_id": run_id, "model_name": model_name},
+        [
+            ("seq", "INTEGER", list(range(len(gates)))),
+            ("capability", "VARCHAR", [g.capability for g in gates]),
+            ("kind", "VARCHAR", [g.kind for g in gates]),
+            ("metric", "VARCHAR", [g.metric for g in gates]),
+            ("value", "DOUBLE", [g.value for g in gates]),
+            ("base_value", "DOUBLE", [g.base_value for g in gates]),
+            ("delta", "DOUBLE", [g.delta for g in gates]),
+            ("limit_value", "DOUBLE", [g.limit for g in gates]),
+            ("passed", "BOOLEAN", [g.passed for g in gates]),
+            ("message", "VARCHAR", [g.message for g in gates]),
+        ],
+    )

@@ -200,3 +200,24 @@ def test_random_preset_builds_in_the_requested_dtype() -> None:
     batch = lm.tokenizer(["Q: hi"], return_tensors="pt")
     out = lm.model.generate(**batch, max_new_tokens=2, do_sample=False)
     assert out.shape == (1, batch["input_ids"].shape[1] + 2)
+
+
+def test_open_model_is_lazy_once_a_directory_fingerprint_is_known(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from harness.models import LazyModel, LoadedModel
+    from harness.models.loading import open_model
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    first = open_model(str(copy))
+    assert isinstance(first, LoadedModel)  # nothing remembered yet: loaded, then remembered
+    second = open_model(str(copy))
+    assert isinstance(second, LazyModel) and second.fingerprint == first.fingerprint
+    assert second.load().fingerprint == first.fingerprint
+
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # rewritten in place: new mtime, must not be trusted
+    assert isinstance(open_model(str(copy)), LoadedModel)

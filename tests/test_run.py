@@ -149,6 +149,21 @@ def test_a_candidate_that_cannot_load_exits_3_and_the_rest_are_recorded(
     assert run.model("broken").status == "error" and run.model("same").status == "ok"
 
 
+def test_a_fully_cached_rerun_never_loads_the_models(tmp_path: Path, tiny_dir: Path) -> None:
+    from harness.runner import run_suite
+    from harness.suite import load_suite
+
+    suite = load_suite(suite_with(tmp_path, {"same": tiny_dir}))
+    store = Store(tmp_path / "h.duckdb")
+    first, second = run_suite(suite, store), run_suite(suite, store)
+    assert [m.metrics for m in (first.base, *first.candidates)] == [
+        m.metrics for m in (second.base, *second.candidates)
+    ]
+    for model in (second.base, *second.candidates):
+        assert model.record.info["loaded"] is False and model.record.info["requests_computed"] == 0
+        assert model.record.info["parameters"] > 0
+
+
 def test_usage_errors_exit_2_before_any_work(tmp_path: Path, tiny_dir: Path) -> None:
     suite = suite_with(tmp_path, {"same": tiny_dir})
     db = tmp_path / "h.duckdb"

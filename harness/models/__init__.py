@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,17 @@ class LoadedModel:
     tokenizer: Any  # transformers PreTrainedTokenizerBase
     fingerprint: str  # hash of the weights (and adapter), never of the name
     path: Path | None = None  # the HF directory it was loaded from, when there is one
+
+
+@dataclass
+class LazyModel:
+    """A model whose fingerprint is known without loading it: loaded only if a request misses
+    the output cache, so a fully cached rerun never reads the weights."""
+
+    reference: str
+    fingerprint: str
+    parameters: int | None
+    load: Callable[[], LoadedModel]
 
 
 # Public API, imported lazily: the submodules import LoadedModel from here, and `harness validate`

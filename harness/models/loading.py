@@ -10,14 +10,26 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, ModelNotFoundError
-from harness.models import LoadedModel
-from harness.models.builtin import ensure_builtin, known_builtins
-from harness.models.fingerprint import adapter_fingerprint, combine_fingerprints, fingerprint_model
-from harness.models.presets import known_presets, random_fingerprint, random_model
+from harness.models import LazyModel, LoadedModel
+from harness.models.builtin import builtin_path, ensure_builtin, known_builtins
+from harness.models.fingerprint import (
+    adapter_fingerprint,
+    combine_fingerprints,
+    fingerprint_model,
+    recall_fingerprint,
+    remember_fingerprint,
+)
+from harness.models.presets import (
+    count_parameters,
+    known_presets,
+    random_fingerprint,
+    random_model,
+)
 from harness.models.references import ModelReference, check_reference, parse_reference
 
 __all__ = [
@@ -27,6 +39,7 @@ __all__ = [
     "known_builtins",
     "known_presets",
     "load_model",
+    "open_model",
     "parse_reference",
 ]
 
@@ -65,6 +78,60 @@ def load_model(
         loaded = load_pretrained(str(path), trust_remote_code, dtype, device)
     loaded.reference = reference
     return loaded
+
+
+def open_model(
+    reference: str,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str | None = None,
+    device: str | None = None,
+) -> LoadedModel | LazyModel:
+    """Like `load_model`, but returns a `LazyModel` (nothing loaded yet) for a random preset, or
+    for a directory or built builtin whose fingerprint is remembered for its current files."""
+    load = partial(
+        load_model, reference, trust_remote_code=trust_remote_code, dtype=dtype, device=device
+    )
+    kind, name = check_reference(reference)
+    if kind == "random":  # its fingerprint is a function of the preset: no need to build it
+        fingerprint = random_fingerprint_for(name, dtype, resolve_device(device))
+        return LazyModel(reference, fingerprint, count_parameters(name), load)
+    directory = memo_directory(reference)
+    if directory is None:
+        return load()
+    setting = f"{resolve_device(device)}:{dtype or 'default'}"
+    remembered = recall_fingerprint(directory, setting)
+    if remembered is not None:
+        return LazyModel(reference, remembered.fingerprint, remembered.parameters, load)
+    loaded = load()
+    parameters = sum(p.numel() for p in loaded.model.parameters())
+    remember_fingerprint(directory, setting, loaded.fingerprint, parameters)
+    return loaded
+
+
+def random_fingerprint_for(name: str, dtype: str | None, device: str) -> str:
+    """The fingerprint `load_random` gives the same preset, dtype and device."""
+    torch_dtype = resolve_dtype(dtype, device, default_gpu="bfloat16")
+    if torch_dtype == "auto":
+        import torch
+
+        torch_dtype = torch.float32
+    return random_fingerprint(name, seed=0, dtype=torch_dtype, device=device)
+
+
+def memo_directory(reference: str) -> Path | None:
+    """The directory whose files decide the weights, for references that have one.
+
+    Adapters are left out: their base lives elsewhere and may change on its own.
+    """
+    kind, name = check_reference(reference)
+    if kind == "builtin":
+        path = builtin_path(name)
+    elif kind == "directory":
+        path = Path(name)
+    else:
+        return None
+    return path if path.is_dir() and not (path / ADAPTER_CONFIG).is_file() else None
 
 
 def resolve_device(device: str | None) -> str:

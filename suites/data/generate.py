@@ -31,19 +31,38 @@ def choice_rows(facts: list[dict], rng: random.Random) -> list[dict]:
         others = [f["answer"] for f in facts if f["relation"] == fact["relation"] and f is not fact]
         choices = [*rng.sample(others, 3), fact["answer"]]
         rng.shuffle(choices)
-        rows.append({"id": fact["id"], "prompt": fact["question"], "choices": choices, "answer": fact["answer"]})
+        rows.append(
+            {
+                "id": fact["id"],
+                "prompt": fact["question"],
+                "choices": choices,
+                "answer": fact["answer"],
+            }
+        )
     return rows
 
 
 def main() -> None:
     rng = random.Random(0)
     facts, sums = corpus("facts.jsonl"), corpus("sums.jsonl")
-    write("known_facts.jsonl", [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in facts])
-    write("sums.jsonl", [{"id": s["id"], "prompt": s["question"], "expected": s["answer"]} for s in sums])
+    write(
+        "known_facts.jsonl",
+        [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in facts],
+    )
+    write(
+        "sums.jsonl",
+        [{"id": s["id"], "prompt": s["question"], "expected": s["answer"]} for s in sums],
+    )
     write("facts_choice.jsonl", choice_rows(facts, rng))
-    write("fact_texts.jsonl", [{"id": f["id"], "text": f"{f['question']} {f['answer']}"} for f in facts[::3]])
+    write(
+        "fact_texts.jsonl",
+        [{"id": f["id"], "text": f"{f['question']} {f['answer']}"} for f in facts[::3]],
+    )
     updates = corpus("update_facts.jsonl")
-    write("new_facts.jsonl", [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in updates])
+    write(
+        "new_facts.jsonl",
+        [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in updates],
+    )
 
 
 if __name__ == "__main__":

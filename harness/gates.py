@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from harness.records import GateResult, MetricValue
+from harness.records import GateKind, GateResult, MetricValue
 
 # Floating-point slack so that a drop of exactly `max_drop` (e.g. 0.1 from 0.3 - 0.2) passes.
 EPSILON = 1e-9
@@ -48,7 +48,7 @@ def threshold_gate(capability: str, gate: Any, value: float | None) -> GateResul
 
 def _relative_gate(
     capability: str,
-    kind: str,
+    kind: GateKind,
     gate: Any,
     value: float | None,
     base: float | None,
@@ -67,7 +67,7 @@ def _relative_gate(
             limit,
             False,
             f"{gate.metric} has no value for {missing}",
-        )  # type: ignore[arg-type]
+        )
     delta = value - base
     gain = -delta if lower_is_better else delta  # positive = better than the base
     if kind == "forgetting":
@@ -76,7 +76,7 @@ def _relative_gate(
     else:
         passed = gain >= limit - EPSILON
         message = f"{gate.metric} gained {gain:+.4g} ({base:.4g} → {value:.4g}); must gain at least {limit:g}"
-    return GateResult(capability, kind, gate.metric, value, base, delta, limit, passed, message)  # type: ignore[arg-type]
+    return GateResult(capability, kind, gate.metric, value, base, delta, limit, passed, message)
 
 
 def decide_gates(
@@ -92,7 +92,8 @@ def decide_gates(
         if capability.threshold is not None:
             key = (name, capability.threshold.metric)
             results.append(threshold_gate(name, capability.threshold, _value(candidate, key)))
-        for kind in ("forgetting", "improve"):
+        relative: tuple[GateKind, ...] = ("forgetting", "improve")
+        for kind in relative:
             gate = getattr(capability, kind)
             if gate is not None:
                 key = (name, gate.metric)

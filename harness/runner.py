@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.checks import EvalContext, Outcome
+from harness.checks import EvalContext, Outcome, Ratio
 from harness.errors import HarnessError
 from harness.gates import decide_gates, index_metrics
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
@@ -179,7 +179,7 @@ def _evaluate(
         reporter.done(name, "error")
         return ModelResult(record)
     finally:
-        lm = None
+        lm = None  # type: ignore[assignment]  # drop the model before the next one loads
         _release_accelerator_memory()
     result = ModelResult(record, evaluation.metrics, [], evaluation.cases)
     if role == "base":
@@ -297,7 +297,7 @@ def aggregate_metrics(
 ) -> list[MetricValue]:
     """Per capability and `<label>.<metric>`: cases of checks sharing a label are pooled."""
     pooled: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
-    ratios = {}
+    ratios: dict[tuple[str, str], Ratio] = {}
     for index, planned in enumerate(checks):
         for metric in planned.check.metrics:
             key = (planned.capability, f"{planned.label}.{metric}")

@@ -124,8 +124,9 @@ def suite_model() -> type[SuiteBase]:
     capability = create_model(
         "Capability", __base__=CapabilityBase, checks=(list[entry_union], Field(min_length=1))
     )
+    capabilities: Any = list[capability]  # type: ignore[valid-type]  # a class built at run time
     return create_model(
-        "Suite", __base__=SuiteBase, capabilities=(list[capability], Field(min_length=1))
+        "Suite", __base__=SuiteBase, capabilities=(capabilities, Field(min_length=1))
     )
 
 
@@ -481,7 +482,7 @@ def resolve_reference(reference: str, suite_dir: Path) -> str:
 def _resolve_models(
     spec: Any, suite_dir: Path, problems: Problems, base_override: str | None
 ) -> dict[str, str]:
-    refs = {"base": (("base",), base_override or spec.base)}
+    refs: dict[str, tuple[PathKey, str]] = {"base": (("base",), base_override or spec.base)}
     for i, candidate in enumerate(spec.candidates):
         if candidate.model is not None:
             refs[candidate.name] = (("candidates", i, "model"), candidate.model)

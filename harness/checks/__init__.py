@@ -47,7 +47,7 @@ class CheckSpec(Strict):
 
     @property
     def label(self) -> str:
-        return self.name or getattr(self, "type", "check")
+        return self.name or str(getattr(self, "type", "check"))
 
 
 @dataclass(frozen=True)
@@ -106,15 +106,16 @@ class CheckType(Generic[P]):
     lower_is_better: frozenset[str] = frozenset()
     aggregators: Mapping[str, Ratio] = field(default_factory=dict)
     # Raises ValueError for a case the check cannot score, so bad data fails before anything runs.
-    validate_case: Callable[[Case, P], None] = lambda _case, _params: None
+    validate_case: Callable[[Case, P], object] = lambda _case, _params: None
 
     def aggregator(self, metric: str) -> Ratio:
         return self.aggregators.get(metric) or Ratio(lambda o: o.scores[metric])
 
     def fields_needed(self, params: P) -> set[str]:
-        template_fields = {name for _, name, _, _ in string.Formatter().parse(params.prompt or "")}
-        prompt_fields = template_fields - {None, ""} if params.prompt else {self.prompt_field}
-        return set(prompt_fields) | self.required_fields(params)  # type: ignore[arg-type]
+        parsed = string.Formatter().parse(params.prompt or "")
+        template_fields = {name for _, name, _, _ in parsed if name}
+        prompt_fields = template_fields if params.prompt else {self.prompt_field}
+        return prompt_fields | self.required_fields(params)
 
 
 CHECKS: Registry[CheckType[Any]] = Registry("check type", "harness.checks")

@@ -123,7 +123,7 @@ def remember_fingerprint(
     directory: Path, setting: str, fingerprint: str, parameters: int | None
 ) -> None:
     path = _memo_path(directory, setting)
-    memo = {
+    memo: dict[str, Any] = {
         "directory": str(directory.resolve()),
         "setting": setting,
         "files": _file_stats(directory),

@@ -6,6 +6,7 @@ ran); 3 a model failed to load, train or evaluate (the others still ran and were
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,15 @@ def _store(db: Path | None):
     from harness.store import Store
 
     return Store(_db_path(db))
+
+
+def show_model_builds() -> None:
+    """Building a built-in model takes tens of seconds: let its step/loss lines through."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[harness] %(message)s"))
+    logger = logging.getLogger("harness.models")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def quiet_library_progress_bars() -> None:
@@ -88,6 +98,7 @@ def run(
     selected_candidates(loaded, only)  # a wrong --only is a usage error before any work
     store = _store(db)
     quiet_library_progress_bars()
+    show_model_builds()
     console = make_console(stderr=True)
     reporter = ConsoleReporter(console)
     try:

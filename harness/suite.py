@@ -109,10 +109,9 @@ class SuiteBase(Strict):
 
 def check_entry_model(check: CheckType[Any]) -> type[CheckSpec]:
     """The check's Params with its `type` tag, as it appears in a suite."""
+    tag: Any = Literal[check.name]  # a type built at run time from the registered name
     return create_model(
-        f"{check.name.title().replace('_', '')}Check",
-        __base__=check.params,
-        type=(Literal[check.name], ...),  # type: ignore[valid-type]
+        f"{check.name.title().replace('_', '')}Check", __base__=check.params, type=(tag, ...)
     )
 
 

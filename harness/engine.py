@@ -114,7 +114,10 @@ class Engine:
 
     @property
     def loaded(self) -> bool:
-        return "lm" in self.__dict__
+        """Whether the weights are in memory (given loaded, or a LazyModel that had to load)."""
+        from harness.models import LazyModel
+
+        return "lm" in self.__dict__ or not isinstance(self.source, LazyModel)
 
     @cached_property
     def model(self) -> Any:

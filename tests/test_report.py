@@ -1,0 +1,358 @@
+"""The HTML report, opened in a real headless Chromium: verdicts, escaping, method comparison.
+
+Two real stores: one written by `harness run --report` on a small suite against builtin:tiny (a
+prompt and an expected answer carry an XSS payload), one recorded by hand through the Store API
+(a model *output* carrying the payload needs a model that says it, and trained candidates carry
+training statistics and loss curves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.report import build_history, build_report, load_view
+from harness.report.render import json_script
+from harness.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "suites" / "data"
+
+# Each payload would set a marker on <html> if it ever ran; the tests assert the marker is absent.
+SCRIPT_PAYLOAD = "<script>document.documentElement.setAttribute('data-pwned','script')</script>"
+IMG_PAYLOAD = "<img src=x onerror=\"document.documentElement.setAttribute('data-pwned','img')\">"
+BREAKOUT = "</script><script>document.documentElement.setAttribute('data-pwned','json')</script>"
+PLANTED_PROMPT = f"{SCRIPT_PAYLOAD} {IMG_PAYLOAD} Q: What is 2 plus 3? A:"
+
+# Collects script errors and console.error calls into an attribute that --dump-dom shows.
+ERROR_COLLECTOR = (
+    "<script>(function(){var h=document.documentElement;function note(m){"
+    "h.setAttribute('data-js-errors',(h.getAttribute('data-js-errors')||'')+m+'|');}"
+    "window.addEventListener('error',function(e){note(e.message);});"
+    "var ce=console.error;console.error=function(){note([].join.call(arguments,' '));"
+    "return ce.apply(console,arguments);};})();</script>"
+)
+
+
+# ------------------------------------------------------------------------------- chromium
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    found = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
+        None,
+    )
+    if found is None:
+        reason = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("HARNESS_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"{reason}, and HARNESS_REQUIRE_CHROMIUM=1 requires it")
+        pytest.skip(f"{reason}; CI sets HARNESS_REQUIRE_CHROMIUM=1 to fail instead")
+    return found
+
+
+def open_in_chromium(
+    chromium: str, html: Path, tmp: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Chromium headless with no network features and a fresh profile (flags from NOTES.md)."""
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    command = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+        "--virtual-time-budget=5000", *extra, html.resolve().as_uri(),
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def dump_dom(chromium: str, report: Path, tmp: Path) -> str:
+    """The DOM after the page's scripts ran, with an error collector injected first."""
+    probe = tmp / f"probe-{report.name}"
+    probe.write_text(report.read_text().replace("<head>", "<head>" + ERROR_COLLECTOR, 1))
+    result = open_in_chromium(chromium, probe, tmp, "--dump-dom")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Uncaught" not in result.stderr, result.stderr[-2000:]
+    return result.stdout
+
+
+def assert_clean(dom: str) -> None:
+    """The page's script finished, nothing raised or logged an error, no payload ran."""
+    root = re.search(r"<html[^>]*>", dom)
+    assert root is not None
+    assert "data-report-ready" in root.group(0), "the report's script did not finish"
+    assert "data-js-errors" not in root.group(0), root.group(0)
+    assert "data-pwned" not in root.group(0), root.group(0)
+
+
+# ---------------------------------------------------------------------- a real run's report
+
+
+def _suite(tmp: Path) -> Path:
+    sums = (DATA / "sums.jsonl").read_text().splitlines()[:30]
+    (tmp / "sums.jsonl").write_text("\n".join(sums) + "\n")
+    planted = [
+        {"prompt": PLANTED_PROMPT, "expected": "5"},
+        {"prompt": "Q: What is 4 plus 4? A:", "expected": BREAKOUT},
+    ]
+    (tmp / "planted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in planted))
+    suite = tmp / "suite.yaml"
+    suite.write_text(f"""\
+name: report-test
+base: builtin:tiny
+generation: {{max_new_tokens: 8, stop: ["\\n"], batch_size: 16}}
+data:
+  sums: {{path: sums.jsonl}}
+  new: {{path: {DATA / "new_facts.jsonl"}}}
+  planted: {{path: planted.jsonl}}
+capabilities:
+  - name: new_facts
+    improve: {{metric: qa.f1, min_gain: 0.5}}
+    checks: [{{type: qa, data: new}}]
+  - name: arithmetic
+    forgetting: {{metric: exact.acc, max_drop: 0.05}}
+    checks:
+      - {{type: exact, data: sums}}
+      - {{type: contains, name: planted, data: planted}}
+candidates:
+  - {{name: tiny-v2, model: builtin:tiny-v2}}
+  - {{name: tiny-again, model: builtin:tiny}}
+""")
+    return suite
+
+
+class RealRun:
+    def __init__(self, db: Path, report: Path, stdout: str, exit_code: int) -> None:
+        self.db, self.report, self.stdout, self.exit_code = db, report, stdout, exit_code
+
+
+@pytest.fixture(scope="module")
+def real_run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    tmp = tmp_path_factory.mktemp("real-run")
+    db, report = tmp / "h.duckdb", tmp / "report.html"
+    args = ["run", str(_suite(tmp)), "--db", str(db), "--report", str(report)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output  # tiny-again learned nothing: improve gate fails
+    return RealRun(db, report, result.output, result.exit_code)
+
+
+def test_run_report_shows_the_same_verdicts_as_the_terminal(real_run: RealRun) -> None:
+    assert "PASSED    tiny-v2" in real_run.stdout and "REGRESSED tiny-again" in real_run.stdout
+    view = load_view(Store(real_run.db), "last")
+    assert {v.name: v.verdict for v in view.verdicts} == {
+        "tiny-v2": "passed",
+        "tiny-again": "regressed",
+    }
+    html = real_run.report.read_text()
+    assert re.search(r'class="verdict passed" data-candidate="tiny-v2"', html)
+    assert re.search(r'class="verdict regressed" data-candidate="tiny-again"', html)
+    assert "new_facts: qa.f1 gained" in html  # the reason, in words
+
+
+def test_report_is_self_contained_and_escapes_everything(real_run: RealRun) -> None:
+    html = real_run.report.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(" not in html
+    assert SCRIPT_PAYLOAD not in html and IMG_PAYLOAD not in html
+    assert "</script><script>document" not in html  # the JSON block cannot be closed early
+    data = re.search(
+        r'<script type="application/json" class="case-data">(.*?)</script>', html, re.S
+    )
+    assert data is not None
+    prompts = [row[2] for row in json.loads(data.group(1))["cases"]]
+    assert PLANTED_PROMPT in prompts  # escaped in the file, intact once parsed
+
+
+def test_real_report_in_chromium(real_run: RealRun, chromium: str, tmp_path: Path) -> None:
+    dom = dump_dom(chromium, real_run.report, tmp_path)
+    assert_clean(dom)
+    assert "REGRESSED" in dom and "PASSED" in dom
+    assert "tiny-v2" in dom and "tiny-again" in dom
+    # The payloads show as text: the DOM holds them escaped, never as elements.
+    assert "&lt;script&gt;document.documentElement.setAttribute" in dom
+    assert "&lt;img src=x onerror=" in dom
+    assert "<img src=x" not in dom and '<img src="x"' not in dom
+    assert re.search(r"showing 1–\d+ of \d+ matching cases", dom)
+
+
+def test_report_history_and_compare_commands(real_run: RealRun, tmp_path: Path) -> None:
+    runner = CliRunner()
+    db = str(real_run.db)
+    again = runner.invoke(main, ["run", str(_suite(tmp_path)), "--db", db])
+    assert again.exit_code == 1, again.output
+    out = tmp_path / "two.html"
+    result = runner.invoke(main, ["report", "--db", db, "--out", str(out)])
+    assert result.exit_code == 0 and "wrote" in result.output, result.output
+    runs = Store(real_run.db).list_runs()
+    both = runner.invoke(main, ["report", runs[1].id, runs[0].id, "--db", db, "--out", str(out)])
+    assert both.exit_code == 0 and out.read_text().count('class="run"') == 2, both.output
+
+    history = runner.invoke(main, ["history", "--db", db, "--out", str(tmp_path / "h.html")])
+    assert history.exit_code == 0, history.output
+    assert "history of report-test" in history.output and "exact.acc" in history.output
+    assert "<svg" in (tmp_path / "h.html").read_text()
+
+    compare = runner.invoke(main, ["compare", runs[1].id, runs[0].id, "--db", db, "--all"])
+    assert compare.exit_code == 0, compare.output
+    assert "tiny-again" in compare.output and "regressed" in compare.output
+    assert "0 pass → fail, 0 fail → pass" in compare.output  # same models, same outputs
+
+    missing = runner.invoke(main, ["compare", "nope", runs[0].id, "--db", db])
+    assert missing.exit_code == 2 and "no run 'nope'" in missing.output
+
+
+# ----------------------------------------------------- a recorded run: outputs and training
+
+
+def _case(
+    check: str, case_id: str, output: str, passed: bool, prompt: str = "Q: 2+3? A:"
+) -> CaseResult:
+    details = {"rationale": f"judge says {output}"} if check == "judge" else {}
+    return CaseResult(
+        "<i>cap</i>", check, case_id, prompt, "5", output, {"acc": float(passed)}, passed, details
+    )
+
+
+def _training(seconds: float, memory: int, trainable: int, backend: str) -> dict[str, object]:
+    return {
+        "wall_seconds": seconds, "train_tokens": 12_000, "tokens_per_second": 12_000 / seconds,
+        "peak_memory_bytes": memory, "peak_memory_kind": "rss", "trainable_parameters": trainable,
+        "total_parameters": 700_000, "artifact_bytes": trainable * 4, "final_loss": 0.8,
+        "device": "cpu", "backend": backend,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A run written through the Store API: a model outputs the payloads, two were trained."""
+    db = tmp_path_factory.mktemp("recorded") / "r.duckdb"
+    store = Store(db)
+    run_id = store.begin_run(
+        suite_name="methods <b>x</b>", suite_path="s.yaml", suite_text="name: m\n",
+        suite_hash="h", config={},
+    )  # fmt: skip
+    cap = "<i>cap</i>"
+    base_cases = [_case("exact", "c1", "5", True), _case("judge", "c2", "five", True)]
+    metric = lambda v: [MetricValue(cap, "exact.acc", v, max(0, v - 0.1), min(1, v + 0.1), 2)]  # noqa: E731
+    store.record_model_result(
+        run_id, ModelRecord("base", "base", "builtin:tiny", "f0", "ok"), base_cases, metric(1.0), []
+    )
+    for name, backend, output, value, seconds in (
+        ("lora-r8", "lora", "5", 1.0, 30.0),
+        ("full", "full", f"{BREAKOUT} {IMG_PAYLOAD} 6", 0.5, 90.0),
+    ):
+        info = {
+            "training": _training(
+                seconds, int(seconds * 2**24), 8_000 if backend == "lora" else 700_000, backend
+            )
+        }
+        gate = GateResult(
+            cap,
+            "forgetting",
+            "exact.acc",
+            value,
+            1.0,
+            value - 1.0,
+            0.05,
+            value >= 0.95,
+            f"exact.acc fell {1 - value:g}",
+        )
+        cases = [_case("exact", "c1", output, value == 1.0), _case("judge", "c2", "five", True)]
+        store.record_model_result(
+            run_id, ModelRecord(name, "candidate", f"ckpt/{name}", "f", "ok", None, info),
+            cases, metric(value), [gate],
+        )  # fmt: skip
+        store.record_loss_curve(
+            run_id, name, [(s, 2.0 / (1 + s / (seconds / 10))) for s in range(40)]
+        )
+    store.record_model(
+        run_id,
+        ModelRecord(
+            "broken", "candidate", "ckpt/none", None, "error", f"OSError: {SCRIPT_PAYLOAD}"
+        ),
+    )
+    store.finish_run(run_id, status="error", exit_code=3)
+    return db, run_id
+
+
+def test_method_comparison_shows_cost_beside_quality(recorded: tuple[Path, str]) -> None:
+    db, run_id = recorded
+    view = load_view(Store(db), run_id)
+    assert [m.name for m in view.methods] == ["lora-r8", "full"]  # "broken" was never trained
+    assert [v.verdict for v in view.verdicts] == ["passed", "regressed", "error"]
+    assert view.matrix[0].severity == 2  # the failed forgetting gate comes first
+    html = build_report(Store(db), [run_id])
+    assert "Method comparison" in html and "training loss" in html
+    assert html.count("<svg") == 3  # quality vs time, quality vs memory, loss curves
+    assert "30.0 s" in html and "1.5 min" not in html and "1 min 30 s" in html  # wall time
+    assert "8k" in html and "of 700k" in html  # trainable of total parameters
+    assert "&lt;i&gt;cap&lt;/i&gt;" in html and "<i>cap</i>" not in html  # autoescaped
+
+
+def test_no_training_no_method_comparison(real_run: RealRun) -> None:
+    html = build_report(Store(real_run.db), ["last"])
+    assert "Method comparison" not in html and "<svg" not in html
+
+
+def test_recorded_report_in_chromium(
+    recorded: tuple[Path, str], chromium: str, tmp_path: Path
+) -> None:
+    db, run_id = recorded
+    report = tmp_path / "recorded.html"
+    report.write_text(build_report(Store(db), [run_id]))
+    dom = dump_dom(chromium, report, tmp_path)
+    assert_clean(dom)
+    for word in ("PASSED", "REGRESSED", "ERROR", "lora-r8", "full", "broken"):
+        assert word in dom
+    # The output payload and the error message render as text, diffed against the base output.
+    assert "&lt;/script&gt;&lt;script&gt;document.documentElement" in dom
+    assert "&lt;img src=x onerror=" in dom
+    assert "OSError: &lt;script&gt;" in dom
+    assert "<ins>" in dom and "judge says five" in dom  # word diff and judge rationale
+
+    shot = tmp_path / "report.png"
+    result = open_in_chromium(
+        chromium, report, tmp_path, f"--screenshot={shot}", "--window-size=1400,1000",
+        "--hide-scrollbars",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.stat().st_size > 10_000
+    keep = os.environ.get("HARNESS_KEEP_SCREENSHOTS")
+    if keep:
+        shutil.copy(shot, Path(keep) / "report.png")
+
+
+def test_history_page_escapes_and_charts(recorded: tuple[Path, str]) -> None:
+    db, _ = recorded
+    html = build_history(Store(db), "methods <b>x</b>")
+    assert "history of methods &lt;b&gt;x&lt;/b&gt;" in html
+    assert "<svg" in html and "exact.acc" in html
+
+
+# ---------------------------------------------------------------------------- pure pieces
+
+
+@pytest.mark.parametrize("text", ["</script>", "<!--", "]]>", "&amp;", "\u2028"])
+def test_json_script_cannot_close_its_element(text: str) -> None:
+    embedded = json_script({"s": text, "nan": float("nan")})
+    assert "<" not in embedded and ">" not in embedded and "&" not in embedded
+    assert json.loads(str(embedded)) == {"s": text, "nan": None}
+
+
+@pytest.fixture()
+def empty_store(tmp_path: Path) -> Iterator[Store]:
+    yield Store(tmp_path / "empty.duckdb")
+
+
+def test_report_of_an_empty_store_is_a_usage_error(empty_store: Store) -> None:
+    result = CliRunner().invoke(main, ["report", "--db", str(empty_store.path)])
+    assert result.exit_code == 2 and "no runs" in result.output

@@ -1,12 +1,95 @@
 """Trainer backends, installed as `harness.backends`: one module per fine-tuning method.
 
-Third parties add one through the `harness.backends` entry-point group.
+A backend is a plain object with a `name`, a pydantic `Config` (the suite's `args:`, validated
+at `harness validate` time like everything else), a `problems` function that refuses impossible
+combinations before anything trains, and `train`. No base class: shared Hugging Face set-up
+lives in plain functions (`harness.backends.common`). Third parties add a backend through the
+`harness.backends` entry-point group; the entry point names an object with the same attributes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from harness.registry import Registry
 
-BACKENDS: Registry[Any] = Registry("backend", "harness.backends")
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One report from a training loop: shown as stage, step/total, loss and ETA."""
+
+    step: int
+    total_steps: int
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything a backend needs to train one candidate."""
+
+    base_dir: Path  # the base model as a local HF directory (builtin and hub models resolved)
+    rows: Sequence[dict[str, Any]]  # the candidate's training data set
+    config: Any  # an instance of the backend's Config
+    seed: int
+    output_dir: Path  # where to save the result (an empty directory)
+    progress: Callable[[TrainProgress], None] = lambda _: None
+    # GRPO: scores completions; reward(completions, rows) -> one float per completion.
+    reward: Callable[[list[str], list[dict[str, Any]]], list[float]] | None = None
+    chat_template: bool = False  # format prompts with the base tokenizer's chat template
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a backend reports; the harness adds wall time, peak memory and size on disk."""
+
+    model_dir: Path  # loadable by harness.models.loading.load_model (a full model or an adapter)
+    is_adapter: bool
+    trainable_parameters: int
+    total_parameters: int
+    train_tokens: int  # tokens the model was trained on (no padding), for tokens/s
+    final_loss: float | None
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
+    device: str = "cpu"
+
+
+class Backend(Protocol):
+    name: str
+    Config: type[BaseModel]
+    needs_reward: bool  # the suite must give `reward:` (GRPO)
+
+    # A method, not a Callable attribute: a dataclass holding functions (the built-ins'
+    # `TrainerBackend`) then satisfies the protocol for mypy.
+    def required_fields(self, config: Any) -> set[str]:
+        """Fields each training row must have (given the config), checked at validation time."""
+        ...
+
+    def problems(self, config: Any) -> list[str]:
+        """Impossible combinations in `config`, in words; empty when it can train."""
+        ...
+
+    def train(self, request: TrainRequest) -> TrainResult: ...
+
+
+BACKENDS: Registry[Backend] = Registry("backend", "harness.backends")
+
+
+# Built-in backends register themselves on import (their heavy imports wait inside `train`).
+from harness.backends import dpo, full, grpo, lora, qlora  # noqa: E402
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "TrainProgress",
+    "TrainRequest",
+    "TrainResult",
+    "dpo",
+    "full",
+    "grpo",
+    "lora",
+    "qlora",
+]

@@ -1,0 +1,469 @@
+"""Shared Hugging Face set-up for the trainer backends, as plain functions (no base class).
+
+Config pieces (`TrainingArgs`, `SFTArgs`, `LoraArgs`) are pydantic models that each backend's
+`Config` combines. Everything heavy (torch, transformers, trl, peft, datasets) is imported inside
+functions so that `harness validate` can import the backends cheaply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from harness.backends import TrainProgress, TrainRequest, TrainResult
+from harness.schema_base import Strict
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the candidate is recorded as a run error."""
+
+
+# ---- config pieces ---------------------------------------------------------------------------
+
+SchedulerName = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
+
+
+class TrainingArgs(Strict):
+    """Optimiser and schedule settings every backend takes."""
+
+    learning_rate: float = Field(2e-5, gt=0)
+    max_steps: int | None = Field(100, ge=1, description="Optimizer steps (default 100)")
+    num_train_epochs: float | None = Field(
+        None, gt=0, description="Train for this many epochs instead of max_steps"
+    )
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler_type: SchedulerName = "linear"
+    max_grad_norm: float = Field(1.0, ge=0)
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainingArgs:
+        # max_steps has a default, so only an explicit max_steps conflicts with epochs.
+        explicit_steps = "max_steps" in self.model_fields_set and self.max_steps is not None
+        if self.num_train_epochs is not None and explicit_steps:
+            raise ValueError("give max_steps or num_train_epochs, not both")
+        if self.num_train_epochs is None and self.max_steps is None:
+            raise ValueError("give max_steps or num_train_epochs")
+        return self
+
+
+class SFTArgs(TrainingArgs):
+    """Supervised fine-tuning on prompt/completion rows."""
+
+    max_length: int | None = Field(512, ge=1, description="Truncate prompt+completion tokens")
+    completion_only_loss: bool = Field(
+        True, description="Loss on completion tokens only (false: on the prompt too)"
+    )
+
+
+class LoraArgs(Strict):
+    """A peft LoRA adapter."""
+
+    r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = Field(
+        "all-linear", description='"all-linear" or a list of module names'
+    )
+    use_dora: bool = False
+
+
+Quantization = Literal["4bit"]
+FULL_4BIT = "4-bit base weights cannot be trained in full; use the qlora backend or adapter: lora"
+
+
+def lora_problems(config: LoraArgs) -> list[str]:
+    """trl computes log-probs from lm_head.weight directly, so an adapter there never trains."""
+    modules = [config.target_modules] if isinstance(config.target_modules, str) else []
+    modules += config.target_modules if isinstance(config.target_modules, list) else []
+    if "lm_head" in modules:
+        return ["target_modules: an adapter on lm_head is never trained by trl; remove lm_head"]
+    return []
+
+
+# ---- the backend object ----------------------------------------------------------------------
+
+
+@dataclass
+class TrainerBackend:
+    """What `BACKENDS` holds: a name, the `args:` model and three plain functions."""
+
+    name: str
+    Config: type[BaseModel]
+    required_fields: Callable[[Any], set[str]]
+    problems: Callable[[Any], list[str]]
+    train: Callable[[TrainRequest], TrainResult]
+    needs_reward: bool = False  # GRPO: the suite must say what rewards a completion
+
+
+# ---- devices, arguments ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # "cpu" or "cuda"
+    bf16: bool  # mixed precision in bf16 (CUDA with bf16 support only)
+
+
+def pick_device() -> Device:
+    import torch
+
+    if torch.cuda.is_available():
+        return Device("cuda", bool(torch.cuda.is_bf16_supported()))
+    return Device("cpu", False)
+
+
+def trainer_arguments(
+    config: TrainingArgs, request: TrainRequest, device: Device
+) -> dict[str, Any]:
+    """Keyword arguments shared by SFTConfig, DPOConfig and GRPOConfig."""
+    return {
+        "output_dir": str(request.output_dir),
+        "learning_rate": config.learning_rate,
+        **length_arguments(config),
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        "weight_decay": config.weight_decay,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "max_grad_norm": config.max_grad_norm,
+        # trl's configs default to checkpointing on and bf16 on: both decided here instead
+        # (transformers 5 renamed gradient_checkpointing; the old name warns)
+        "activation_checkpointing": config.gradient_checkpointing,
+        "bf16": device.bf16,
+        "use_cpu": device.name == "cpu",
+        "seed": request.seed,
+        "data_seed": request.seed,
+        "logging_steps": 1,  # every step, so the loss curve is complete
+        "logging_nan_inf_filter": False,  # else a NaN loss is logged as the running mean
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def length_arguments(config: TrainingArgs) -> dict[str, Any]:
+    if config.num_train_epochs is not None:
+        return {"max_steps": -1, "num_train_epochs": config.num_train_epochs}
+    return {"max_steps": config.max_steps}
+
+
+def model_init_kwargs() -> dict[str, Any]:
+    """How trl loads the base from its path: float32 master weights (bf16 only as autocast)."""
+    return {"dtype": "float32"}
+
+
+def quantization_config(device: Device) -> Any:
+    """NF4 with double quantisation; computes in bf16 on a GPU that has it, else float32."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if device.bf16 else torch.float32,
+    )
+
+
+def lora_config(config: LoraArgs) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        use_dora=config.use_dora,
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_tokenizer(base_dir: Path) -> Any:
+    """The base's tokenizer, with pad = eos when it has no pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def uses_chat(request: TrainRequest, tokenizer: Any) -> bool:
+    """Conversational rows only when the suite asks and the base has a template to apply."""
+    return request.chat_template and bool(getattr(tokenizer, "chat_template", None))
+
+
+def user_turn(text: str, chat: bool) -> Any:
+    return [{"role": "user", "content": text}] if chat else text
+
+
+def assistant_turn(text: str, chat: bool) -> Any:
+    return [{"role": "assistant", "content": text}] if chat else text
+
+
+def build_dataset(
+    rows: Sequence[dict[str, Any]],
+    prompt_fields: Sequence[str],
+    answer_fields: Sequence[str],
+    chat: bool,
+) -> Any:
+    """A `datasets.Dataset` of the named fields as strings: prompts as user turns and answers as
+    assistant turns when `chat`, plain text otherwise (trl's prompt-completion formats)."""
+    from datasets import Dataset
+
+    records = [
+        {
+            **{name: user_turn(str(row[name]), chat) for name in prompt_fields},
+            **{name: assistant_turn(str(row[name]), chat) for name in answer_fields},
+        }
+        for row in rows
+    ]
+    return Dataset.from_list(records)
+
+
+# ---- the training loop -----------------------------------------------------------------------
+
+
+@dataclass
+class LossLog:
+    """What the callback collected: the loss curve and the token count trl logs."""
+
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    tokens: int = 0
+
+
+def progress_callback(progress: Callable[[TrainProgress], None], log: LossLog) -> TrainerCallback:
+    """A trl/transformers callback that reports each logged step, collects the loss curve and
+    stops a diverging run with an error that names the step."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            progress(TrainProgress(0, state.max_steps))
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            logs = logs or {}
+            if "num_tokens" in logs:
+                log.tokens = int(logs["num_tokens"])
+            if "loss" not in logs:
+                return
+            loss = float(logs["loss"])
+            check_finite(loss, state.global_step, args.learning_rate)
+            log.curve.append((state.global_step, loss))
+            progress(TrainProgress(state.global_step, state.max_steps, loss))
+
+    return Progress()
+
+
+def check_finite(loss: float, step: int, learning_rate: float) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training loss became {loss} at step {step} (learning_rate {learning_rate:g}); "
+            "lower the learning rate or check the data"
+        )
+
+
+def run_trainer(trainer: Any) -> None:
+    """Train quietly: no per-step printing, no progress bars (the harness shows progress)."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps tqdm for this printer
+    trainer.train()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence progress bars, library info/warnings and transformers-5 deprecation warnings
+    (peft and trl still trigger them; nothing a suite author can fix) while training."""
+    with warnings.catch_warnings(), library_loggers_at(logging.ERROR), no_progress_bars():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
+def library_loggers_at(level: int) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in ("transformers", "trl", "peft", "datasets")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, previous in zip(loggers, levels, strict=True):
+            logger.setLevel(previous)
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """datasets' map bars and transformers' loading/saving bars, restored afterwards."""
+    from datasets.utils import logging as datasets_logging
+    from transformers.utils import logging as transformers_logging
+
+    modules = [m for m in (datasets_logging, transformers_logging) if m.is_progress_bar_enabled()]
+    for module in modules:
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.enable_progress_bar()
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    trainable: int
+    total: int
+
+
+def count_parameters(model: Any) -> ParameterCount:
+    """Trainable and total parameters; 4-bit weights count as their unpacked size."""
+    trainable = total = 0
+    for parameter in model.parameters():
+        n = logical_numel(parameter)
+        total += n
+        trainable += n if parameter.requires_grad else 0
+    return ParameterCount(trainable, total)
+
+
+def logical_numel(parameter: Any) -> int:
+    # bitsandbytes packs two 4-bit values per byte; its quant_state keeps the real shape.
+    state = getattr(parameter, "quant_state", None)
+    if state is not None and getattr(state, "shape", None) is not None:
+        return int(math.prod(state.shape))
+    return int(parameter.numel())
+
+
+def save_result(trainer: Any, request: TrainRequest, log: LossLog) -> TrainResult:
+    """Save the model (or adapter, naming the base by its path) and tokenizer; report."""
+    from peft import PeftModel
+
+    model = trainer.model
+    counts = count_parameters(model)
+    is_adapter = isinstance(model, PeftModel)
+    if is_adapter:
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = str(request.base_dir)  # load_model finds the base
+    request.output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(request.output_dir))
+    trainer.processing_class.save_pretrained(str(request.output_dir))
+    return TrainResult(
+        model_dir=request.output_dir,
+        is_adapter=is_adapter,
+        trainable_parameters=counts.trainable,
+        total_parameters=counts.total,
+        train_tokens=log.tokens,
+        final_loss=log.curve[-1][1] if log.curve else None,
+        loss_curve=list(log.curve),
+        device=str(model.device.type),
+    )
+
+
+def train_with(make_trainer: Callable[[list[Any]], Any], request: TrainRequest) -> TrainResult:
+    """Build a trainer with the progress callback, train it quietly, save and report."""
+    log = LossLog()
+    with quiet():
+        trainer = make_trainer([progress_callback(request.progress, log)])
+        run_trainer(trainer)
+        return save_result(trainer, request, log)
+
+
+# ---- merging ---------------------------------------------------------------------------------
+
+
+def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
+    """Merge a LoRA/QLoRA adapter into a float32 copy of its base; save a plain HF directory
+    (model + tokenizer) at `out_dir` and return it. The base is the unquantised model the
+    adapter names, so a QLoRA adapter merges into full-precision weights."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    base_dir = config["base_model_name_or_path"]
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out_dir))
+    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+    load_tokenizer(Path(tokenizer_dir)).save_pretrained(str(out_dir))
+    return out_dir
+
+
+# ---- supervised fine-tuning (full, lora, qlora) ----------------------------------------------
+
+SFT_FIELDS = frozenset({"prompt", "completion"})
+
+
+def sft_trainer(
+    request: TrainRequest,
+    config: SFTArgs,
+    lora: LoraArgs | None,
+    quantize: bool,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """An SFTTrainer on prompt/completion rows: all weights, or a LoRA adapter (on a 4-bit base
+    when `quantize`). The model goes to trl as a path: trl refuses quantising a model object."""
+    from trl import SFTConfig, SFTTrainer
+
+    device = pick_device()
+    tokenizer = load_tokenizer(request.base_dir)
+    dataset = build_dataset(request.rows, ["prompt"], ["completion"], uses_chat(request, tokenizer))
+    args = SFTConfig(
+        **trainer_arguments(config, request, device),
+        model_init_kwargs=model_init_kwargs(),
+        max_length=config.max_length,
+        completion_only_loss=config.completion_only_loss,
+    )
+    return SFTTrainer(
+        model=str(request.base_dir),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        peft_config=lora_config(lora) if lora is not None else None,
+        quantization_config=quantization_config(device) if quantize else None,
+    )
+
+
+def train_sft(
+    request: TrainRequest, config: SFTArgs, lora: LoraArgs | None, quantize: bool
+) -> TrainResult:
+    """Supervised fine-tuning (the full, lora and qlora backends)."""
+
+    def make_trainer(callbacks: list[Any]) -> Any:
+        return sft_trainer(request, config, lora, quantize, callbacks)
+
+    return train_with(make_trainer, request)

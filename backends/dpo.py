@@ -1,0 +1,100 @@
+"""`dpo`: Direct Preference Optimization (trl DPOTrainer) on prompt/chosen/rejected pairs.
+
+A LoRA adapter by default (the reference is the base, with the adapter switched off);
+`adapter: full` trains all weights against a frozen copy of the base.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.common import (
+    FULL_4BIT,
+    LoraArgs,
+    Quantization,
+    TrainerBackend,
+    TrainingArgs,
+    build_dataset,
+    load_tokenizer,
+    lora_config,
+    lora_problems,
+    model_init_kwargs,
+    pick_device,
+    quantization_config,
+    train_with,
+    trainer_arguments,
+    uses_chat,
+)
+
+# trl 1.16's DPO losses that need no extra settings (exo_pair needs label smoothing).
+DPOLoss = Literal[
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "nca_pair",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+]
+
+
+class Config(TrainingArgs, LoraArgs):
+    learning_rate: float = Field(5e-5, gt=0)
+    adapter: Literal["lora", "full"] = "lora"
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference")
+    loss_type: DPOLoss = "sigmoid"
+    max_length: int | None = Field(512, ge=1, description="Truncate prompt+answer tokens")
+    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
+
+
+def required_fields(config: Config) -> set[str]:
+    return {"prompt", "chosen", "rejected"}
+
+
+def problems(config: Config) -> list[str]:
+    found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
+    return found + (lora_problems(config) if config.adapter == "lora" else [])
+
+
+def train(request: TrainRequest) -> TrainResult:
+    from trl import DPOConfig, DPOTrainer
+
+    config: Config = request.config
+    device = pick_device()
+    tokenizer = load_tokenizer(request.base_dir)
+    dataset = build_dataset(
+        request.rows, ["prompt"], ["chosen", "rejected"], uses_chat(request, tokenizer)
+    )
+    args = DPOConfig(
+        **trainer_arguments(config, request, device),
+        model_init_kwargs=model_init_kwargs(),
+        beta=config.beta,
+        loss_type=[config.loss_type],
+        max_length=config.max_length,
+    )
+    lora = config.adapter == "lora"
+
+    def make_trainer(callbacks: list[Any]) -> Any:
+        return DPOTrainer(
+            model=str(request.base_dir),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=lora_config(config) if lora else None,
+            quantization_config=quantization_config(device) if config.quantization else None,
+        )
+
+    return train_with(make_trainer, request)
+
+
+BACKEND = BACKENDS.register("dpo")(TrainerBackend("dpo", Config, required_fields, problems, train))

@@ -1,0 +1,149 @@
+"""`grpo`: Group Relative Policy Optimization (trl GRPOTrainer) on prompts and a reward.
+
+The harness gives the reward as `request.reward(completions, rows)`: one float per completion,
+`rows` being the training rows the completions answer (each row repeated once per completion of
+its group). A LoRA adapter by default; `adapter: full` trains all weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.common import (
+    FULL_4BIT,
+    LoraArgs,
+    Quantization,
+    TrainerBackend,
+    TrainingArgs,
+    build_dataset,
+    load_tokenizer,
+    lora_config,
+    lora_problems,
+    model_init_kwargs,
+    pick_device,
+    quantization_config,
+    train_with,
+    trainer_arguments,
+    uses_chat,
+)
+
+ROW_INDEX = "harness_row"  # dataset column that maps each prompt back to its request row
+
+
+class Config(TrainingArgs, LoraArgs):
+    learning_rate: float = Field(1e-5, gt=0)
+    adapter: Literal["lora", "full"] = "lora"
+    num_generations: int = Field(4, description="Group size: completions sampled per prompt")
+    max_completion_length: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0, description="KL coefficient (0: no reference model)")
+    generation_batch_size: int | None = Field(
+        None, ge=1, description="Completions per generation round (default: the batch size)"
+    )
+    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
+
+
+def required_fields(config: Config) -> set[str]:
+    return {"prompt"}
+
+
+def generation_batch(config: Config) -> int:
+    """trl 1.16's rule (one process): per-device batch x accumulation steps, unless given."""
+    if config.generation_batch_size is not None:
+        return config.generation_batch_size
+    return config.per_device_train_batch_size * config.gradient_accumulation_steps
+
+
+def problems(config: Config) -> list[str]:
+    found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
+    found += lora_problems(config) if config.adapter == "lora" else []
+    if config.num_generations < 2:
+        found.append(
+            f"num_generations is {config.num_generations}: GRPO compares completions within a "
+            "group, so it needs at least 2"
+        )
+    batch = generation_batch(config)
+    if config.num_generations >= 2 and batch % config.num_generations:
+        found.append(
+            f"the generation batch ({batch} completions: {generation_batch_rule(config)}) must be "
+            f"a multiple of num_generations ({config.num_generations})"
+        )
+    if batch % config.per_device_train_batch_size:
+        found.append(
+            f"generation_batch_size ({batch}) must be a multiple of per_device_train_batch_size "
+            f"({config.per_device_train_batch_size})"
+        )
+    return found
+
+
+def generation_batch_rule(config: Config) -> str:
+    if config.generation_batch_size is not None:
+        return "generation_batch_size"
+    return (
+        f"per_device_train_batch_size {config.per_device_train_batch_size} x "
+        f"gradient_accumulation_steps {config.gradient_accumulation_steps}"
+    )
+
+
+def reward_function(request: TrainRequest) -> Callable[..., list[float | None]]:
+    """trl's reward signature, calling the harness's reward with the rows behind the prompts."""
+    if request.reward is None:
+        raise ValueError("the grpo backend needs a reward (the suite's `reward:`)")
+    reward = request.reward
+
+    def harness_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+        rows = [dict(request.rows[i]) for i in columns[ROW_INDEX]]
+        scores = reward([completion_text(c) for c in completions], rows)
+        return [float(score) for score in scores]
+
+    return harness_reward
+
+
+def completion_text(completion: Any) -> str:
+    """Conversational completions come as [{"role": "assistant", "content": ...}]."""
+    if isinstance(completion, list):
+        return "".join(str(message.get("content", "")) for message in completion)
+    return str(completion)
+
+
+def train(request: TrainRequest) -> TrainResult:
+    from trl import GRPOConfig, GRPOTrainer
+
+    config: Config = request.config
+    device = pick_device()
+    tokenizer = load_tokenizer(request.base_dir)
+    dataset = build_dataset(request.rows, ["prompt"], [], uses_chat(request, tokenizer))
+    dataset = dataset.add_column(ROW_INDEX, list(range(len(request.rows))))
+    args = GRPOConfig(
+        **trainer_arguments(config, request, device),
+        model_init_kwargs=model_init_kwargs(),
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        generation_batch_size=config.generation_batch_size,
+    )
+    lora = config.adapter == "lora"
+
+    def make_trainer(callbacks: list[Any]) -> Any:
+        return GRPOTrainer(
+            model=str(request.base_dir),
+            reward_funcs=reward_function(request),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=lora_config(config) if lora else None,
+            quantization_config=quantization_config(device) if config.quantization else None,
+        )
+
+    return train_with(make_trainer, request)
+
+
+BACKEND = BACKENDS.register("grpo")(
+    TrainerBackend("grpo", Config, required_fields, problems, train, needs_reward=True)
+)

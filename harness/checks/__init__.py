@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pydantic import Field, model_validator
@@ -36,12 +37,22 @@ class CheckSpec(Strict):
     cases: list[dict[str, Any]] | None = Field(None, description="Inline cases (rows)")
     prompt: str | None = Field(None, description="Prompt template with {field} placeholders")
     generation: GenerationOverride | None = None
+    samples: int = Field(
+        1, ge=1, le=1000, description="Sampled generations per case (needs temperature)"
+    )
+    temperature: float | None = Field(
+        None, gt=0, le=5, description="Sampling temperature for `samples`"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> CheckSpec:
         if (self.data is None) == (self.cases is None):
             raise ValueError(
                 "give exactly one of `data` (a data set name) or `cases` (inline rows)"
+            )
+        if self.samples > 1 and self.temperature is None:
+            raise ValueError(
+                "`samples` above 1 needs a `temperature` (greedy decoding repeats itself)"
             )
         return self
 
@@ -69,6 +80,10 @@ class Outcome:
     passed: bool | None = None
     expected: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # Checks that make their own cases at run time (`CheckType.own_cases`, e.g. lm_eval's
+    # documents) name each outcome's case here; planned checks leave them None.
+    case_id: str | None = None
+    prompt: str | None = None
 
 
 @dataclass
@@ -77,6 +92,10 @@ class EvalContext:
 
     engine: Any  # harness.engine.Engine; kept untyped so validation never imports torch
     generation: Any  # harness.engine.GenerationSettings (suite defaults + the check's override)
+    # When a candidate is evaluated: the base's output for each case id of this check (pairwise
+    # judges compare against it). Empty while the base itself is evaluated.
+    base_outputs: Mapping[str, str] = field(default_factory=dict)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,25 @@ class Ratio:
     numerator: Callable[[Outcome], float]
     denominator: Callable[[Outcome], float] = lambda _: 1.0
     transform: Callable[[Any], Any] = lambda x: x
+
+
+def _not_a_ratio(_: Outcome) -> float:
+    raise TypeError("a Corpus metric has no per-case numerator; use harness.stats.estimate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Corpus(Ratio):
+    """A metric computed over all cases at once: corpus BLEU, MCC, F1, Pearson, Spearman.
+
+    `stats(outcome)` gives each case's row of numbers (e.g. n-gram match counts, or
+    [prediction, gold]); `compute(array)` maps an array of shape (..., cases, k) to the metric
+    (shape (...)), so one call scores every bootstrap resample at once. It subclasses Ratio only
+    so that code typed for Ratio keeps working; harness.stats.estimate dispatches on it.
+    """
+
+    numerator: Callable[[Outcome], float] = _not_a_ratio
+    stats: Callable[[Outcome], Sequence[float]]
+    compute: Callable[[Any], Any]
 
 
 P = TypeVar("P", bound=CheckSpec)
@@ -107,6 +145,25 @@ class CheckType(Generic[P]):
     aggregators: Mapping[str, Ratio] = field(default_factory=dict)
     # Raises ValueError for a case the check cannot score, so bad data fails before anything runs.
     validate_case: Callable[[Case, P], object] = lambda _case, _params: None
+    # Generative checks only: one output scored on its own (GRPO rewards use it).
+    score: Callable[[str, Case, P], Outcome] | None = None
+    # The prompt of a row when the suite gives no `prompt:` template (glue builds its own from
+    # the task's fields); None: the row's `prompt_field`.
+    default_prompt: Callable[[Mapping[str, Any], P], str] | None = None
+    # The check makes its cases at run time (lm_eval reads its task's documents): the suite gives
+    # no `data`/`cases`, and each Outcome carries its `case_id` and `prompt`.
+    own_cases: bool = False
+    # A suite flag that must be true for this check to be allowed (python: "allow_python").
+    opt_in: str | None = None
+    # Narrows the check to one suite entry at planning time (glue keeps the metrics of its task;
+    # lm_eval learns the suite's directory). None: the check as registered.
+    specialise: Callable[[CheckType[P], P, Path], CheckType[P]] | None = None
+
+    def metrics_for(self, params: CheckSpec) -> tuple[str, ...]:
+        """This check's metrics as configured: sampled checks add pass@k and the flaky rate."""
+        if params.samples > 1:
+            return (*self.metrics, f"pass@{params.samples}", "flaky")
+        return self.metrics
 
     def aggregator(self, metric: str) -> Ratio:
         return self.aggregators.get(metric) or Ratio(lambda o: o.scores[metric])
@@ -114,8 +171,25 @@ class CheckType(Generic[P]):
     def fields_needed(self, params: P) -> set[str]:
         parsed = string.Formatter().parse(params.prompt or "")
         template_fields = {name for _, name, _, _ in parsed if name}
-        prompt_fields = template_fields if params.prompt else {self.prompt_field}
+        if params.prompt:
+            prompt_fields = template_fields
+        elif self.default_prompt is not None or self.own_cases:
+            prompt_fields = set()
+        else:
+            prompt_fields = {self.prompt_field}
         return prompt_fields | self.required_fields(params)
+
+    def prompt_for(self, fields: Mapping[str, Any], params: P) -> str:
+        """The prompt of one row: the suite's template, the check's default, or the row's field."""
+        if params.prompt:
+            return params.prompt.format_map(fields)
+        if self.default_prompt is not None:
+            return self.default_prompt(fields, params)
+        return str(fields[self.prompt_field])
+
+    def planned(self, params: P, suite_dir: Path) -> CheckType[P]:
+        """This check as it runs for one suite entry (see `specialise`)."""
+        return self if self.specialise is None else self.specialise(self, params, suite_dir)
 
 
 CHECKS: Registry[CheckType[Any]] = Registry("check type", "harness.checks")
@@ -136,13 +210,24 @@ def generative_check(
 
     def decorator(score: Callable[[str, Case, P], Outcome]) -> Callable[[str, Case, P], Outcome]:
         def run(cases: Sequence[Case], spec: P, ctx: EvalContext) -> list[Outcome]:
+            if spec.samples > 1:
+                from harness.sampling import run_sampled
+
+                return run_sampled(cases, spec, ctx, score)
             outputs = ctx.engine.generate([case.prompt for case in cases], ctx.generation)
             return [score(output, case, spec) for output, case in zip(outputs, cases, strict=True)]
 
-        register(CheckType(name, params, metrics, run, required_fields))
+        register(CheckType(name, params, metrics, run, required_fields, score=score))
         return score
 
     return decorator
+
+
+def cases_of(planned: Sequence[Case], outcomes: Sequence[Outcome]) -> list[Case]:
+    """The case of each outcome: the planned ones, or those a check made itself (`own_cases`)."""
+    if planned or not outcomes:
+        return list(planned)
+    return [Case(o.case_id or str(i + 1), o.prompt or "", {}, "") for i, o in enumerate(outcomes)]
 
 
 def expected_list(value: Any) -> list[str]:
@@ -156,13 +241,22 @@ def expected_list(value: Any) -> list[str]:
 
 # Built-in check types register themselves on import.
 from harness.checks import (  # noqa: E402
+    bertscore,
+    bleu,
     choice,
+    chrf,
     contains,
+    evaluate_check,
     exact,
+    glue,
     json_schema,
+    judge,
+    lm_eval_check,
     perplexity,
+    python_check,
     qa,
     regex,
+    rouge,
 )
 
 __all__ = [
@@ -170,13 +264,23 @@ __all__ = [
     "Case",
     "CheckSpec",
     "CheckType",
+    "Corpus",
     "EvalContext",
     "Outcome",
+    "bertscore",
+    "bleu",
     "choice",
+    "chrf",
     "contains",
+    "evaluate_check",
     "exact",
+    "glue",
     "json_schema",
+    "judge",
+    "lm_eval_check",
     "perplexity",
+    "python_check",
     "qa",
     "regex",
+    "rouge",
 ]

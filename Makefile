@@ -21,3 +21,5 @@ bench:
 	python3 benchmarks/bench_generation.py --threads 1
 	python3 benchmarks/bench_loglik_vs_lmeval.py --threads 1
 	python3 benchmarks/bench_cache.py
+	python3 benchmarks/bench_training_overhead.py --threads 1
+	python3 benchmarks/bench_report.py

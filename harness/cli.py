@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -50,7 +51,9 @@ def quiet_library_progress_bars() -> None:
 
 
 class HarnessGroup(click.Group):
-    """Turns a HarnessError anywhere into its message and exit 2, without a traceback."""
+    """A HarnessError becomes its message and exit 2, without a traceback. Any other exception
+    is a run error, exit 3: Python's own exit status for a crash is 1, which a CI gate would
+    mistake for a regression."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -58,6 +61,12 @@ class HarnessGroup(click.Group):
         except HarnessError as exc:
             click.echo(f"error: {exc.render()}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:
+            traceback.print_exc()
+            click.echo("error: harness itself failed (above); exit 3", err=True)
+            sys.exit(3)
 
 
 @click.group(cls=HarnessGroup)
@@ -81,15 +90,32 @@ def main() -> None:
 @click.option(
     "--base", "base_override", metavar="MODEL", help="Use this base model instead of the suite's."
 )
+@click.option(
+    "--retrain", is_flag=True, help="Train candidates again instead of reusing artifacts."
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's HTML report here.",
+)
 def run(
     suite: Path,
     db: Path | None,
     json_path: Path | None,
     only: tuple[str, ...],
     base_override: str | None,
+    retrain: bool,
+    report_path: Path | None,
 ) -> None:
     """Evaluate the suite's candidates against its base model and decide the gates."""
-    from harness.console import ConsoleReporter, make_console, print_verdicts, summary_table
+    from harness.console import (
+        ConsoleReporter,
+        make_console,
+        methods_table,
+        print_verdicts,
+        summary_table,
+    )
     from harness.runner import run_suite, selected_candidates
     from harness.suite import load_suite
     from harness.summary import write_summary
@@ -102,14 +128,22 @@ def run(
     console = make_console(stderr=True)
     reporter = ConsoleReporter(console)
     try:
-        result = run_suite(loaded, store, only=only, reporter=reporter)
+        result = run_suite(loaded, store, only=only, reporter=reporter, retrain=retrain)
     finally:
         reporter.close()
     out = make_console()
     out.print(summary_table(result))
+    methods = methods_table(result)
+    if methods is not None:
+        out.print(methods)
     print_verdicts(out, result)
     if json_path:
         write_summary(result, json_path)
+    if report_path:
+        from harness.cli_report import write_run_report
+
+        write_run_report(db, result.run_id, report_path)
+        click.echo(f"report: {report_path}", err=True)
     sys.exit(result.exit_code)
 
 
@@ -164,6 +198,10 @@ def show(run_ref: str, db: Path | None) -> None:
     store = _store(db)
     make_console().print(*render_run(store.load_run(store.resolve_run(run_ref))))
 
+
+from harness.cli_report import register  # noqa: E402  (report, history, compare)
+
+register(main)
 
 if __name__ == "__main__":
     main()

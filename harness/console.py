@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from harness.records import GateResult
 from harness.runner import Reporter, RunResult
 
 VERDICT_STYLE = {
@@ -61,6 +62,15 @@ class ConsoleReporter(Reporter):
 
     def advance(self, model: str, completed: float) -> None:
         self.progress.update(self.tasks[model], completed=completed)
+
+    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
+        stage = "training" if loss is None else f"loss {loss:.3f}"
+        self.progress.update(self.tasks[model], total=max(total, 1), completed=step, stage=stage)
+        if not self.live and (step == total or step % max(total // 5, 1) == 0):
+            shown = "" if loss is None else f", loss {loss:.4f}"
+            self.console.print(
+                f"[{model}] training step {step}/{total}{shown}", markup=False, highlight=False
+            )
 
     def done(self, model: str, verdict: str) -> None:
         task = self.progress.tasks[self.tasks[model]] if model in self.tasks else None
@@ -124,27 +134,101 @@ def _add_candidate_rows(table: Table, candidate: Any) -> None:
     for gate in candidate.gates:
         metric = intervals.get((gate.capability, gate.metric))
         ci = f"[{metric.ci_low:.3f}, {metric.ci_high:.3f}]" if metric else "—"
-        verdict = "[green]pass[/]" if gate.passed else f"[bold red]FAIL[/] {escape(gate.message)}"
+        verdict = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
+        if gate.details.get("p_value") is not None:
+            verdict += f" p={gate.details['p_value']:.2g}"
         table.add_row(
             escape(name), escape(gate.capability), gate.kind, escape(gate.metric),
             _fmt(gate.base_value), _fmt(gate.value), ci, _fmt(gate.delta, signed=True), verdict,
         )  # fmt: skip
 
 
+def _size(count: float | None, unit: str = "") -> str:
+    if count is None:
+        return "—"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= scale:
+            return f"{count / scale:.3g}{suffix}{unit}"
+    return f"{count:.3g}{unit}"
+
+
+def methods_table(result: RunResult) -> Table | None:
+    """Trained candidates side by side: each gated metric, then what the training cost."""
+    trained = [c for c in result.candidates if "training" in c.record.info]
+    if not trained:
+        return None
+    gated = list(
+        dict.fromkeys((g.capability, g.metric) for c in result.candidates for g in c.gates)
+    )
+    table = Table(title="methods: quality (gated metrics) and cost", title_justify="left")
+    table.add_column("candidate")
+    table.add_column("backend")
+    for capability, metric in gated:
+        table.add_column(f"{capability}\n{metric}", justify="right")
+    for column in ("train s", "tokens/s", "peak mem", "trainable", "size", "verdict"):
+        table.add_column(column, justify="right")
+    base_values = {(m.capability, m.metric): m.value for m in result.base.metrics}
+    table.add_row("base", "", *[_fmt(base_values.get(k)) for k in gated], "", "", "", "", "", "")
+    for candidate in trained:
+        table.add_row(*_method_row(candidate, gated))
+    return table
+
+
+def _method_row(candidate: Any, gated: list[tuple[str, str]]) -> list[str]:
+    training = candidate.record.info["training"]
+    values = {(m.capability, m.metric): m.value for m in candidate.metrics}
+    verdict = candidate.verdict
+    return [
+        escape(candidate.record.name),
+        training["backend"],
+        *[_fmt(values.get(k)) for k in gated],
+        f"{training['wall_seconds']:.1f}"
+        + (" (cached)" if training.get("reused_artifact") else ""),
+        _size(training.get("tokens_per_second")),
+        _size(training.get("peak_memory_bytes"), "B"),
+        f"{_size(training['trainable_parameters'])}/{_size(training['total_parameters'])}",
+        _size(training.get("artifact_bytes"), "B"),
+        f"[{VERDICT_STYLE[verdict]}]{verdict}[/]",
+    ]
+
+
+def power_warnings(result: RunResult) -> list[str]:
+    """Passed forgetting gates whose test could not have seen a drop of their own max_drop."""
+    lines = []
+    for candidate in result.candidates:
+        for gate in candidate.gates:
+            if gate.passed and gate.details.get("underpowered"):  # a pass that could hide a drop
+                mde, n = gate.details["minimum_detectable_effect"], gate.details["n"]
+                lines.append(
+                    f"{candidate.record.name} · {gate.capability} · {gate.metric}: with {n} cases only drops of "
+                    f"{mde:.3g} or more are detectable, but max_drop is {gate.limit:g}; add cases or use mode: point"
+                )
+    return lines
+
+
+def short_reason(gate: GateResult) -> str:
+    """A failed gate in a few words, e.g. 'arithmetic exact.acc -0.17 (limit -0.05)'."""
+    where = f"{gate.capability} {gate.metric}"
+    if gate.value is None or (gate.kind != "threshold" and gate.delta is None):
+        return f"{where}: no value"
+    if gate.kind == "threshold":
+        return f"{where} {gate.value:.3g} (limit {gate.limit:g})"
+    worse = "+" if gate.details.get("lower_is_better") else "-"  # which way is worse
+    better = "-" if worse == "+" else "+"
+    needed = f"{worse}{gate.limit:g}" if gate.kind == "forgetting" else f"{better}{gate.limit:g}"
+    return f"{where} {gate.delta:+.3g} (limit {needed})"
+
+
 def print_verdicts(console: Console, result: RunResult) -> None:
     for candidate in result.candidates:
         verdict = candidate.verdict
         failed = [g for g in candidate.gates if not g.passed]
-        why = (
-            candidate.record.error
-            if verdict == "error"
-            else "; ".join(f"{g.capability}: {g.message}" for g in failed)
-        )
+        why = candidate.record.error if verdict == "error" else ", ".join(map(short_reason, failed))
         style = VERDICT_STYLE[verdict]
-        console.print(
-            f"[{style}]{verdict.upper():<9}[/] {candidate.record.name}"
-            + (f" — {why}" if why else "")
-        )
+        line = f"[{style}]{verdict.upper():<9}[/] {escape(candidate.record.name)}"
+        console.print(line + (f" — {escape(why or '')}" if why else ""))
+    for line in power_warnings(result):
+        console.print(f"[yellow]WARNING[/]   {escape(line)}")
     if result.base.record.status == "error":
         console.print(f"[magenta]ERROR[/]     base — {escape(result.base.record.error or '')}")
     console.print(f"exit {result.exit_code} ({result.status})")

@@ -34,18 +34,19 @@ def infer_format(path: Path) -> str:
     return suffix
 
 
-def read_rows(path: Path, fmt: str | None = None) -> list[Row]:
-    """Read a data file into rows; DataError names the file and line of the first problem."""
+def read_rows(path: Path, fmt: str | None = None, columns: list[str] | None = None) -> list[Row]:
+    """Read a data file into rows; DataError names the file and line of the first problem.
+
+    `columns`: the column names of a csv/tsv file that has no header line (GLUE's CoLA).
+    """
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
-    reader = {
-        "jsonl": _jsonl,
-        "json": _json,
-        "csv": _delimited,
-        "tsv": _delimited,
-        "parquet": _parquet,
-    }
     fmt = fmt or infer_format(path)
+    if fmt in ("csv", "tsv"):
+        return _delimited(path, fmt, columns)
+    if columns is not None:
+        raise DataError(f"{path}: `columns` applies to csv and tsv files only")
+    reader = {"jsonl": _jsonl, "json": _json, "parquet": _parquet}
     return reader[fmt](path, fmt)
 
 
@@ -80,18 +81,31 @@ def _json(path: Path, _fmt: str) -> list[Row]:
     return [_object_row(item, f"{path}#{i + 1}") for i, item in enumerate(value)]
 
 
-def _delimited(path: Path, fmt: str) -> list[Row]:
+def _delimited(path: Path, fmt: str, columns: list[str] | None = None) -> list[Row]:
+    import csv
+
     import pandas as pd  # only suites with csv/tsv data pay for the import
 
+    # TSV has no quoting: a field may start with a quote (GLUE's files do), as the GLUE loaders
+    # and `datasets` read them.
+    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
     try:
         frame = pd.read_csv(
-            path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False
+            path,
+            sep="\t" if fmt == "tsv" else ",",
+            dtype=str,
+            keep_default_na=False,
+            quoting=quoting,
+            header=None if columns else "infer",
+            names=columns,
         )
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot parse as {fmt}: {exc}") from exc
-    # Line numbers count the header line, so the first data row is line 2.
+    # Line numbers count the header line, so the first data row is line 2 (1 without a header).
+    first = 1 if columns else 2
     return [
-        Row(dict(record), f"{path}:{i + 2}") for i, record in enumerate(frame.to_dict("records"))
+        Row(dict(record), f"{path}:{i + first}")
+        for i, record in enumerate(frame.to_dict("records"))
     ]
 
 

@@ -11,16 +11,17 @@ import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from harness.checks import EvalContext, Outcome, Ratio
+from harness.checks import EvalContext, Outcome, Ratio, cases_of
 from harness.errors import HarnessError
-from harness.gates import decide_gates, index_metrics
+from harness.gates import PairedSamples, decide_gates, index_metrics
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
 from harness.registry import did_you_mean
 from harness.stats import estimate
 from harness.suite import LoadedSuite, PlannedCheck
+from harness.training import training_info
 
 Verdict = Literal["passed", "regressed", "error"]
 
@@ -33,6 +34,9 @@ class Reporter:
 
     def advance(self, model: str, completed: float) -> None:
         """`completed` cases of the current model's stage are done."""
+
+    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
+        """A training step of a trained candidate."""
 
     def done(self, model: str, verdict: str) -> None:
         """The model is finished."""
@@ -94,6 +98,7 @@ def run_suite(
     only: Sequence[str] | None = None,
     reporter: Reporter | None = None,
     config: dict[str, Any] | None = None,
+    retrain: bool = False,
 ) -> RunResult:
     """Evaluate the base and the selected candidates, gate them, and record the run in `store`."""
     reporter = reporter or Reporter()
@@ -106,7 +111,9 @@ def run_suite(
         config={"only": list(only or []), "models": suite.models, **(config or {})},
     )
     base = _evaluate(suite, store, run_id, "base", "base", suite.models["base"], reporter)
-    results = [_candidate(suite, store, run_id, c, base, reporter) for c in candidates]
+    results: list[ModelResult] = []
+    for candidate in candidates:
+        results += _candidate(suite, store, run_id, candidate, base, reporter, retrain)
     result = RunResult(run_id, suite.name, base, results)
     store.finish_run(run_id, status=result.status, exit_code=result.exit_code)
     return result
@@ -119,14 +126,90 @@ def _candidate(
     candidate: Any,
     base: ModelResult,
     reporter: Reporter,
-) -> ModelResult:
+    retrain: bool,
+) -> list[ModelResult]:
+    """The candidate's results: one, or two when an adapter is also evaluated merged."""
     if base.record.status == "error":
         message = "the base model failed, so nothing could be compared"
-        record = _error_record(candidate.name, "candidate", candidate.model or "", message)
-        store.record_model(run_id, record)
-        return ModelResult(record)
-    reference = suite.models[candidate.name]
-    evaluated = _evaluate(suite, store, run_id, candidate.name, "candidate", reference, reporter)
+        return [
+            _failed(store, run_id, candidate.name, candidate.model or candidate.backend, message)
+        ]
+    if candidate.backend is None:
+        return [
+            _evaluated(
+                suite, store, run_id, candidate.name, suite.models[candidate.name], base, reporter
+            )
+        ]
+    try:
+        trained = _train(suite, candidate.name, base, reporter, retrain)
+    except Exception as exc:  # a crash, out of memory or a NaN loss: the others still run
+        reporter.done(candidate.name, "error")
+        return [
+            _failed(
+                store,
+                run_id,
+                candidate.name,
+                f"backend:{candidate.backend}",
+                f"training failed: {type(exc).__name__}: {exc}",
+            )
+        ]
+    info = {"training": training_info(trained)}
+    results = [
+        _evaluated(
+            suite,
+            store,
+            run_id,
+            candidate.name,
+            str(trained.model_dir),
+            base,
+            reporter,
+            info,
+            trained.loss_curve,
+        )
+    ]
+    if trained.merged_dir is not None:
+        merged_name = f"{candidate.name}+merged"
+        results.append(
+            _evaluated(
+                suite, store, run_id, merged_name, str(trained.merged_dir), base, reporter, info
+            )
+        )
+        results = _with_merge_agreement(store, run_id, results)
+    return results
+
+
+def _failed(store: Any, run_id: str, name: str, reference: str, message: str) -> ModelResult:
+    record = _error_record(name, "candidate", reference, message)
+    store.record_model(run_id, record)
+    return ModelResult(record)
+
+
+def _train(
+    suite: LoadedSuite, name: str, base: ModelResult, reporter: Reporter, retrain: bool
+) -> Any:
+    from harness.models.loading import base_directory
+    from harness.training import train_candidate
+
+    reporter.stage(name, "training")
+    progress = lambda p: reporter.training(name, p.step, p.total_steps, p.loss)  # noqa: E731
+    base_dir = base_directory(suite.models["base"])
+    fingerprint = base.record.fingerprint or ""
+    return train_candidate(suite, name, base_dir, fingerprint, retrain=retrain, progress=progress)
+
+
+def _evaluated(
+    suite: LoadedSuite,
+    store: Any,
+    run_id: str,
+    name: str,
+    reference: str,
+    base: ModelResult,
+    reporter: Reporter,
+    extra_info: dict[str, Any] | None = None,
+    loss_curve: list[tuple[int, float]] | None = None,
+) -> ModelResult:
+    """Evaluate a candidate, decide its gates and record it (one transaction)."""
+    evaluated = _evaluate(suite, store, run_id, name, "candidate", reference, reporter, base)
     if evaluated.record.status == "error":
         return evaluated
     gates = decide_gates(
@@ -134,11 +217,40 @@ def _candidate(
         index_metrics(evaluated.metrics),
         index_metrics(base.metrics),
         lower_is_better_metrics(suite.checks),
+        paired_samples(suite.checks, base.cases, evaluated.cases),
+        seed=suite.spec.seed,
     )
-    result = ModelResult(evaluated.record, evaluated.metrics, gates, evaluated.cases)
+    record = replace(evaluated.record, info=evaluated.record.info | (extra_info or {}))
+    result = ModelResult(record, evaluated.metrics, gates, evaluated.cases)
     _record(store, run_id, result)
-    reporter.done(candidate.name, result.verdict)
+    if loss_curve:
+        store.record_loss_curve(run_id, name, loss_curve)
+    reporter.done(name, result.verdict)
     return result
+
+
+def _with_merge_agreement(store: Any, run_id: str, results: list[ModelResult]) -> list[ModelResult]:
+    """Whether the merged model answers the golden prompts as the adapter-on-base did."""
+    adapter, merged = results
+    if adapter.record.status == "error" or merged.record.status == "error":
+        return results
+    outputs = {(c.capability, c.check, c.case_id): c.output for c in adapter.cases}
+    same = [
+        outputs.get((c.capability, c.check, c.case_id)) == c.output
+        for c in merged.cases
+        if c.output
+    ]
+    agreement = {
+        "cases": len(same),
+        "agree": sum(same),
+        "rate": sum(same) / len(same) if same else 1.0,
+    }
+    updated = []
+    for result in results:
+        record = replace(result.record, info=result.record.info | {"merge_agreement": agreement})
+        store.record_model(run_id, record)
+        updated.append(replace(result, record=record))
+    return updated
 
 
 def _record(store: Any, run_id: str, result: ModelResult) -> None:
@@ -158,6 +270,7 @@ def _evaluate(
     role: Any,
     reference: str,
     reporter: Reporter,
+    base: ModelResult | None = None,
 ) -> ModelResult:
     """Load and evaluate one model; any failure becomes an error record, never an exception.
 
@@ -170,7 +283,8 @@ def _evaluate(
     try:
         lm = open_model(reference, trust_remote_code=suite.spec.trust_remote_code)
         progress = lambda done: reporter.advance(name, done)  # noqa: E731
-        evaluation = evaluate_model(lm, suite, store, progress, reporter, name)
+        base_cases = base.cases if base is not None else ()
+        evaluation = evaluate_model(lm, suite, store, progress, reporter, name, base_cases)
         info = evaluation.model_info | {"seconds": round(time.perf_counter() - started, 3)}
         record = ModelRecord(name, role, reference, lm.fingerprint, "ok", None, info)
     except Exception as exc:  # one model failing must not stop the others (exit 3 later)
@@ -229,8 +343,13 @@ def evaluate_model(
     on_progress: Callable[[float], None] | None = None,
     reporter: Reporter | None = None,
     name: str = "",
+    base_cases: Sequence[CaseResult] = (),
 ) -> Evaluation:
-    """Run every check of the suite on one model (a LazyModel loads only on a cache miss)."""
+    """Run every check of the suite on one model (a LazyModel loads only on a cache miss).
+
+    `base_cases`: the base's results, which checks comparing against the base (pairwise judges)
+    receive as `EvalContext.base_outputs`.
+    """
     from harness.engine import Engine
 
     total = sum(len(p.cases) for p in suite.checks)
@@ -243,13 +362,24 @@ def evaluate_model(
     for index, planned in enumerate(suite.checks):
         engine.progress = _scaled(on_progress, before, len(planned.cases))
         ctx = EvalContext(
-            engine, generation_settings(suite.spec.generation, planned.spec.generation)
+            engine,
+            generation_settings(suite.spec.generation, planned.spec.generation),
+            base_outputs=_outputs_of(base_cases, planned),
+            seed=suite.spec.seed,
         )
         outcomes[index] = planned.check.run(planned.cases, planned.spec, ctx)
         cases += _case_results(planned, outcomes[index])
         before += len(planned.cases)
     metrics = aggregate_metrics(suite.checks, outcomes, seed=suite.spec.seed)
     return Evaluation(cases, metrics, _model_info(engine))
+
+
+def _outputs_of(cases: Sequence[CaseResult], planned: PlannedCheck) -> dict[str, str]:
+    return {
+        c.case_id: c.output
+        for c in cases
+        if (c.capability, c.check) == (planned.capability, planned.label)
+    }
 
 
 def _scaled(
@@ -288,7 +418,8 @@ def _case_results(planned: PlannedCheck, outcomes: list[Outcome]) -> list[CaseRe
             passed=outcome.passed,
             details=outcome.details,
         )
-        for case, outcome in zip(planned.cases, outcomes, strict=True)
+        # checks that make their cases at run time (lm_eval) name them in their outcomes
+        for case, outcome in zip(cases_of(planned.cases, outcomes), outcomes, strict=True)
     ]
 
 
@@ -299,7 +430,7 @@ def aggregate_metrics(
     pooled: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
     ratios: dict[tuple[str, str], Ratio] = {}
     for index, planned in enumerate(checks):
-        for metric in planned.check.metrics:
+        for metric in planned.check.metrics_for(planned.spec):
             key = (planned.capability, f"{planned.label}.{metric}")
             pooled[key] += outcomes[index]
             ratios.setdefault(key, planned.check.aggregator(metric))
@@ -310,6 +441,35 @@ def aggregate_metrics(
             MetricValue(capability, metric, value.value, value.ci_low, value.ci_high, value.n)
         )
     return metrics
+
+
+def paired_samples(
+    checks: Sequence[PlannedCheck], base: Sequence[CaseResult], candidate: Sequence[CaseResult]
+) -> dict[tuple[str, str], PairedSamples]:
+    """Per capability and metric, the cases both models answered, paired by case."""
+    base_by_case = {(c.capability, c.check, c.case_id): c for c in base}
+    grouped: dict[tuple[str, str], PairedSamples] = {}
+    for planned in checks:
+        pairs = [
+            (base_by_case[case_key], case)
+            for case in candidate
+            if (case_key := (case.capability, case.check, case.case_id)) in base_by_case
+            and (case.capability, case.check) == (planned.capability, planned.label)
+        ]
+        for metric in planned.check.metrics_for(planned.spec):
+            key = (planned.capability, f"{planned.label}.{metric}")
+            if key not in grouped:  # checks sharing a label pool their cases, counted once
+                grouped[key] = PairedSamples(
+                    [c.case_id for _, c in pairs],
+                    [_outcome(b) for b, _ in pairs],
+                    [_outcome(c) for _, c in pairs],
+                    planned.check.aggregator(metric),
+                )
+    return grouped
+
+
+def _outcome(case: CaseResult) -> Outcome:
+    return Outcome(case.output, case.scores, case.passed, case.expected, case.details)
 
 
 def lower_is_better_metrics(checks: Sequence[PlannedCheck]) -> set[str]:

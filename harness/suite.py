@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -39,6 +39,9 @@ class DataSource(Strict):
     path: str | None = None
     rows: list[dict[str, Any]] | None = None
     format: Literal["jsonl", "json", "csv", "tsv", "parquet"] | None = None
+    columns: list[str] | None = Field(
+        None, description="Column names of a csv/tsv file with no header line (GLUE's CoLA)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:
@@ -59,14 +62,28 @@ class ThresholdGate(Strict):
         return self
 
 
+GateMode = Literal["confidence", "point"]
+CONFIDENCE = Field(0.95, gt=0.5, lt=1, description="One-sided confidence of `mode: confidence`")
+
+
 class ForgettingGate(Strict):
+    """Fails when the drop from the base is beyond `max_drop`: with `mode: confidence` (default)
+    only when a paired test over the same cases says so at `confidence`."""
+
     metric: str
     max_drop: float = Field(ge=0)
+    mode: GateMode = "confidence"
+    confidence: float = CONFIDENCE
 
 
 class ImproveGate(Strict):
+    """Passes when the gain over the base is at least `min_gain`: with `mode: confidence`
+    (default) only when the paired test's lower bound on the gain reaches it."""
+
     metric: str
     min_gain: float
+    mode: GateMode = "confidence"
+    confidence: float = CONFIDENCE
 
 
 class CapabilityBase(Strict):
@@ -77,13 +94,30 @@ class CapabilityBase(Strict):
     improve: ImproveGate | None = None
 
 
+class RewardSpec(Strict):
+    """What GRPO rewards: a generative check of this suite, or a Python function (opt-in)."""
+
+    check: str | None = Field(None, description="A capability or check name of this suite")
+    metric: str | None = Field(
+        None, description="Which of the check's metrics (default: its first)"
+    )
+    python: str | None = Field(None, description="module:function(completions, rows) -> [float]")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RewardSpec:
+        if (self.check is None) == (self.python is None):
+            raise ValueError("give exactly one of `check` or `python`")
+        return self
+
+
 class Candidate(Strict):
     name: str = Field(min_length=1)
     model: str | None = Field(None, description="An already trained model: evaluated only")
     backend: str | None = Field(None, description="A trainer backend that trains from the base")
-    data: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
-    trust_remote_code: bool | None = None
+    data: str | None = Field(None, description="The training data set (for `backend`)")
+    args: dict[str, Any] = Field(default_factory=dict, description="The backend's settings")
+    reward: RewardSpec | None = None
+    merge: bool = Field(False, description="Also evaluate the adapter merged into the base")
 
     @model_validator(mode="after")
     def _model_or_backend(self) -> Candidate:
@@ -101,6 +135,9 @@ class SuiteBase(Strict):
         description="Model reference: hub id, directory, builtin:<name>, random:<preset>"
     )
     trust_remote_code: bool = False
+    allow_python: bool = Field(
+        False, description="Allow suite-named Python code (GRPO rewards, `python` checks)"
+    )
     seed: int = 0
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     data: dict[str, DataSource] = Field(default_factory=dict)
@@ -153,6 +190,7 @@ class LoadedSuite:
     spec: Any  # an instance of suite_model()
     checks: tuple[PlannedCheck, ...]
     models: dict[str, str]  # "base" and each evaluated candidate -> resolved model reference
+    trainings: dict[str, Any] = field(default_factory=dict)  # name -> training_plan.PlannedTraining
 
     @property
     def name(self) -> str:
@@ -213,11 +251,14 @@ def load_suite(path: str | Path, *, base_override: str | None = None) -> LoadedS
 # --- Mapping pydantic errors to suite positions --------------------------------------------
 
 
-def _pydantic_problems(data: Any, exc: ValidationError) -> list[tuple[PathKey, str, bool]]:
+def _pydantic_problems(
+    data: Any, exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[tuple[PathKey, str, bool]]:
+    """(path in `data`, message, points at a key) for each error of validating `data`."""
     found = []
     for error in exc.errors():
         path = _data_path(data, error["loc"])
-        found.append(_describe(error, path))
+        found.append(_describe(error, path, model or suite_model()))
     return found
 
 
@@ -243,10 +284,10 @@ def _is_tag(node: Any, part: str) -> bool:
     return isinstance(node, dict) and node.get("type") == part
 
 
-def _describe(error: Any, path: PathKey) -> tuple[PathKey, str, bool]:
+def _describe(error: Any, path: PathKey, model: type[BaseModel]) -> tuple[PathKey, str, bool]:
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(suite_model(), error["loc"][:-1])
+        allowed = _allowed_keys(model, error["loc"][:-1])
         return path, f'unknown key "{path[-1]}"{did_you_mean(str(path[-1]), allowed)}', True
     if kind == "missing":
         return path, "required but missing", False
@@ -312,9 +353,13 @@ def _resolve(
     checks = _plan_checks(doc, spec, datasets, problems)
     _check_gates(spec, checks, problems)
     _check_candidates(spec, datasets, problems)
+    from harness.training_plan import plan_trainings  # it builds on this module's types
+
+    trainings = plan_trainings(spec, datasets, checks, problems)
     models = _resolve_models(spec, suite_dir, problems, base_override)
     problems.raise_if_any()
-    return LoadedSuite(doc.path, doc.text, _suite_hash(doc, spec), spec, tuple(checks), models)
+    suite_hash = _suite_hash(doc, spec)
+    return LoadedSuite(doc.path, doc.text, suite_hash, spec, tuple(checks), models, trainings)
 
 
 def _load_datasets(doc: YamlDocument, spec: Any, problems: Problems) -> dict[str, list[Row]]:
@@ -327,7 +372,7 @@ def _load_datasets(doc: YamlDocument, spec: Any, problems: Problems) -> dict[str
             ]
             continue
         try:
-            datasets[name] = read_rows(doc.path.parent / source.path, source.format)
+            datasets[name] = read_rows(doc.path.parent / source.path, source.format, source.columns)
         except DataError as exc:
             problems.add(("data", name, "path"), str(exc))
     return datasets
@@ -345,8 +390,19 @@ def _plan_checks(
             )
         for ki, entry in enumerate(capability.checks):
             where: PathKey = ("capabilities", ci, "checks", ki)
-            rows = _rows_for(doc, entry, datasets, where, problems)
-            check = CHECKS.get(entry.type)
+            check = CHECKS.get(entry.type).planned(entry, doc.path.parent)
+            if check.opt_in and not getattr(spec, check.opt_in, False):
+                problems.add(
+                    (*where, "type"),
+                    f"a `{check.name}` check runs code named by the suite: set `{check.opt_in}: true` at the top of the suite to allow it",
+                )
+            if entry.samples > 1 and check.score is None:
+                problems.add(
+                    (*where, "samples"),
+                    f"`samples` needs a check that generates text; `{check.name}` does not",
+                )
+            # A check that reads its own cases (lm_eval) has no data rows to plan.
+            rows = [] if check.own_cases else _rows_for(doc, entry, datasets, where, problems)
             cases = _cases(check, entry, rows, where, problems)
             planned.append(PlannedCheck(capability.name, entry.label, check, entry, tuple(cases)))
     return planned
@@ -407,9 +463,7 @@ def _cases(
 
 
 def _prompt(check: CheckType[Any], entry: Any, row: Row) -> str:
-    if entry.prompt:
-        return entry.prompt.format_map(row.fields)
-    return str(row.fields[check.prompt_field])
+    return check.prompt_for(row.fields, entry)
 
 
 def _check_gates(spec: Any, checks: list[PlannedCheck], problems: Problems) -> None:
@@ -427,12 +481,15 @@ def _check_gates(spec: Any, checks: list[PlannedCheck], problems: Problems) -> N
 def produced_metrics(
     capability: str, checks: list[PlannedCheck] | tuple[PlannedCheck, ...]
 ) -> set[str]:
-    return {f"{p.label}.{m}" for p in checks if p.capability == capability for m in p.check.metrics}
+    return {
+        f"{p.label}.{m}"
+        for p in checks
+        if p.capability == capability
+        for m in p.check.metrics_for(p.spec)
+    }
 
 
 def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Problems) -> None:
-    from harness.backends import BACKENDS
-
     names = [c.name for c in spec.candidates]
     for i, candidate in enumerate(spec.candidates):
         where: PathKey = ("candidates", i)
@@ -441,11 +498,10 @@ def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Probl
                 (*where, "name"),
                 f'candidate name "{candidate.name}" is taken (unique, and not "base")',
             )
-        if candidate.backend is not None:
-            try:
-                BACKENDS.get(candidate.backend)
-            except HarnessError as exc:
-                problems.add((*where, "backend"), str(exc))
+        if candidate.model is not None and (candidate.args or candidate.reward or candidate.merge):
+            problems.add(
+                where, "`args`, `reward` and `merge` belong to trained candidates (`backend:`)"
+            )
         if candidate.data is not None and candidate.data not in datasets:
             problems.add(
                 (*where, "data"),

@@ -262,3 +262,37 @@ def from_pretrained_tokenizer(path: Path, trust_remote_code: bool) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def base_directory(reference: str) -> Path:
+    """A local HF directory holding `reference`, for trainers that load from a path (QLoRA must).
+
+    Built-ins are built; a hub id is resolved to its snapshot (downloaded when the hub is
+    reachable); a random preset is saved once under $HARNESS_HOME/random/.
+    """
+    kind, name = check_reference(reference)
+    if kind == "builtin":
+        return ensure_builtin(name)
+    if kind == "directory":
+        return Path(name)
+    if kind == "random":
+        return saved_random(name)
+    from huggingface_hub import snapshot_download
+
+    with user_facing_errors(name):
+        return Path(snapshot_download(name))
+
+
+def saved_random(name: str) -> Path:
+    """Preset `name` with its seed-0 random weights (float32), saved as an HF directory once."""
+    from harness.models.builtin import harness_home
+
+    fingerprint = random_fingerprint_for(name, "float32", "cpu")
+    target = harness_home() / "random" / f"{name}-{fingerprint[-16:]}"
+    if not target.is_dir():
+        model, tokenizer = random_model(name)
+        scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        os.replace(scratch, target)  # atomic: a killed save never leaves a half directory
+    return target

@@ -42,6 +42,22 @@ def choice_rows(facts: list[dict], rng: random.Random) -> list[dict]:
     return rows
 
 
+def preference_rows(facts: list[dict], rng: random.Random) -> list[dict]:
+    """DPO pairs: the true answer chosen over another fact's answer."""
+    rows = []
+    for fact in facts:
+        wrong = rng.choice([f["answer"] for f in facts if f["answer"] != fact["answer"]])
+        rows.append(
+            {
+                "id": fact["id"],
+                "prompt": fact["question"],
+                "chosen": f" {fact['answer']}\n",
+                "rejected": f" {wrong}\n",
+            }
+        )
+    return rows
+
+
 def main() -> None:
     rng = random.Random(0)
     facts, sums = corpus("facts.jsonl"), corpus("sums.jsonl")
@@ -59,6 +75,25 @@ def main() -> None:
         [{"id": f["id"], "text": f"{f['question']} {f['answer']}"} for f in facts[::3]],
     )
     updates = corpus("update_facts.jsonl")
+    # Training sets for the suite's trained candidates: the new facts as prompt/completion (SFT),
+    # as preference pairs (DPO); GRPO trains on the evaluation prompts, rewarded by the qa check.
+    write(
+        "new_facts_train.jsonl",
+        [
+            {"id": f["id"], "prompt": f["question"], "completion": f" {f['answer']}\n"}
+            for f in updates
+        ],
+    )
+    write("new_facts_prefs.jsonl", preference_rows(updates, rng))
+    # The same new facts mixed with replay of what the base knew: the usual guard against forgetting.
+    replay = [
+        {"id": r["id"], "prompt": r["question"], "completion": f" {r['answer']}\n"}
+        for r in facts + sums[:50]
+    ]
+    new = [
+        {"id": f["id"], "prompt": f["question"], "completion": f" {f['answer']}\n"} for f in updates
+    ]
+    write("new_facts_replay.jsonl", new + new + replay)
     write(
         "new_facts.jsonl",
         [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in updates],

@@ -32,12 +32,15 @@ _TOKENIZER_INFINITY = 1000000000000000019884624838656
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to generate: greedy decoding always (sampling comes later)."""
+    """How to generate: greedy by default; with a temperature, sample number `sample` of a seed."""
 
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n",)  # output is cut at the first stop string found
     chat_template: bool = False  # wrap the prompt as a user turn and apply the tokenizer's template
     system_prompt: str | None = None
+    temperature: float = 0.0  # 0: greedy
+    sample: int = 0  # which of k samples (part of the cache key, and of the sampling seed)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,12 +232,17 @@ class Engine:
 
         input_ids, attention_mask = _left_pad(rows, self._pad_id(), self._device())
         width = input_ids.shape[1]
+        sampling = settings.temperature > 0
         config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
-            do_sample=False,
+            do_sample=sampling,
+            temperature=settings.temperature if sampling else None,
+            top_k=0 if sampling else None,  # plain temperature sampling, nothing truncated
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self._pad_id(),
         )
+        if sampling:  # reproducible: the same seed, sample number and batch give the same text
+            torch.manual_seed(hash((settings.seed, settings.sample, len(rows), width)) % 2**31)
         criteria = StoppingCriteriaList()
         if settings.stop:
             criteria.append(_StopStrings(self.tokenizer, settings.stop, width))

@@ -48,6 +48,8 @@ class GateResult:
     limit: float  # min / max_drop / min_gain as written in the suite
     passed: bool
     message: str
+    # method, p_value, gain bounds, minimum detectable effect, underpowered, flipped case ids
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        # Paired-test evidence behind each gate verdict (method, p-value, bounds, minimum
+        # detectable effect, flipped cases), as JSON.
+        "ALTER TABLE gates ADD COLUMN details VARCHAR;",
+    ),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
@@ -722,12 +728,17 @@ def _load_metrics(
 def _load_gates(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tuple[GateResult, ...]]:
     rows = con.execute(
         "SELECT model_name, capability, kind, metric, value, base_value, delta, limit_value, "
-        "passed, message FROM gates WHERE run_id = ? ORDER BY model_name, seq",
+        "passed, message, details FROM gates WHERE run_id = ? ORDER BY model_name, seq",
         [run_id],
     ).fetchall()
     grouped: dict[str, list[GateResult]] = {}
     for r in rows:
-        grouped.setdefault(r[0], []).append(GateResult(*r[1:]))
+        capability, kind, metric, value, base_value, delta, limit, passed, message = r[1:10]
+        details = json.loads(r[10]) if r[10] else {}
+        gate = GateResult(
+            capability, kind, metric, value, base_value, delta, limit, passed, message, details
+        )
+        grouped.setdefault(r[0], []).append(gate)
     return {name: tuple(values) for name, values in grouped.items()}
 
 
@@ -921,5 +932,6 @@ def _write_gates(
             ("limit_value", "DOUBLE", [g.limit for g in gates]),
             ("passed", "BOOLEAN", [g.passed for g in gates]),
             ("message", "VARCHAR", [g.message for g in gates]),
+            ("details", "VARCHAR", [_dumps(g.details) for g in gates]),
         ],
     )

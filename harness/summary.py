@@ -36,6 +36,7 @@ def _metrics(candidate: ModelResult, base: ModelResult) -> list[dict[str, Any]]:
                 "n": metric.n,
                 "gates": [
                     {"kind": g.kind, "limit": g.limit, "passed": g.passed, "message": g.message}
+                    | g.details
                     for g in gates
                 ],
             }

@@ -31,7 +31,7 @@ def test_forgetting_allows_exactly_max_drop() -> None:
     assert decide(gate, 0.8, 0.9)[0].passed
     failed = decide(gate, 0.79, 0.9)[0]
     assert not failed.passed and math.isclose(failed.delta, -0.11)
-    assert "fell 0.11" in failed.message
+    assert "worsened by 0.11" in failed.message
     assert decide(gate, 0.95, 0.9)[0].passed  # improving never counts as forgetting
 
 

@@ -115,3 +115,23 @@ def _parquet(path: Path, _fmt: str) -> list[Row]:
     frame = pd.read_parquet(path)
     records = json.loads(frame.to_json(orient="records"))  # plain Python values, not numpy scalars
     return [Row(record, f"{path}#{i + 1}") for i, record in enumerate(records)]
+
+
+def read_dataset(name: str, config: str | None, split: str) -> list[Row]:
+    """Rows of a `datasets` split: a hub name when the hub is reachable, or a local directory.
+
+    No machine of this project reaches a hub, so the hub path fails here with a message that says
+    how to go on (export the split to a file); a local dataset directory loads offline.
+    """
+    import datasets
+
+    where = f"{name}{'/' + config if config else ''}[{split}]"
+    try:
+        loaded = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # datasets raises many types: connection, missing split, bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"dataset {where} could not be loaded ({type(exc).__name__}: {first}); if the hub is "
+            "unreachable, export the split to jsonl/csv/parquet and give it as `path:`"
+        ) from exc
+    return [Row(dict(record), f"{where}#{i + 1}") for i, record in enumerate(loaded)]

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from harness.checks import CHECKS, Case, CheckSpec, CheckType
-from harness.data import FORMATS, DataError, Row, read_rows
+from harness.data import FORMATS, DataError, Row, read_dataset, read_rows
 from harness.errors import HarnessError
 from harness.registry import did_you_mean
 from harness.schema_base import Strict
@@ -42,11 +42,18 @@ class DataSource(Strict):
     columns: list[str] | None = Field(
         None, description="Column names of a csv/tsv file with no header line (GLUE's CoLA)"
     )
+    dataset: str | None = Field(
+        None, description="A `datasets` name (hub, when reachable) or a local dataset directory"
+    )
+    config: str | None = Field(None, description="The `datasets` configuration, e.g. sst2")
+    split: str = Field("validation", description="The `datasets` split")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:
-        if (self.path is None) == (self.rows is None):
-            raise ValueError("give exactly one of `path` (a file) or `rows` (inline rows)")
+        if sum(x is not None for x in (self.path, self.rows, self.dataset)) != 1:
+            raise ValueError(
+                "give exactly one of `path` (a file), `rows` (inline rows) or `dataset` (datasets)"
+            )
         return self
 
 
@@ -372,10 +379,23 @@ def _load_datasets(doc: YamlDocument, spec: Any, problems: Problems) -> dict[str
             ]
             continue
         try:
-            datasets[name] = read_rows(doc.path.parent / source.path, source.format, source.columns)
+            if source.dataset is not None:
+                datasets[name] = read_dataset(
+                    _dataset_name(source.dataset, doc.path.parent), source.config, source.split
+                )
+            else:
+                datasets[name] = read_rows(
+                    doc.path.parent / source.path, source.format, source.columns
+                )
         except DataError as exc:
-            problems.add(("data", name, "path"), str(exc))
+            problems.add(("data", name, "dataset" if source.dataset else "path"), str(exc))
     return datasets
+
+
+def _dataset_name(name: str, suite_dir: Path) -> str:
+    """A local dataset directory is relative to the suite; anything else is a hub name."""
+    local = suite_dir / name
+    return str(local) if local.is_dir() else name
 
 
 def _plan_checks(

@@ -198,3 +198,18 @@ def test_schema_command_prints_the_json_schema() -> None:
 def test_shipped_suites_validate() -> None:
     for suite in sorted(Path(__file__).parent.parent.glob("suites/*.yaml")):
         load_suite(suite)
+
+
+def test_datasets_local_directory_and_unreachable_hub_name(tmp_path: Path) -> None:
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    (folder / "validation.jsonl").write_text(
+        '{"prompt": "1+1=", "expected": "2"}\n{"prompt": "2+2=", "expected": "4"}\n'
+    )
+    suite_text = "name: t\nbase: builtin:tiny\ndata: {d: {dataset: sst2, split: validation}}\ncapabilities:\n  - name: c\n    checks: [{type: exact, data: d}]\n"
+    suite = load_suite(write(tmp_path, suite_text))
+    assert [c.fields["expected"] for c in suite.checks[0].cases] == ["2", "4"]
+
+    found = problems(tmp_path, suite_text.replace("dataset: sst2", "dataset: glue, config: sst2"))
+    assert ":3:" in found[0] and "dataset glue/sst2[validation] could not be loaded" in found[0]
+    assert "export the split" in found[0]

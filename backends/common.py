@@ -190,7 +190,9 @@ def quantization_config(device: Device) -> Any:
     )
 
 
-def lora_config(config: LoraArgs) -> Any:
+def lora_config(config: LoraArgs, task_type: str = "CAUSAL_LM") -> Any:
+    """A peft LoraConfig; with task_type SEQ_CLS peft also trains (and saves) the classifier
+    head in full (`modules_to_save`: the `classifier` or `score` module)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -199,7 +201,7 @@ def lora_config(config: LoraArgs) -> Any:
         lora_dropout=config.lora_dropout,
         target_modules=config.target_modules,
         use_dora=config.use_dora,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 
@@ -273,8 +275,10 @@ def progress_callback(progress: Callable[[TrainProgress], None], log: LossLog) -
             self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
         ) -> None:
             logs = logs or {}
-            if "num_tokens" in logs:
-                log.tokens = int(logs["num_tokens"])
+            # trl logs num_tokens; transformers' Trainer num_input_tokens_seen (when asked)
+            tokens = logs.get("num_tokens", logs.get("num_input_tokens_seen"))
+            if tokens is not None:
+                log.tokens = int(tokens)
             if "loss" not in logs:
                 return
             loss = float(logs["loss"])
@@ -407,19 +411,33 @@ def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
     """Merge a LoRA/QLoRA adapter into a float32 copy of its base; save a plain HF directory
     (model + tokenizer) at `out_dir` and return it. The base is the unquantised model the
     adapter names, so a QLoRA adapter merges into full-precision weights."""
-    import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     base_dir = config["base_model_name_or_path"]
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    base = merge_base(base_dir, adapter_dir, config)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out_dir))
     tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
     load_tokenizer(Path(tokenizer_dir)).save_pretrained(str(out_dir))
     return out_dir
+
+
+def merge_base(base_dir: str, adapter_dir: Path, adapter_config: dict[str, Any]) -> Any:
+    """The float32 base an adapter merges into: a causal LM, or for a SEQ_CLS adapter a
+    classifier shaped like the adapter's head (which the merge then replaces by the trained one)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from harness.models.tasks import CLASSIFICATION, adapter_task, head_config
+
+    if adapter_task(adapter_config) != CLASSIFICATION:
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    head = head_config(adapter_dir)
+    return AutoModelForSequenceClassification.from_pretrained(
+        base_dir, dtype=torch.float32, **head, ignore_mismatched_sizes=bool(head)
+    )
 
 
 # ---- supervised fine-tuning (full, lora, qlora) ----------------------------------------------

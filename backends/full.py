@@ -1,13 +1,20 @@
-"""`full`: supervised fine-tuning of all weights (trl SFTTrainer) on prompt/completion rows."""
+"""`full`: all weights, either supervised fine-tuning of a causal LM (trl SFTTrainer) on
+prompt/completion rows, or with `task: classification` a sequence-classification model
+(transformers' Trainer) on text/label rows."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.classification import (
+    TaskArgs,
+    required_fields,
+    task_problems,
+    train_classifier,
+)
 from harness.backends.common import (
     FULL_4BIT,
-    SFT_FIELDS,
     Quantization,
     SFTArgs,
     TrainerBackend,
@@ -15,22 +22,20 @@ from harness.backends.common import (
 )
 
 
-class Config(SFTArgs):
+class Config(SFTArgs, TaskArgs):
     learning_rate: float = Field(2e-5, gt=0)
     # Only so that "QLoRA with full" can be written, and refused by `problems`.
     quantization: Quantization | None = None
 
 
-def required_fields(config: Config) -> set[str]:
-    return set(SFT_FIELDS)
-
-
 def problems(config: Config) -> list[str]:
-    return [FULL_4BIT] if config.quantization == "4bit" else []
+    return ([FULL_4BIT] if config.quantization == "4bit" else []) + task_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:
     config: Config = request.config
+    if config.task == "classification":
+        return train_classifier(request, config, lora=None)
     return train_sft(request, config, lora=None, quantize=False)
 
 

@@ -1,12 +1,19 @@
-"""`lora`: a peft LoRA (or DoRA) adapter trained by trl's SFTTrainer on prompt/completion rows."""
+"""`lora`: a peft LoRA (or DoRA) adapter trained by trl's SFTTrainer on prompt/completion rows,
+or with `task: classification` an adapter plus a classification head (peft SEQ_CLS, the head in
+`modules_to_save`) trained by transformers' Trainer on text/label rows."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.classification import (
+    TaskArgs,
+    required_fields,
+    task_problems,
+    train_classifier,
+)
 from harness.backends.common import (
-    SFT_FIELDS,
     LoraArgs,
     SFTArgs,
     TrainerBackend,
@@ -15,20 +22,19 @@ from harness.backends.common import (
 )
 
 
-class Config(SFTArgs, LoraArgs):
+class Config(SFTArgs, LoraArgs, TaskArgs):
     learning_rate: float = Field(2e-4, gt=0)
 
 
-def required_fields(config: Config) -> set[str]:
-    return set(SFT_FIELDS)
-
-
 def problems(config: Config) -> list[str]:
-    return lora_problems(config)
+    sft = lora_problems(config) if config.task == "causal_lm" else []  # trl's lm_head caveat
+    return sft + task_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:
     config: Config = request.config
+    if config.task == "classification":
+        return train_classifier(request, config, lora=config)
     return train_sft(request, config, lora=config, quantize=False)
 
 

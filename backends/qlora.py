@@ -1,14 +1,28 @@
 """`qlora`: a LoRA adapter on the base loaded in 4-bit NF4 with double quantisation
 (bitsandbytes; it has a CPU path, where the compute dtype is float32).
 
-Its arguments, rows and refusals are exactly LoRA's; only the base's weights differ.
+Its arguments, rows and refusals are LoRA's (the Config is shared, `task` included); only the
+base's weights differ, and classification heads are refused: the 4-bit path goes through trl's
+SFTTrainer, which trains causal LMs only.
 """
 
 from __future__ import annotations
 
 from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends import lora as lora_backend
 from harness.backends.common import TrainerBackend, train_sft
-from harness.backends.lora import Config, problems, required_fields
+from harness.backends.lora import Config, required_fields
+
+QLORA_CLASSIFICATION = (
+    "task: classification is not supported by qlora (4-bit bases train causal LMs only); "
+    "use the lora or full backend"
+)
+
+
+def problems(config: Config) -> list[str]:
+    if config.task == "classification":
+        return [QLORA_CLASSIFICATION]
+    return lora_backend.problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:

@@ -52,6 +52,10 @@ class LogLikelihood:
     n_tokens: int
 
 
+class ModelTaskError(ValueError):
+    """A check asked a model for something its kind cannot do (text from a classifier)."""
+
+
 class OutputCache(Protocol):
     """Where computed outputs persist; the DuckDB store implements this structurally."""
 
@@ -122,6 +126,22 @@ class Engine:
 
         return "lm" in self.__dict__ or not isinstance(self.source, LazyModel)
 
+    @property
+    def task(self) -> str:
+        """ "causal_lm" or "classification", known without loading the weights."""
+        return str(getattr(self.source, "task", "causal_lm"))
+
+    def require_causal_lm(self, purpose: str) -> None:
+        """Refuse, in words, to use a sequence classifier for what only a causal LM can do:
+        the evaluation of this model then fails with this message (a run error, exit 3)."""
+        if self.task == "causal_lm":
+            return
+        raise ModelTaskError(
+            f"{purpose} needs a causal language model, but {self.source.reference} is a "
+            "sequence-classification model (an encoder with a classifier head); evaluate it "
+            "with `glue` checks (head: classifier or auto) only"
+        )
+
     @cached_property
     def model(self) -> Any:
         return self.lm.model.eval()  # lm-eval does the same: no dropout when scoring
@@ -146,17 +166,20 @@ class Engine:
 
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
         """Greedy continuations of `prompts` (prompt excluded), cut at the first stop string."""
+        self.require_causal_lm("generating text")
         compute = partial(self._generate_batches, settings=settings)
         return self._cached("generate", list(prompts), asdict(settings), compute)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]:
         """Log-likelihood of each continuation given its context, exactly as lm-eval's HFLM."""
+        self.require_causal_lm("scoring log-likelihoods")
         items = [[context, continuation] for context, continuation in requests]
         values = self._cached("loglikelihood", items, None, self._loglikelihood_batches)
         return [LogLikelihood(**v) for v in values]
 
     def rolling_loglikelihood(self, texts: Sequence[str]) -> list[LogLikelihood]:
         """Whole-text log-likelihood in max-length windows (lm-eval's `loglikelihood_rolling`)."""
+        self.require_causal_lm("scoring perplexity")
         values = self._cached("rolling", list(texts), None, self._rolling_batches)
         return [LogLikelihood(**v) for v in values]
 

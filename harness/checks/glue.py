@@ -5,8 +5,10 @@ the task's prompt, and the label whose verbaliser is most likely is the predicti
 GLUE tasks score it (the default prompts and verbalisers are lm-eval's). STS-B is a regression
 task: the model scores the verbalisers " 0" to " 5", and its prediction is the expected value
 under those six log-likelihoods renormalised (softmax), a calibrated score in [0, 5] rather than
-an argmax. A model whose weights are a sequence-classification head (`head: classifier`) predicts
-with that head instead (argmax of the logits; the single logit for STS-B).
+an argmax. A sequence classifier (an encoder such as BERT with a classification head, loaded as
+one by `harness.models.loading`; trained by the `full`/`lora` backends with `task: classification`)
+predicts with its head instead (argmax of the logits; the single logit for STS-B): `head: auto`,
+the default, picks the head for such a model and log-likelihoods for a causal LM.
 
 Rows come from the official GLUE TSV files (their column names: `#1 String`, `Quality`,
 `gold_label`, ...), from the Hugging Face `glue` data sets' fields (`sentence1`, `label`, ...) or
@@ -160,9 +162,10 @@ class GlueParams(CheckSpec):
         None, description="One word per label id (STS-B: per score 0..5), replacing the task's"
     )
     target_delimiter: str = " "  # between the prompt and each verbaliser, as lm-eval
-    head: Literal["lm", "classifier"] = Field(
-        "lm",
-        description="lm: log-likelihood of verbalisers; classifier: a sequence-classification head",
+    head: Literal["auto", "lm", "classifier"] = Field(
+        "auto",
+        description="lm: log-likelihood of verbalisers; classifier: a sequence-classification "
+        "head; auto: classifier for a sequence-classification model, else lm",
     )
 
 
@@ -268,7 +271,19 @@ def classifier_predictions(
             cache.put_many("glue_classifier", fresh)
         found.update(fresh)
     regression = TASKS[params.task].regression
+    _check_head_size(len(found[keys[0]]) if keys else 0, params)
     return [(_head_prediction(found[key], regression), found[key]) for key in keys]
+
+
+def _check_head_size(outputs: int, params: GlueParams) -> None:
+    """A head of another size would predict label ids the task does not have (or drop some)."""
+    task = TASKS[params.task]
+    expected = len(task.labels) or 1
+    if outputs not in (0, expected):
+        raise ValueError(
+            f"{params.task} has {expected} label(s) but the classifier head has {outputs} outputs; "
+            f"train the head with num_labels: {expected}"
+        )
 
 
 def _head_prediction(logits: Sequence[float], regression: bool) -> float:
@@ -302,9 +317,16 @@ def _classify(lm: Any, pairs: list[list[str]], batch_size: int = 32) -> list[lis
 # ---- scoring ------------------------------------------------------------------------------
 
 
+def uses_classifier(params: GlueParams, ctx: EvalContext) -> bool:
+    """`head: auto` follows the model: its head when it is a classifier (known without loading)."""
+    if params.head != "auto":
+        return params.head == "classifier"
+    return getattr(ctx.engine, "task", "causal_lm") == "classification"
+
+
 def run_glue(cases: Sequence[Case], params: GlueParams, ctx: EvalContext) -> list[Outcome]:
     task = TASKS[params.task]
-    predictor = classifier_predictions if params.head == "classifier" else lm_predictions
+    predictor = classifier_predictions if uses_classifier(params, ctx) else lm_predictions
     outcomes = []
     for case, (pred, raw) in zip(cases, predictor(cases, params, ctx), strict=True):
         target = gold(case.fields, params)

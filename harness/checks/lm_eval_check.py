@@ -188,6 +188,7 @@ def run_lm_eval(
     cache = ctx.engine.cache
     stored = cache.get_many("lm_eval", [key]).get(key) if cache is not None else None
     if stored is None:
+        ctx.engine.require_causal_lm("an lm_eval task")
         result = evaluate_samples(ctx.engine.lm, params, include)
         check_aggregations(result.get("configs", {}), params)
         stored = {task: _plain(samples) for task, samples in result["samples"].items()}

@@ -10,13 +10,16 @@ from typing import Any
 
 @dataclass
 class LoadedModel:
-    """A causal LM ready to evaluate, with what identifies its weights."""
+    """A model ready to evaluate (a causal LM, or a sequence classifier), with what identifies
+    its weights."""
 
     reference: str  # as the user wrote it
     model: Any  # transformers PreTrainedModel (or a peft model wrapping one)
     tokenizer: Any  # transformers PreTrainedTokenizerBase
     fingerprint: str  # hash of the weights (and adapter), never of the name
     path: Path | None = None  # the HF directory it was loaded from, when there is one
+    # "causal_lm" or "classification" (harness.models.tasks.ModelTask): what the model can do
+    task: str = "causal_lm"
 
 
 @dataclass
@@ -28,6 +31,7 @@ class LazyModel:
     fingerprint: str
     parameters: int | None
     load: Callable[[], LoadedModel]
+    task: str = "causal_lm"  # known from the directory's config without loading
 
 
 # Public API, imported lazily: the submodules import LoadedModel from here, and `harness validate`

@@ -1,5 +1,9 @@
 """`load_model`: any model reference to a ready-to-evaluate `LoadedModel`.
 
+A checkpoint loads as a causal LM, or as a sequence classifier when its config says it is one
+(a `...ForSequenceClassification` architecture, or an encoder such as BERT without a causal head;
+see `harness.models.tasks`). A PEFT adapter loads its base first, as the adapter's task needs.
+
 torch and transformers are imported inside functions so that importing this module (for
 `harness validate`) stays fast.
 """
@@ -9,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,15 @@ from harness.models.presets import (
     random_model,
 )
 from harness.models.references import ModelReference, check_reference, parse_reference
+from harness.models.tasks import (
+    CAUSAL_LM,
+    CLASSIFICATION,
+    ModelTask,
+    adapter_task,
+    config_task,
+    directory_task,
+    head_config,
+)
 
 __all__ = [
     "ModelReference",
@@ -102,7 +115,8 @@ def open_model(
     setting = f"{resolve_device(device)}:{dtype or 'default'}"
     remembered = recall_fingerprint(directory, setting)
     if remembered is not None:
-        return LazyModel(reference, remembered.fingerprint, remembered.parameters, load)
+        task = directory_task(directory) or CAUSAL_LM
+        return LazyModel(reference, remembered.fingerprint, remembered.parameters, load, task)
     loaded = load()
     parameters = sum(p.numel() for p in loaded.model.parameters())
     remember_fingerprint(directory, setting, loaded.fingerprint, parameters)
@@ -165,35 +179,81 @@ def load_random(name: str, *, dtype: str | None, device: str) -> LoadedModel:
 
 
 def load_pretrained(
-    source: str, trust_remote_code: bool, dtype: str | None, device: str
+    source: str,
+    trust_remote_code: bool,
+    dtype: str | None,
+    device: str,
+    head: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
-    """A local directory (full model or PEFT adapter) or a hub id, through from_pretrained."""
+    """A local directory (full model or PEFT adapter) or a hub id, through from_pretrained.
+
+    `head`: load as a sequence classifier with this head (config keys such as `id2label`),
+    whatever the checkpoint's own config says (the base of a classification adapter).
+    """
     path = Path(source)
     if (path / ADAPTER_CONFIG).is_file():
         return load_adapter(path, trust_remote_code, dtype, device)
-    model, tokenizer = from_pretrained(source, trust_remote_code, dtype, device)
+    model, tokenizer, task = from_pretrained(source, trust_remote_code, dtype, device, head)
     local = path if path.is_dir() else None
-    return LoadedModel(source, model, tokenizer, fingerprint_model(model), local)
+    return LoadedModel(source, model, tokenizer, fingerprint_model(model), local, task)
 
 
 def from_pretrained(
-    source: str, trust_remote_code: bool, dtype: str | None, device: str
-) -> tuple[Any, Any]:
-    """(model in eval mode on `device`, tokenizer with a pad token); errors made user-facing."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    source: str,
+    trust_remote_code: bool,
+    dtype: str | None,
+    device: str,
+    head: Mapping[str, Any] | None = None,
+) -> tuple[Any, Any, ModelTask]:
+    """(model in eval mode on `device`, tokenizer with a pad token, its task); errors made
+    user-facing."""
+    from transformers import AutoTokenizer
 
     options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         options["local_files_only"] = True  # honoured even when set after huggingface_hub loaded
     with user_facing_errors(source):
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        task = CLASSIFICATION if head is not None else source_task(source, options)
         torch_dtype = resolve_dtype(dtype, device, default_gpu="auto")
         # device_map puts weights straight on the GPU instead of staging them in CPU memory
         placement = {} if device == "cpu" else {"device_map": device}
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, **placement, **options
-        )
-    return prepare(model, tokenizer)
+        options |= {"dtype": torch_dtype, **placement}
+        if task == CLASSIFICATION:
+            model = classifier_from_pretrained(source, options, head)
+        else:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(source, **options)
+    model, tokenizer = prepare(model, tokenizer)
+    if task == CLASSIFICATION and model.config.pad_token_id is None:
+        # a decoder's classification head finds each row's last token through the pad id
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, task
+
+
+def source_task(source: str, options: dict[str, Any]) -> ModelTask:
+    """The task of a directory (from its config.json) or of a hub id (through AutoConfig)."""
+    if Path(source).is_dir():
+        return directory_task(Path(source)) or CAUSAL_LM
+    from transformers import AutoConfig
+
+    return config_task(AutoConfig.from_pretrained(source, **options).to_dict())
+
+
+def classifier_from_pretrained(
+    source: str, options: dict[str, Any], head: Mapping[str, Any] | None
+) -> Any:
+    """AutoModelForSequenceClassification, with `head` (and a head of another size replaced)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    extra = {**head, "ignore_mismatched_sizes": True} if head else {}
+    # An encoder saved without a head gets a fresh random one: seeded, so that every load of
+    # the same directory has the same weights (one fingerprint, reproducible base answers).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return AutoModelForSequenceClassification.from_pretrained(source, **options, **extra)
 
 
 def prepare(model: Any, tokenizer: Any) -> tuple[Any, Any]:
@@ -243,16 +303,35 @@ def load_adapter(
     base_reference = config.get("base_model_name_or_path")
     if not base_reference:
         raise HarnessError(f"adapter at {path} does not name its base (base_model_name_or_path)")
-    base = load_model(
-        base_reference, trust_remote_code=trust_remote_code, dtype=dtype, device=device
-    )
+    task = adapter_task(config)
+    if task == CLASSIFICATION:
+        base = load_classifier_base(base_reference, path, trust_remote_code, dtype, device)
+    else:
+        base = load_model(
+            base_reference, trust_remote_code=trust_remote_code, dtype=dtype, device=device
+        )
     model = PeftModel.from_pretrained(base.model, str(path)).eval()
     tokenizer = base.tokenizer
     if (path / "tokenizer_config.json").is_file():
         with user_facing_errors(str(path)):
             tokenizer = from_pretrained_tokenizer(path, trust_remote_code)
     fingerprint = combine_fingerprints(base.fingerprint, adapter_fingerprint(model))
-    return LoadedModel(str(path), model, tokenizer, fingerprint, path)
+    return LoadedModel(str(path), model, tokenizer, fingerprint, path, task)
+
+
+def load_classifier_base(
+    reference: str, adapter: Path, trust_remote_code: bool, dtype: str | None, device: str
+) -> LoadedModel:
+    """The base of a SEQ_CLS adapter, as a classifier whose head has the adapter's shape (the
+    base may be a causal LM, or an encoder saved without a head or with another label count)."""
+    kind, name = check_reference(reference)
+    if kind == "random":
+        raise HarnessError(f"adapter at {adapter}: a classification adapter needs a saved base")
+    source = str(ensure_builtin(name)) if kind == "builtin" else name
+    # {} when the adapter came from elsewhere: the base's own head shape is then assumed
+    loaded = load_pretrained(source, trust_remote_code, dtype, device, head_config(adapter))
+    loaded.reference = reference
+    return loaded
 
 
 def from_pretrained_tokenizer(path: Path, trust_remote_code: bool) -> Any:

@@ -23,3 +23,6 @@ bench:
 	python3 benchmarks/bench_cache.py
 	python3 benchmarks/bench_training_overhead.py --threads 1
 	python3 benchmarks/bench_report.py
+	python3 benchmarks/bench_generation_vs_lmeval.py --threads 1
+	python3 benchmarks/bench_scaling.py --threads 1
+	python3 benchmarks/bench_planner.py

@@ -1,0 +1,236 @@
+"""harness.planner: parameter counts against real models, the breakdown arithmetic on hand-computed
+cases, `harness plan` offline on the example suite, and the estimate against a measured CPU peak."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.planner import (
+    FP32,
+    NF4_BYTES_PER_PARAM,
+    LoraShape,
+    ModelShape,
+    TrainingSetup,
+    kv_cache_bytes,
+    linear_parameters,
+    lora_parameters,
+    model_shape,
+    parameter_count,
+    training_breakdown,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+# A small hand-checkable shape: h 8, 2 layers, i 16, 2 heads of 4, vocabulary 10, tied.
+SHAPE = ModelShape(
+    model_type="llama", vocab_size=10, hidden_size=8, intermediate_size=16, num_layers=2,
+    num_heads=2, num_kv_heads=2, head_dim=4, tie_word_embeddings=True,
+)  # fmt: skip
+
+
+# ---- parameter counts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "preset", ["qwen2.5-0.5b", "qwen2.5-7b", "llama-3.2-1b", "llama-3-8b", "llama-3.1-8b"]
+)
+def test_parameter_count_matches_presets_on_the_meta_device(preset: str) -> None:
+    from harness.models.presets import count_parameters, preset_config
+
+    shape = model_shape(preset_config(preset).to_dict())
+    assert parameter_count(shape) == count_parameters(preset)
+
+
+def test_parameter_count_matches_builtin_tiny() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.memory_plan import model_config
+
+    config = model_config("builtin:tiny")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            __import__("transformers").AutoConfig.for_model(**config)
+        )
+    assert parameter_count(model_shape(config)) == sum(p.numel() for p in model.parameters())
+
+
+def test_lora_parameters_match_peft() -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from harness.memory_plan import model_config
+
+    config = model_config("builtin:tiny")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+    peft_model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear"))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert lora_parameters(model_shape(config), LoraShape(8)) == trainable
+
+
+def test_hand_counted_parameters() -> None:
+    # per layer: q,k,v,o 4*8*8 + gate,up,down 3*8*16 = 640 weights, 2 norms of 8; final norm 8;
+    # embedding 10*8 once (tied)
+    assert linear_parameters(SHAPE) == 2 * 640
+    assert parameter_count(SHAPE) == 2 * (640 + 16) + 8 + 80
+    # r 2 on q and v only: 2*(8+8) each, per layer
+    assert lora_parameters(SHAPE, LoraShape(2, ("q_proj", "v_proj"))) == 2 * 2 * 32
+
+
+# ---- the breakdown ---------------------------------------------------------------------------
+
+
+def setup(method: str, **changes: object) -> TrainingSetup:
+    base = TrainingSetup(method=method, batch_size=4, seq_len=16, compute_bytes=4)  # type: ignore[arg-type]
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_full_training_is_sixteen_bytes_per_parameter_plus_activations() -> None:
+    n = parameter_count(SHAPE)
+    full = training_breakdown(SHAPE, setup("full"))
+    assert (full.weights, full.gradients, full.optimizer) == (4 * n, 4 * n, 8 * n)
+    assert full.total == 16 * n + full.activations
+
+
+def test_full_beats_lora_beats_qlora_on_the_same_base() -> None:
+    from harness.models.presets import preset_config
+
+    shape = model_shape(preset_config("qwen2.5-0.5b").to_dict())
+    lora = LoraShape(8)
+    full = training_breakdown(shape, setup("full")).total
+    adapter = training_breakdown(shape, setup("lora", lora=lora)).total
+    quantized = training_breakdown(shape, setup("qlora", lora=lora, quantized=True)).total
+    assert full > adapter > quantized
+
+
+def test_qlora_weights_are_nf4_linears_plus_float32_rest() -> None:
+    lora = LoraShape(2)
+    qlora = training_breakdown(SHAPE, setup("qlora", lora=lora, quantized=True))
+    linears = linear_parameters(SHAPE)
+    rest = parameter_count(SHAPE) - linears
+    adapter = lora_parameters(SHAPE, lora)
+    assert qlora.weights == pytest.approx(linears * NF4_BYTES_PER_PARAM + (rest + adapter) * FP32)
+    assert qlora.optimizer == 8 * adapter  # only the adapter trains
+
+
+def test_dpo_reference_copy_only_without_an_adapter() -> None:
+    from harness.memory_plan import DeviceInfo, training_setup
+
+    cpu = DeviceInfo("cpu", "float32", None, "")
+    rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}]
+    from harness.backends import BACKENDS
+    from harness.memory_plan import BaseModel
+
+    base = BaseModel("x", {}, None)
+    dpo = BACKENDS.get("dpo").Config
+    peft_setup, _ = training_setup("dpo", dpo.model_validate({}), rows, base, cpu)
+    full_setup, _ = training_setup("dpo", dpo.model_validate({"adapter": "full"}), rows, base, cpu)
+    with_peft = training_breakdown(SHAPE, peft_setup)
+    full = training_breakdown(SHAPE, full_setup)
+    assert "reference model" not in with_peft.extra  # trl 1.16: the base with the adapter disabled
+    assert full.extra["reference model"] == parameter_count(SHAPE) * FP32
+
+
+def test_dpo_runs_chosen_and_rejected_together() -> None:
+    sft = training_breakdown(SHAPE, setup("lora", lora=LoraShape(2)))
+    dpo = training_breakdown(SHAPE, setup("dpo", lora=LoraShape(2)))
+    assert dpo.activations > 1.9 * sft.activations - 1  # twice the sequences (head grads aside)
+
+
+def test_gradient_checkpointing_lowers_activations() -> None:
+    from harness.models.presets import preset_config
+
+    shape = model_shape(preset_config("llama-3.2-1b").to_dict())
+    plain = training_breakdown(shape, setup("full", seq_len=1024))
+    checkpointed = training_breakdown(
+        shape, setup("full", seq_len=1024, gradient_checkpointing=True)
+    )
+    assert checkpointed.activations < plain.activations / 3
+
+
+def test_grpo_kv_cache_replaces_backward_memory_in_the_peak() -> None:
+    grpo = setup(
+        "grpo", lora=LoraShape(2), generation_sequences=8, generation_len=40, completion_len=24
+    )
+    breakdown = training_breakdown(SHAPE, grpo)
+    kv = kv_cache_bytes(SHAPE, 8, 40, 4)
+    assert breakdown.extra["KV cache (generation)"] == kv == 8 * 40 * 2 * 2 * 8 * 4
+    assert breakdown.total == breakdown.weights + breakdown.optimizer + max(
+        breakdown.gradients + breakdown.activations, kv
+    )
+
+
+def test_bf16_adds_autocast_copies_for_full_training_only() -> None:
+    full = training_breakdown(SHAPE, setup("full", compute_bytes=2))
+    lora = training_breakdown(SHAPE, setup("lora", compute_bytes=2, lora=LoraShape(2)))
+    assert full.extra["autocast weight copies"] == 2 * linear_parameters(SHAPE)
+    assert full.weights == 4 * parameter_count(SHAPE)  # float32 master weights
+    assert "autocast weight copies" not in lora.extra
+
+
+# ---- the command -----------------------------------------------------------------------------
+
+
+def test_plan_command_on_the_example_suite_offline(tmp_path: Path) -> None:
+    from harness.cli_plan import plan
+
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(
+        plan, [str(REPO / "suites" / "qa.yaml"), "--json", str(out), "--memory", "16GiB"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "qlora" in result.output and "fits?" in result.output
+    data = json.loads(out.read_text())
+    rows = {row["name"]: row for row in data["rows"]}
+    assert rows["base"]["training"] is None and rows["base"]["fits"] is True
+    totals = {n: rows[n]["training"]["total"] for n in ("full", "lora", "qlora")}
+    assert totals["full"] > totals["lora"] > totals["qlora"]
+    assert rows["grpo"]["training"]["extra"]["KV cache (generation)"] > 0
+
+
+def test_plan_says_no_when_it_does_not_fit(tmp_path: Path) -> None:
+    from harness.cli_plan import plan
+
+    result = CliRunner().invoke(plan, [str(REPO / "suites" / "qa.yaml"), "--memory", "780MiB"])
+    assert result.exit_code == 1
+    assert "NO" in result.output
+
+
+def test_parse_size() -> None:
+    from harness.memory_plan import parse_size
+
+    assert parse_size("80GiB") == parse_size("80gb") == 80 * 2**30
+    assert parse_size("512MiB") == 512 * 2**20
+
+
+# ---- estimate vs a measured CPU peak ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_estimate_within_3x_of_measured_cpu_peak(tmp_path: Path) -> None:
+    """Real short trainings of builtin:tiny and a 34M-parameter random Llama (full fine-tuning),
+    peak RSS above a baseline taken after a warm-up (benchmarks/bench_planner.py)."""
+    out = tmp_path / "planner.json"
+    script = REPO / "benchmarks" / "bench_planner.py"
+    command = [
+        sys.executable,
+        str(script),
+        "--cases",
+        "tiny-full,small-lora",
+        "--steps",
+        "2",
+        "--json",
+        str(out),
+    ]
+    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+    for result in json.loads(out.read_text()):
+        ratio = result["estimate"]["total"] / result["measured"]
+        assert 1 / 3 < ratio < 3, result

@@ -16,6 +16,7 @@ import click
 from rich.table import Table
 
 from harness import __version__
+from harness.cli_ci import CiOutputs, check_summary_target, ci_options, finish, make_gating
 from harness.console import make_console
 from harness.errors import HarnessError
 
@@ -79,12 +80,6 @@ def main() -> None:
 @click.argument("suite", type=click.Path(path_type=Path))
 @db_option
 @click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a JSON summary here.",
-)
-@click.option(
     "--only", multiple=True, metavar="NAME", help="Evaluate only this candidate (repeatable)."
 )
 @click.option(
@@ -93,58 +88,44 @@ def main() -> None:
 @click.option(
     "--retrain", is_flag=True, help="Train candidates again instead of reusing artifacts."
 )
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the run's HTML report here.",
-)
+@ci_options
 def run(
     suite: Path,
     db: Path | None,
-    json_path: Path | None,
     only: tuple[str, ...],
     base_override: str | None,
     retrain: bool,
+    baseline: str | None,
+    baseline_model: str | None,
+    fail_on: frozenset[str],
+    json_path: Path | None,
+    junit_path: Path | None,
+    summary: str | None,
     report_path: Path | None,
 ) -> None:
     """Evaluate the suite's candidates against its base model and decide the gates."""
-    from harness.console import (
-        ConsoleReporter,
-        make_console,
-        methods_table,
-        print_verdicts,
-        summary_table,
-    )
+    from harness.baseline import candidate_names
+    from harness.console import ConsoleReporter, make_console
     from harness.runner import run_suite, selected_candidates
     from harness.suite import load_suite
-    from harness.summary import write_summary
 
     loaded = load_suite(suite, base_override=base_override)
-    selected_candidates(loaded, only)  # a wrong --only is a usage error before any work
+    selected = selected_candidates(loaded, only)  # a wrong --only is a usage error before any work
+    check_summary_target(summary)
     store = _store(db)
+    names = candidate_names(loaded, selected)
+    gating = make_gating(store, loaded, names, baseline, baseline_model, fail_on)
     quiet_library_progress_bars()
     show_model_builds()
     console = make_console(stderr=True)
     reporter = ConsoleReporter(console)
     try:
-        result = run_suite(loaded, store, only=only, reporter=reporter, retrain=retrain)
+        result = run_suite(
+            loaded, store, only=only, reporter=reporter, retrain=retrain, gating=gating
+        )
     finally:
         reporter.close()
-    out = make_console()
-    out.print(summary_table(result))
-    methods = methods_table(result)
-    if methods is not None:
-        out.print(methods)
-    print_verdicts(out, result)
-    if json_path:
-        write_summary(result, json_path)
-    if report_path:
-        from harness.cli_report import write_run_report
-
-        write_run_report(db, result.run_id, report_path)
-        click.echo(f"report: {report_path}", err=True)
-    sys.exit(result.exit_code)
+    finish(result, loaded, db, CiOutputs(json_path, junit_path, summary, report_path))
 
 
 @main.command()
@@ -199,9 +180,13 @@ def show(run_ref: str, db: Path | None) -> None:
     make_console().print(*render_run(store.load_run(store.resolve_run(run_ref))))
 
 
+from harness.cli_ci import register as register_ci  # noqa: E402  (gate, tag)
+from harness.cli_plan import register as register_plan  # noqa: E402  (plan)
 from harness.cli_report import register  # noqa: E402  (report, history, compare)
 
 register(main)
+register_ci(main)
+register_plan(main)
 
 if __name__ == "__main__":
     main()

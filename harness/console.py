@@ -135,6 +135,8 @@ def _add_candidate_rows(table: Table, candidate: Any) -> None:
         metric = intervals.get((gate.capability, gate.metric))
         ci = f"[{metric.ci_low:.3f}, {metric.ci_high:.3f}]" if metric else "—"
         verdict = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
+        if not gate.passed and gate.kind not in candidate.fail_on:
+            verdict = "[yellow]warn[/]"  # --fail-on leaves this kind out of the build's verdict
         if gate.details.get("p_value") is not None:
             verdict += f" p={gate.details['p_value']:.2g}"
         table.add_row(
@@ -222,12 +224,17 @@ def short_reason(gate: GateResult) -> str:
 def print_verdicts(console: Console, result: RunResult) -> None:
     for candidate in result.candidates:
         verdict = candidate.verdict
-        failed = [g for g in candidate.gates if not g.passed]
+        failed = [g for g in candidate.gates if not g.passed and g.kind in candidate.fail_on]
         why = candidate.record.error if verdict == "error" else ", ".join(map(short_reason, failed))
         style = VERDICT_STYLE[verdict]
         line = f"[{style}]{verdict.upper():<9}[/] {escape(candidate.record.name)}"
         console.print(line + (f" — {escape(why or '')}" if why else ""))
-    for line in power_warnings(result):
+        if candidate.warned:
+            warned = ", ".join(map(short_reason, candidate.warned))
+            console.print(
+                f"[yellow]WARNING[/]   {escape(candidate.record.name)} (warn-only) — {escape(warned)}"
+            )
+    for line in [*power_warnings(result), *result.warnings]:
         console.print(f"[yellow]WARNING[/]   {escape(line)}")
     if result.base.record.status == "error":
         console.print(f"[magenta]ERROR[/]     base — {escape(result.base.record.error or '')}")

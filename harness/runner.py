@@ -24,6 +24,7 @@ from harness.suite import LoadedSuite, PlannedCheck
 from harness.training import training_info
 
 Verdict = Literal["passed", "regressed", "error"]
+GATE_KINDS: frozenset[str] = frozenset({"threshold", "forgetting", "improve"})
 
 
 class Reporter:
@@ -48,12 +49,20 @@ class ModelResult:
     metrics: list[MetricValue] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
     cases: list[CaseResult] = field(default_factory=list, repr=False)
+    # Gate kinds whose failure fails the build (--fail-on); failures of the others only warn.
+    fail_on: frozenset[str] = GATE_KINDS
 
     @property
     def verdict(self) -> Verdict:
         if self.record.status == "error":
             return "error"
-        return "passed" if all(g.passed for g in self.gates) else "regressed"
+        failing = [g for g in self.gates if not g.passed and g.kind in self.fail_on]
+        return "regressed" if failing else "passed"
+
+    @property
+    def warned(self) -> list[GateResult]:
+        """Failed gates of kinds outside `fail_on`: reported as warnings, not a regression."""
+        return [g for g in self.gates if not g.passed and g.kind not in self.fail_on]
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,10 @@ class RunResult:
     suite: str
     base: ModelResult
     candidates: list[ModelResult]
+    baseline: dict[str, Any] | None = None  # Baseline.describe() when gated against a stored run
+    warnings: list[str] = field(default_factory=list)  # e.g. cases a baseline never scored
+    source_run: str | None = None  # the stored run re-gated (`harness gate`)
+    suite_path: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -91,6 +104,38 @@ def selected_candidates(suite: LoadedSuite, only: Sequence[str] | None) -> list[
     return [c for c in candidates if c.name in only]
 
 
+@dataclass
+class Gating:
+    """How candidates are gated: which gate kinds fail the build, and against what.
+
+    With a baseline, each candidate's forgetting and improve gates compare it with a stored
+    model (see harness.baseline) instead of the base evaluated in this run; threshold gates are
+    absolute and unchanged.
+    """
+
+    fail_on: frozenset[str] = GATE_KINDS
+    baseline: Any = None  # harness.baseline.Baseline
+    warnings: list[str] = field(default_factory=list)
+    _references: dict[str, Any] = field(default_factory=dict)
+
+    def reference(self, store: Any, suite: LoadedSuite, candidate: str) -> Any:
+        """The baseline's stand-in for `candidate`, loaded once per stand-in model."""
+        from harness.baseline import load_reference, missing_warning
+
+        name = self.baseline.stand_in(candidate)
+        if name not in self._references:
+            self._references[name] = load_reference(store, suite, self.baseline, candidate)
+        found = self._references[name]
+        warning = missing_warning(candidate, found)
+        if warning and warning not in self.warnings:
+            self.warnings.append(warning)
+        return found
+
+    def config(self) -> dict[str, Any]:
+        baseline = self.baseline.describe() if self.baseline is not None else None
+        return {"fail_on": sorted(self.fail_on), "baseline": baseline}
+
+
 def run_suite(
     suite: LoadedSuite,
     store: Any,
@@ -99,24 +144,58 @@ def run_suite(
     reporter: Reporter | None = None,
     config: dict[str, Any] | None = None,
     retrain: bool = False,
+    gating: Gating | None = None,
 ) -> RunResult:
     """Evaluate the base and the selected candidates, gate them, and record the run in `store`."""
     reporter = reporter or Reporter()
+    gating = gating or Gating()
     candidates = selected_candidates(suite, only)
     run_id = store.begin_run(
         suite_name=suite.name,
         suite_path=str(suite.path),
         suite_text=suite.text,
         suite_hash=suite.hash,
-        config={"only": list(only or []), "models": suite.models, **(config or {})},
+        config={"only": list(only or []), "models": suite.models, **gating.config()}
+        | (config or {}),
     )
     base = _evaluate(suite, store, run_id, "base", "base", suite.models["base"], reporter)
     results: list[ModelResult] = []
     for candidate in candidates:
-        results += _candidate(suite, store, run_id, candidate, base, reporter, retrain)
-    result = RunResult(run_id, suite.name, base, results)
+        results += _candidate(suite, store, run_id, candidate, base, reporter, retrain, gating)
+    result = RunResult(
+        run_id,
+        suite.name,
+        base,
+        results,
+        baseline=gating.config()["baseline"],
+        warnings=list(gating.warnings),
+        suite_path=str(suite.path),
+    )
     store.finish_run(run_id, status=result.status, exit_code=result.exit_code)
     return result
+
+
+def decide_candidate_gates(
+    suite: LoadedSuite, store: Any, candidate: ModelResult, base: ModelResult, gating: Gating
+) -> list[GateResult]:
+    """A candidate's gate verdicts against the base, or against its baseline stand-in."""
+    reference_cases, reference_metrics, reference = base.cases, base.metrics, None
+    if gating.baseline is not None:
+        reference = gating.reference(store, suite, candidate.record.name)
+        reference_cases, reference_metrics = reference.cases, reference.metrics
+    gates = decide_gates(
+        list(suite.spec.capabilities),
+        index_metrics(candidate.metrics),
+        index_metrics(reference_metrics),
+        lower_is_better_metrics(suite.checks),
+        paired_samples(suite.checks, reference_cases, candidate.cases),
+        seed=suite.spec.seed,
+    )
+    if reference is None:
+        return gates
+    from harness.baseline import annotate
+
+    return annotate(gates, reference)
 
 
 def _candidate(
@@ -127,6 +206,7 @@ def _candidate(
     base: ModelResult,
     reporter: Reporter,
     retrain: bool,
+    gating: Gating,
 ) -> list[ModelResult]:
     """The candidate's results: one, or two when an adapter is also evaluated merged."""
     if base.record.status == "error":
@@ -137,7 +217,14 @@ def _candidate(
     if candidate.backend is None:
         return [
             _evaluated(
-                suite, store, run_id, candidate.name, suite.models[candidate.name], base, reporter
+                suite,
+                store,
+                run_id,
+                candidate.name,
+                suite.models[candidate.name],
+                base,
+                reporter,
+                gating,
             )
         ]
     try:
@@ -163,6 +250,7 @@ def _candidate(
             str(trained.model_dir),
             base,
             reporter,
+            gating,
             info,
             trained.loss_curve,
         )
@@ -171,7 +259,15 @@ def _candidate(
         merged_name = f"{candidate.name}+merged"
         results.append(
             _evaluated(
-                suite, store, run_id, merged_name, str(trained.merged_dir), base, reporter, info
+                suite,
+                store,
+                run_id,
+                merged_name,
+                str(trained.merged_dir),
+                base,
+                reporter,
+                gating,
+                info,
             )
         )
         results = _with_merge_agreement(store, run_id, results)
@@ -205,6 +301,7 @@ def _evaluated(
     reference: str,
     base: ModelResult,
     reporter: Reporter,
+    gating: Gating,
     extra_info: dict[str, Any] | None = None,
     loss_curve: list[tuple[int, float]] | None = None,
 ) -> ModelResult:
@@ -212,16 +309,9 @@ def _evaluated(
     evaluated = _evaluate(suite, store, run_id, name, "candidate", reference, reporter, base)
     if evaluated.record.status == "error":
         return evaluated
-    gates = decide_gates(
-        list(suite.spec.capabilities),
-        index_metrics(evaluated.metrics),
-        index_metrics(base.metrics),
-        lower_is_better_metrics(suite.checks),
-        paired_samples(suite.checks, base.cases, evaluated.cases),
-        seed=suite.spec.seed,
-    )
+    gates = decide_candidate_gates(suite, store, evaluated, base, gating)
     record = replace(evaluated.record, info=evaluated.record.info | (extra_info or {}))
-    result = ModelResult(record, evaluated.metrics, gates, evaluated.cases)
+    result = ModelResult(record, evaluated.metrics, gates, evaluated.cases, gating.fail_on)
     _record(store, run_id, result)
     if loss_curve:
         store.record_loss_curve(run_id, name, loss_curve)

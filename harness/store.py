@@ -34,6 +34,7 @@ import duckdb
 from harness import __version__ as HARNESS_VERSION
 from harness.errors import HarnessError
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.registry import did_you_mean
 
 __all__ = [
     "FINAL_STATUSES",
@@ -142,6 +143,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         # detectable effect, flipped cases), as JSON.
         "ALTER TABLE gates ADD COLUMN details VARCHAR;",
     ),
+    (
+        3,
+        # Named runs for `--baseline tag:NAME` (a tag names one run; tagging again moves it), and
+        # the run whose stored results a `harness gate` run re-decided.
+        """
+        CREATE TABLE tags (
+            name       VARCHAR PRIMARY KEY,
+            run_id     VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        ALTER TABLE runs ADD COLUMN source_run VARCHAR;
+        """,
+    ),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
@@ -163,6 +177,7 @@ _LIBRARIES = (
 _LOCK_PATTERN = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
 _PID_PATTERN = re.compile(r"\(PID (\d+)\)")
 _REDACTED = "***"
+_TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 
 
 class StoreBusyError(HarnessError):
@@ -313,19 +328,21 @@ class Store:
         suite_text: str,
         suite_hash: str,
         config: dict[str, Any],
+        source_run: str | None = None,
     ) -> str:
         """Record a new run with status 'running' and return its id, e.g. "20261123-165012-3fa2".
 
         Also records the harness and library versions, this host and PID (to tell a live run
         from an interrupted one) and the start time. Secret-looking `config` keys are redacted.
+        `source_run`: the stored run whose results this run re-gates (`harness gate`).
         """
         started = _now()
         with self._transaction() as con:
             run_id = _new_run_id(con, started)
             con.execute(
                 "INSERT INTO runs (id, suite_name, suite_path, suite_text, suite_hash, config, "
-                "harness_version, library_versions, host, pid, started_at, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                "harness_version, library_versions, host, pid, started_at, status, source_run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
                 [
                     run_id,
                     suite_name,
@@ -339,6 +356,7 @@ class Store:
                     socket.gethostname(),
                     os.getpid(),
                     started,
+                    source_run,
                 ],
             )
         return run_id
@@ -445,8 +463,55 @@ class Store:
             rows = con.execute(sql, [*params, limit]).fetchall()
         return [_summary(row) for row in rows]
 
+    # ----------------------------------------------------------------- tags
+
+    def tag_run(self, run_id: str, name: str) -> str | None:
+        """Name run `run_id` `name` (moving the tag if it named another run); the previous run."""
+        if not _TAG_PATTERN.fullmatch(name):
+            raise HarnessError(
+                f"tag {name!r}: use letters, digits and . _ - / (at most 100, no spaces)"
+            )
+        with self._transaction() as con:
+            _require_run(con, run_id)
+            previous = _scalar(con, "SELECT run_id FROM tags WHERE name = ?", [name])
+            con.execute("DELETE FROM tags WHERE name = ?", [name])
+            con.execute("INSERT INTO tags VALUES (?, ?, ?)", [name, run_id, _now()])
+        return None if previous == run_id else previous
+
+    def delete_tag(self, name: str) -> None:
+        """Remove the tag `name`; HarnessError when there is none."""
+        with self._transaction() as con:
+            if _scalar(con, "SELECT count(*) FROM tags WHERE name = ?", [name]) == 0:
+                raise HarnessError(f"no tag {name!r} in {self.path}")
+            con.execute("DELETE FROM tags WHERE name = ?", [name])
+
+    def list_tags(self) -> list[tuple[str, str, datetime]]:
+        """Every tag as (name, run id, when it was set, UTC), by name."""
+        with self._transaction() as con:
+            rows = con.execute("SELECT name, run_id, created_at FROM tags ORDER BY name").fetchall()
+        return [(r[0], r[1], _utc(r[2])) for r in rows]
+
+    def last_passing_run(self, suite: str) -> str | None:
+        """The newest finished run of `suite` whose gates all held (warn-only failures excluded)."""
+        with self._transaction() as con:
+            return _scalar(  # type: ignore[no-any-return]
+                con,
+                "SELECT id FROM runs r WHERE suite_name = ? AND status = 'passed' AND NOT EXISTS "
+                "(SELECT 1 FROM gates g WHERE g.run_id = r.id AND NOT g.passed) "
+                "ORDER BY started_at DESC, id DESC LIMIT 1",
+                [suite],
+            )
+
+    def source_run(self, run_id: str) -> str | None:
+        """The run whose stored results `run_id` re-gated (`harness gate`), else None."""
+        with self._transaction() as con:
+            return _scalar(con, "SELECT source_run FROM runs WHERE id = ?", [run_id])  # type: ignore[no-any-return]
+
     def resolve_run(self, ref: str) -> str:
-        """The full id of the run `ref` names: a full id, a unique prefix, or "last"/"latest"."""
+        """The full id of the run `ref` names: a full id, a unique prefix, "last"/"latest", or
+        `tag:NAME`."""
+        if ref.startswith("tag:"):
+            return self._resolve_tag(ref.removeprefix("tag:"))
         with self._transaction() as con:
             if ref in ("last", "latest"):
                 row = con.execute("SELECT max(id) FROM runs").fetchone()
@@ -471,6 +536,18 @@ class Store:
             ]
         hint = "recent runs:" if recent else f"there are no runs in {self.path} yet"
         raise HarnessError(f"no run {ref!r} in {self.path}; {hint}", problems=recent)
+
+    def _resolve_tag(self, name: str) -> str:
+        with self._transaction() as con:
+            run_id = _scalar(con, "SELECT run_id FROM tags WHERE name = ?", [name])
+            tags = [r[0] for r in con.execute("SELECT name FROM tags ORDER BY name").fetchall()]
+        if run_id is None:
+            known = f"tags: {', '.join(tags)}" if tags else "there are no tags yet"
+            raise HarnessError(
+                f"no tag {name!r} in {self.path}{did_you_mean(name, tags)}; {known} "
+                "(set one with `harness tag RUN NAME`)"
+            )
+        return str(run_id)
 
     def load_run(self, run_id: str) -> StoredRun:
         """The run `run_id` with its models, metrics, gates, case counts and loss curves."""

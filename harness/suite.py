@@ -236,8 +236,14 @@ def _dotted(path: PathKey) -> str:
     return text
 
 
-def load_suite(path: str | Path, *, base_override: str | None = None) -> LoadedSuite:
-    """Parse, validate and resolve a suite; HarnessError listing every problem otherwise."""
+def load_suite(
+    path: str | Path, *, base_override: str | None = None, resolve_models: bool = True
+) -> LoadedSuite:
+    """Parse, validate and resolve a suite; HarnessError listing every problem otherwise.
+
+    `resolve_models=False` skips checking model references (`harness gate` decides from stored
+    results, so the models may be long gone); `models` then holds them as written.
+    """
     doc = load_yaml(Path(path))
     problems = Problems(doc)
     if not isinstance(doc.data, dict):
@@ -252,7 +258,7 @@ def load_suite(path: str | Path, *, base_override: str | None = None) -> LoadedS
             problems.add(location, message, key=key)
         problems.raise_if_any()
         raise  # unreachable: a ValidationError always has at least one error
-    return _resolve(doc, spec, problems, base_override)
+    return _resolve(doc, spec, problems, base_override, resolve_models)
 
 
 # --- Mapping pydantic errors to suite positions --------------------------------------------
@@ -353,7 +359,11 @@ def _step(annotation: Any, part: Any) -> Any:
 
 
 def _resolve(
-    doc: YamlDocument, spec: Any, problems: Problems, base_override: str | None
+    doc: YamlDocument,
+    spec: Any,
+    problems: Problems,
+    base_override: str | None,
+    resolve_models: bool = True,
 ) -> LoadedSuite:
     suite_dir = doc.path.parent
     datasets = _load_datasets(doc, spec, problems)
@@ -363,7 +373,10 @@ def _resolve(
     from harness.training_plan import plan_trainings  # it builds on this module's types
 
     trainings = plan_trainings(spec, datasets, checks, problems)
-    models = _resolve_models(spec, suite_dir, problems, base_override)
+    if resolve_models:
+        models = _resolve_models(spec, suite_dir, problems, base_override)
+    else:
+        models = {"base": spec.base} | {c.name: c.model for c in spec.candidates if c.model}
     problems.raise_if_any()
     suite_hash = _suite_hash(doc, spec)
     return LoadedSuite(doc.path, doc.text, suite_hash, spec, tuple(checks), models, trainings)

@@ -54,6 +54,10 @@ def _model(result: ModelResult, base: ModelResult) -> dict[str, Any]:
         "info": result.record.info,
         "training": result.record.info.get("training"),
         "metrics": _metrics(result, base),
+        # failed gates whose kind --fail-on leaves out: reported, not failing the build
+        "warn_only_failures": [
+            {"capability": g.capability, "kind": g.kind, "metric": g.metric} for g in result.warned
+        ],
     }
 
 
@@ -64,6 +68,10 @@ def run_summary(result: RunResult) -> dict[str, Any]:
         "suite": result.suite,
         "status": result.status,
         "exit_code": result.exit_code,
+        "source_run": result.source_run,  # set when `harness gate` re-decided a stored run
+        "baseline": result.baseline,  # set when relative gates compared with a stored run
+        "fail_on": sorted(result.candidates[0].fail_on) if result.candidates else None,
+        "warnings": result.warnings,
         "base": {
             "reference": result.base.record.reference,
             "fingerprint": result.base.record.fingerprint,

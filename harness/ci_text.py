@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from harness.gates import GATE_KINDS
 from harness.records import GateResult, MetricValue
 
 
@@ -15,9 +16,9 @@ def gate_name(capability: str, kind: str, metric: str) -> str:
 
 def gate_keys(capabilities: Iterable[Any]) -> list[tuple[str, str, str]]:
     """Every gate a suite defines, as (capability, kind, metric), in decide_gates' order."""
-    keys = []
+    keys: list[tuple[str, str, str]] = []
     for capability in capabilities:
-        for kind in ("threshold", "forgetting", "improve"):
+        for kind in GATE_KINDS:
             gate = getattr(capability, kind, None)
             if gate is not None:
                 keys.append((capability.name, kind, gate.metric))
@@ -89,7 +90,13 @@ def gate_evidence(gate: GateResult, metric: MetricValue | None) -> list[str]:
 
 
 def short_reason(gate: GateResult) -> str:
-    """A failed gate in a few words (as the console prints it)."""
-    from harness.console import short_reason as console_reason
-
-    return console_reason(gate)
+    """A failed gate in a few words, e.g. 'arithmetic exact.acc -0.17 (limit -0.05)'."""
+    where = f"{gate.capability} {gate.metric}"
+    if gate.value is None or (gate.kind != "threshold" and gate.delta is None):
+        return f"{where}: no value"
+    if gate.kind == "threshold":
+        return f"{where} {gate.value:.3g} (limit {gate.limit:g})"
+    worse = "+" if gate.details.get("lower_is_better") else "-"  # which way is worse
+    better = "-" if worse == "+" else "+"
+    needed = f"{worse}{gate.limit:g}" if gate.kind == "forgetting" else f"{better}{gate.limit:g}"
+    return f"{where} {gate.delta:+.3g} (limit {needed})"

@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from harness.errors import HarnessError
+from harness.gates import GATE_KINDS
 
-GATE_KINDS = ("threshold", "forgetting", "improve")
 _PATH = click.Path(dir_okay=False, path_type=Path)
 _DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
 

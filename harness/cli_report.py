@@ -158,7 +158,10 @@ def _side(store: Any, run_id: str) -> Any:
     cases: dict[str, list[Any]] = {}
     for model, case in store.load_cases(run_id):
         cases.setdefault(model, []).append(case)
-    return RunSide(run_id, run.models, run.metrics, run.gates, cases, run.suite_text)
+    from harness.gates import fail_on_of
+
+    fail_on = fail_on_of(run.config)
+    return RunSide(run_id, run.models, run.metrics, run.gates, cases, run.suite_text, fail_on)
 
 
 def verdict_table(comparison: Any) -> Table:

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from harness.records import GateResult
+from harness.ci_text import number, short_reason
 from harness.runner import Reporter, RunResult
 
 VERDICT_STYLE = {
@@ -93,12 +93,6 @@ def make_console(*, stderr: bool = False) -> Console:
     return probe if probe.is_terminal else Console(stderr=stderr, width=200)
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
-
-
 def summary_table(result: RunResult) -> Table:
     """Candidate x gate: metric, base, value, delta with the candidate's 95% interval, verdict."""
     table = Table(title=f"{result.suite} · run {result.run_id}", title_justify="left")
@@ -141,7 +135,7 @@ def _add_candidate_rows(table: Table, candidate: Any) -> None:
             verdict += f" p={gate.details['p_value']:.2g}"
         table.add_row(
             escape(name), escape(gate.capability), gate.kind, escape(gate.metric),
-            _fmt(gate.base_value), _fmt(gate.value), ci, _fmt(gate.delta, signed=True), verdict,
+            number(gate.base_value), number(gate.value), ci, number(gate.delta, signed=True), verdict,
         )  # fmt: skip
 
 
@@ -170,7 +164,7 @@ def methods_table(result: RunResult) -> Table | None:
     for column in ("train s", "tokens/s", "peak mem", "trainable", "size", "verdict"):
         table.add_column(column, justify="right")
     base_values = {(m.capability, m.metric): m.value for m in result.base.metrics}
-    table.add_row("base", "", *[_fmt(base_values.get(k)) for k in gated], "", "", "", "", "", "")
+    table.add_row("base", "", *[number(base_values.get(k)) for k in gated], "", "", "", "", "", "")
     for candidate in trained:
         table.add_row(*_method_row(candidate, gated))
     return table
@@ -183,7 +177,7 @@ def _method_row(candidate: Any, gated: list[tuple[str, str]]) -> list[str]:
     return [
         escape(candidate.record.name),
         training["backend"],
-        *[_fmt(values.get(k)) for k in gated],
+        *[number(values.get(k)) for k in gated],
         f"{training['wall_seconds']:.1f}"
         + (" (cached)" if training.get("reused_artifact") else ""),
         _size(training.get("tokens_per_second")),
@@ -206,19 +200,6 @@ def power_warnings(result: RunResult) -> list[str]:
                     f"{mde:.3g} or more are detectable, but max_drop is {gate.limit:g}; add cases or use mode: point"
                 )
     return lines
-
-
-def short_reason(gate: GateResult) -> str:
-    """A failed gate in a few words, e.g. 'arithmetic exact.acc -0.17 (limit -0.05)'."""
-    where = f"{gate.capability} {gate.metric}"
-    if gate.value is None or (gate.kind != "threshold" and gate.delta is None):
-        return f"{where}: no value"
-    if gate.kind == "threshold":
-        return f"{where} {gate.value:.3g} (limit {gate.limit:g})"
-    worse = "+" if gate.details.get("lower_is_better") else "-"  # which way is worse
-    better = "-" if worse == "+" else "+"
-    needed = f"{worse}{gate.limit:g}" if gate.kind == "forgetting" else f"{better}{gate.limit:g}"
-    return f"{where} {gate.delta:+.3g} (limit {needed})"
 
 
 def print_verdicts(console: Console, result: RunResult) -> None:

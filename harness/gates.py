@@ -9,13 +9,37 @@ McNemar for pass/fail scores, a paired bootstrap otherwise); `mode: point` on po
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from harness.checks import Outcome, Ratio
-from harness.records import GateKind, GateResult, MetricValue
+from harness.records import GateKind, GateResult, MetricValue, ModelRecord
 from harness.stats import PairedDelta, paired_delta
+
+GATE_KINDS: tuple[GateKind, ...] = ("threshold", "forgetting", "improve")
+
+Verdict = Literal["passed", "regressed", "error"]
+
+
+def fail_on_of(config: Mapping[str, Any]) -> frozenset[str]:
+    """The gate kinds that failed the build in a run, as its stored config recorded them."""
+    return frozenset(config.get("fail_on") or GATE_KINDS)
+
+
+def verdict_of(
+    record: ModelRecord, gates: Iterable[GateResult], fail_on: Iterable[str] = GATE_KINDS
+) -> Verdict:
+    """A candidate's verdict: error, else regressed if a gate of a failing kind failed.
+
+    The one definition the terminal, the report, history and compare all use, so a gate kind
+    made warn-only by --fail-on reads as passed everywhere.
+    """
+    if record.status == "error":
+        return "error"
+    kinds = frozenset(fail_on)
+    return "regressed" if any(not g.passed and g.kind in kinds for g in gates) else "passed"
+
 
 # Floating-point slack so that a drop of exactly `max_drop` (e.g. 0.1 from 0.3 - 0.2) passes.
 EPSILON = 1e-9
@@ -182,8 +206,7 @@ def decide_gates(
         if capability.threshold is not None:
             key = (name, capability.threshold.metric)
             results.append(threshold_gate(name, capability.threshold, _value(candidate, key)))
-        relative: tuple[GateKind, ...] = ("forgetting", "improve")
-        for kind in relative:
+        for kind in GATE_KINDS[1:]:  # the relative ones
             gate = getattr(capability, kind)
             if gate is not None:
                 key = (name, gate.metric)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from harness.gates import GATE_KINDS, Verdict, verdict_of
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
 
-Verdict = Literal["passed", "regressed", "error"]
 Direction = Literal["better", "worse", "same", "new", "gone"]
 MetricKey = tuple[str, str, str]  # (model, capability, metric)
 CaseKey = tuple[str, str, str]  # (capability, check, case_id)
@@ -24,20 +24,19 @@ _LOWER_IS_BETTER_WORDS = ("perplexity", "loss", "error_rate", "wer", "cer")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def verdict_of(record: ModelRecord, gates: Iterable[GateResult]) -> Verdict:
-    """A candidate's verdict as the runner decides it: error, else regressed if a gate failed."""
-    if record.status == "error":
-        return "error"
-    return "passed" if all(g.passed for g in gates) else "regressed"
-
-
-def verdict_reason(record: ModelRecord, gates: Sequence[GateResult]) -> str:
+def verdict_reason(
+    record: ModelRecord, gates: Sequence[GateResult], fail_on: Iterable[str] = GATE_KINDS
+) -> str:
     """Why a candidate got its verdict, in words (what `harness run` prints beside it)."""
     if record.status == "error":
         return record.error or "failed without a message"
-    failed = [g for g in gates if not g.passed]
+    kinds = frozenset(fail_on)
+    failed = [g for g in gates if not g.passed and g.kind in kinds]
+    warned = [g for g in gates if not g.passed and g.kind not in kinds]
     if failed:
         return "; ".join(f"{g.capability}: {g.message}" for g in failed)
+    if warned:  # --fail-on made these kinds warn-only: they did not fail the build
+        return "warn-only: " + "; ".join(f"{g.capability}: {g.message}" for g in warned)
     if not gates:
         return "no gates to hold"
     return "its one gate held" if len(gates) == 1 else f"all {len(gates)} gates held"
@@ -221,6 +220,7 @@ class RunSide:
     gates: Mapping[str, Sequence[GateResult]]
     cases: Mapping[str, Sequence[CaseResult]]  # model name -> its cases
     suite_text: str | None = None
+    fail_on: frozenset[str] = frozenset(GATE_KINDS)  # as the run recorded it (--fail-on)
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ def _union(first: Sequence[str], second: Sequence[str]) -> list[str]:
 def _verdict_changes(a: RunSide, b: RunSide) -> tuple[VerdictChange, ...]:
     def verdicts(side: RunSide) -> dict[str, Verdict]:
         return {
-            m.name: verdict_of(m, side.gates.get(m.name, ()))
+            m.name: verdict_of(m, side.gates.get(m.name, ()), side.fail_on)
             for m in side.models
             if m.role == "candidate"
         }

@@ -12,19 +12,25 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from harness.checks import EvalContext, Outcome, Ratio, cases_of
 from harness.errors import HarnessError
-from harness.gates import PairedSamples, decide_gates, index_metrics
+from harness.gates import (
+    GATE_KINDS,
+    PairedSamples,
+    Verdict,
+    decide_gates,
+    index_metrics,
+    verdict_of,
+)
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
 from harness.registry import did_you_mean
 from harness.stats import estimate
 from harness.suite import LoadedSuite, PlannedCheck
 from harness.training import training_info
 
-Verdict = Literal["passed", "regressed", "error"]
-GATE_KINDS: frozenset[str] = frozenset({"threshold", "forgetting", "improve"})
+ALL_GATE_KINDS: frozenset[str] = frozenset(GATE_KINDS)
 
 
 class Reporter:
@@ -50,14 +56,11 @@ class ModelResult:
     gates: list[GateResult] = field(default_factory=list)
     cases: list[CaseResult] = field(default_factory=list, repr=False)
     # Gate kinds whose failure fails the build (--fail-on); failures of the others only warn.
-    fail_on: frozenset[str] = GATE_KINDS
+    fail_on: frozenset[str] = ALL_GATE_KINDS
 
     @property
     def verdict(self) -> Verdict:
-        if self.record.status == "error":
-            return "error"
-        failing = [g for g in self.gates if not g.passed and g.kind in self.fail_on]
-        return "regressed" if failing else "passed"
+        return verdict_of(self.record, self.gates, self.fail_on)
 
     @property
     def warned(self) -> list[GateResult]:
@@ -113,7 +116,7 @@ class Gating:
     absolute and unchanged.
     """
 
-    fail_on: frozenset[str] = GATE_KINDS
+    fail_on: frozenset[str] = ALL_GATE_KINDS
     baseline: Any = None  # harness.baseline.Baseline
     warnings: list[str] = field(default_factory=list)
     _references: dict[str, Any] = field(default_factory=dict)

@@ -73,3 +73,20 @@ def test_every_gate_of_a_capability_is_decided() -> None:
         "improve": ImproveGate(metric="qa.f1", min_gain=0.0),
     }
     assert [g.kind for g in decide(gates, 0.5, 0.5)] == ["threshold", "forgetting", "improve"]
+
+
+def test_one_verdict_for_terminal_report_and_history_honours_fail_on() -> None:
+    from harness.gates import fail_on_of, verdict_of
+    from harness.history import verdict_reason
+    from harness.records import GateResult, ModelRecord
+
+    record = ModelRecord("c", "candidate", "ref", "fp", "ok")
+    improve_failed = GateResult(
+        "cap", "improve", "qa.f1", 0.1, 0.0, 0.1, 0.5, False, "gained too little"
+    )
+    assert verdict_of(record, [improve_failed]) == "regressed"
+    warn_only = fail_on_of({"fail_on": ["forgetting", "threshold"]})  # as --fail-on records it
+    assert verdict_of(record, [improve_failed], warn_only) == "passed"
+    assert verdict_reason(record, [improve_failed], warn_only).startswith("warn-only: ")
+    assert fail_on_of({}) == {"threshold", "forgetting", "improve"}  # runs made before --fail-on
+    assert verdict_of(ModelRecord("c", "candidate", "ref", None, "error", "boom"), []) == "error"

@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.gates import fail_on_of, verdict_of
 from harness.history import (
     Direction,
     direction,
     intervals_overlap,
     lower_is_better_metrics,
-    verdict_of,
     verdict_reason,
 )
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
@@ -104,6 +104,7 @@ def report_view(run: Any, cases: Mapping[str, Sequence[CaseResult]]) -> RunView:
     names = [m.metric for values in run.metrics.values() for m in values]
     lower = lower_is_better_metrics(run.suite_text, names)
     quality = quality_metric(run, candidates)
+    fail_on = fail_on_of(run.config)
     summary = run.summary
     return RunView(
         run_id=run.id,
@@ -115,7 +116,7 @@ def report_view(run: Any, cases: Mapping[str, Sequence[CaseResult]]) -> RunView:
         harness_version=run.harness_version,
         base=base,
         candidates=candidates,
-        verdicts=tuple(_verdict(m, run.gates.get(m.name, ())) for m in candidates),
+        verdicts=tuple(_verdict(m, run.gates.get(m.name, ()), fail_on) for m in candidates),
         matrix=tuple(_matrix(run, candidates, lower)),
         quality_metric=quality,
         methods=tuple(_methods(run, candidates, quality)),
@@ -124,13 +125,15 @@ def report_view(run: Any, cases: Mapping[str, Sequence[CaseResult]]) -> RunView:
     )
 
 
-def _verdict(record: ModelRecord, gates: Sequence[GateResult]) -> CandidateVerdict:
+def _verdict(
+    record: ModelRecord, gates: Sequence[GateResult], fail_on: frozenset[str]
+) -> CandidateVerdict:
     failed = tuple(g for g in gates if not g.passed)
     return CandidateVerdict(
         record.name,
         record.reference,
-        verdict_of(record, gates),
-        verdict_reason(record, gates),
+        verdict_of(record, gates, fail_on),
+        verdict_reason(record, gates, fail_on),
         failed,
         len(gates),
     )
@@ -201,7 +204,7 @@ def _methods(
         rows.append(
             MethodRow(
                 record.name,
-                verdict_of(record, gates),
+                verdict_of(record, gates, fail_on_of(run.config)),
                 training,
                 _finite(value),
                 _finite(value - base_value)

@@ -381,8 +381,14 @@ def save_result(trainer: Any, request: TrainRequest, log: LossLog) -> TrainResul
         for adapter in model.peft_config.values():
             adapter.base_model_name_or_path = str(request.base_dir)  # load_model finds the base
     request.output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(request.output_dir))
-    trainer.processing_class.save_pretrained(str(request.output_dir))
+    if trainer.accelerator.num_processes > 1:
+        # Under `accelerate launch` (DDP, FSDP, DeepSpeed) the trainer gathers sharded weights
+        # and writes once, from the main process; the others wait until it is on disk.
+        trainer.save_model(str(request.output_dir))
+        trainer.accelerator.wait_for_everyone()
+    else:
+        model.save_pretrained(str(request.output_dir))
+        trainer.processing_class.save_pretrained(str(request.output_dir))
     return TrainResult(
         model_dir=request.output_dir,
         is_adapter=is_adapter,

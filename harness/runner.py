@@ -8,6 +8,7 @@ the next run of the same suite redoes only what is missing.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from harness.gates import (
 )
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
 from harness.registry import did_you_mean
+from harness.scheduling import Trainings
 from harness.stats import estimate
 from harness.suite import LoadedSuite, PlannedCheck
 from harness.training import training_info
@@ -162,9 +164,17 @@ def run_suite(
         | (config or {}),
     )
     base = _evaluate(suite, store, run_id, "base", "base", suite.models["base"], reporter)
+    trainings = _trainings(suite, base, reporter, retrain)
+    if base.record.status != "error":
+        trainings.start([c.name for c in candidates if c.backend is not None])
     results: list[ModelResult] = []
-    for candidate in candidates:
-        results += _candidate(suite, store, run_id, candidate, base, reporter, retrain, gating)
+    try:
+        for candidate in candidates:
+            results += _candidate(
+                suite, store, run_id, candidate, base, reporter, trainings, gating
+            )
+    finally:
+        trainings.close()
     result = RunResult(
         run_id,
         suite.name,
@@ -208,7 +218,7 @@ def _candidate(
     candidate: Any,
     base: ModelResult,
     reporter: Reporter,
-    retrain: bool,
+    trainings: Trainings,
     gating: Gating,
 ) -> list[ModelResult]:
     """The candidate's results: one, or two when an adapter is also evaluated merged."""
@@ -231,7 +241,7 @@ def _candidate(
             )
         ]
     try:
-        trained = _train(suite, candidate.name, base, reporter, retrain)
+        trained = trainings.result(candidate.name)
     except Exception as exc:  # a crash, out of memory or a NaN loss: the others still run
         reporter.done(candidate.name, "error")
         return [
@@ -283,17 +293,34 @@ def _failed(store: Any, run_id: str, name: str, reference: str, message: str) ->
     return ModelResult(record)
 
 
-def _train(
-    suite: LoadedSuite, name: str, base: ModelResult, reporter: Reporter, retrain: bool
-) -> Any:
+def _trainings(
+    suite: LoadedSuite, base: ModelResult, reporter: Reporter, retrain: bool
+) -> Trainings:
+    """Who trains the candidates, and where (harness.scheduling)."""
     from harness.models.loading import base_directory
     from harness.training import train_candidate
 
-    reporter.stage(name, "training")
-    progress = lambda p: reporter.training(name, p.step, p.total_steps, p.loss)  # noqa: E731
-    base_dir = base_directory(suite.models["base"])
-    fingerprint = base.record.fingerprint or ""
-    return train_candidate(suite, name, base_dir, fingerprint, retrain=retrain, progress=progress)
+    base_dirs: list[Any] = []
+    lock = threading.Lock()  # parallel trainings: resolve (maybe save) the base directory once
+
+    def train(name: str, placement: Any) -> Any:
+        with lock:
+            base_dirs[:] = base_dirs or [base_directory(suite.models["base"])]
+        base_dir = base_dirs[0]
+        where = "" if placement is None else f" ({placement.describe()})"
+        reporter.stage(name, "training" + where)
+        progress = lambda p: reporter.training(name, p.step, p.total_steps, p.loss)  # noqa: E731
+        return train_candidate(
+            suite,
+            name,
+            base_dir,
+            base.record.fingerprint or "",
+            retrain=retrain,
+            progress=progress,
+            placement=placement,
+        )
+
+    return Trainings(suite, train, on_queued=lambda name: reporter.stage(name, "queued"))
 
 
 def _evaluated(

@@ -117,6 +117,28 @@ class RewardSpec(Strict):
         return self
 
 
+class AccelerateLaunch(Strict):
+    """Train one candidate on several devices through `accelerate launch` (DDP, or FSDP and
+    DeepSpeed from an accelerate config file)."""
+
+    num_processes: int = Field(2, ge=1, description="Processes, one per GPU")
+    config_file: str | None = Field(
+        None, description="An accelerate config file (FSDP, DeepSpeed), relative to the suite"
+    )
+    args: list[str] = Field(
+        default_factory=list, description="More `accelerate launch` flags, passed as they are"
+    )
+
+
+class TrainingSchedule(Strict):
+    """How trained candidates share the machine."""
+
+    parallel: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Candidates trained at once: auto = one per visible GPU (1 without a GPU)",
+    )
+
+
 class Candidate(Strict):
     name: str = Field(min_length=1)
     model: str | None = Field(None, description="An already trained model: evaluated only")
@@ -125,6 +147,9 @@ class Candidate(Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="The backend's settings")
     reward: RewardSpec | None = None
     merge: bool = Field(False, description="Also evaluate the adapter merged into the base")
+    accelerate: AccelerateLaunch | None = Field(
+        None, description="Train on several GPUs through `accelerate launch`"
+    )
 
     @model_validator(mode="after")
     def _model_or_backend(self) -> Candidate:
@@ -148,6 +173,7 @@ class SuiteBase(Strict):
     seed: int = 0
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     data: dict[str, DataSource] = Field(default_factory=dict)
+    training: TrainingSchedule = Field(default_factory=TrainingSchedule)
     candidates: list[Candidate] = Field(default_factory=list)
 
 
@@ -531,9 +557,11 @@ def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Probl
                 (*where, "name"),
                 f'candidate name "{candidate.name}" is taken (unique, and not "base")',
             )
-        if candidate.model is not None and (candidate.args or candidate.reward or candidate.merge):
+        trained_only = candidate.args or candidate.reward or candidate.merge or candidate.accelerate
+        if candidate.model is not None and trained_only:
             problems.add(
-                where, "`args`, `reward` and `merge` belong to trained candidates (`backend:`)"
+                where,
+                "`args`, `reward`, `merge` and `accelerate` belong to trained candidates (`backend:`)",
             )
         if candidate.data is not None and candidate.data not in datasets:
             problems.add(

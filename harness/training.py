@@ -20,13 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.checks import Case
 from harness.errors import HarnessError
 from harness.models.builtin import build_lock, harness_home, remove_stale_builds
 from harness.suite import LoadedSuite
 from harness.training_plan import PlannedTraining, reward_checks
+
+if TYPE_CHECKING:
+    from harness.launch import Placement
 
 TRAINING_RECORD = "training.json"
 VERSIONED_LIBRARIES = (
@@ -74,6 +77,8 @@ def artifact_key(
         "reward": plan.reward.model_dump(mode="json") if plan.reward else None,
         "libraries": library_versions(),
     }
+    if plan.accelerate is not None:  # data parallel changes the global batch, FSDP the maths
+        parts["accelerate"] = plan.accelerate.key()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -85,8 +90,10 @@ def train_candidate(
     *,
     retrain: bool = False,
     progress: Callable[[Any], None] = lambda _: None,
+    placement: Placement | None = None,
 ) -> TrainedModel:
-    """The trained artifact of candidate `name`: from the cache, or trained now."""
+    """The trained artifact of candidate `name`: from the cache, or trained now, in this
+    process or (with a `placement`) in a child process on the devices it names."""
     plan = suite.trainings[name]
     chat = bool(suite.spec.generation.chat_template)
     key = artifact_key(plan, base_fingerprint, suite.spec.seed, chat)
@@ -98,7 +105,10 @@ def train_candidate(
         remove_stale_builds(target)
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            _train_into(scratch, suite, name, plan, base_dir, progress)
+            if placement is None:
+                train_into(scratch, suite, name, base_dir, progress)
+            else:
+                _train_in_child(scratch, suite, name, base_dir, placement, progress)
             if target.is_dir():
                 shutil.rmtree(target)  # --retrain replaces the old artifact
             os.rename(scratch, target)
@@ -117,16 +127,41 @@ def _reuse(target: Path, *, reused: bool = True) -> TrainedModel:
     )
 
 
-def _train_into(
+def _train_in_child(
     scratch: Path,
     suite: LoadedSuite,
     name: str,
-    plan: PlannedTraining,
+    base_dir: Path,
+    placement: Placement,
+    progress: Callable[[Any], None],
+) -> None:
+    from harness.launch import TrainingJob, train_in_child
+
+    job = TrainingJob(
+        suite_path=str(suite.path),
+        suite_hash=suite.hash,
+        base_reference=suite.models["base"],
+        candidate=name,
+        base_dir=str(base_dir),
+        scratch=str(scratch),
+    )
+    train_in_child(job, suite.trainings[name].accelerate, placement, progress)
+
+
+def train_into(
+    scratch: Path,
+    suite: LoadedSuite,
+    name: str,
     base_dir: Path,
     progress: Callable[[Any], None],
 ) -> None:
+    """Train candidate `name` into `scratch`: the model (or adapter), the merged model when
+    asked, and the training record. Under `accelerate launch` every process trains and the
+    main one alone writes what follows the training."""
     from harness.backends import TrainRequest
+    from harness.launch import is_main_process
 
+    plan = suite.trainings[name]
     request = TrainRequest(
         base_dir=base_dir,
         rows=plan.rows,
@@ -137,16 +172,22 @@ def _train_into(
         reward=build_reward(suite, plan),
         chat_template=bool(suite.spec.generation.chat_template),
     )
-    request.output_dir.mkdir()
+    request.output_dir.mkdir(exist_ok=True)  # every process of a launch makes it
     with PeakMemory() as memory:
         started = time.perf_counter()
         result = plan.backend.train(request)
         wall = time.perf_counter() - started
+    if not is_main_process():
+        return
     if plan.merge and result.is_adapter:
         from harness.backends.common import merge_adapter
 
         merge_adapter(result.model_dir, scratch / "merged")
     stats = _stats(plan, result, wall, memory, suite.spec.seed)
+    # Where it trained: the process count of a launch, and the GPUs a child was given.
+    stats["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        stats["visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     (scratch / TRAINING_RECORD).write_text(json.dumps(stats, indent=2), encoding="utf-8")
     if result.model_dir.resolve() != request.output_dir.resolve():
         raise HarnessError(

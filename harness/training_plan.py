@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from harness.data import Row
 from harness.errors import HarnessError
+from harness.launch import AccelerateConfig
 from harness.registry import did_you_mean
 from harness.suite import PlannedCheck, Problems, _pydantic_problems
 from harness.yaml_source import PathKey
@@ -30,6 +31,7 @@ class PlannedTraining:
     data_hash: str
     reward: Any  # a RewardSpec, or None
     merge: bool
+    accelerate: AccelerateConfig | None = None  # train through `accelerate launch`
 
 
 def plan_trainings(
@@ -71,9 +73,27 @@ def _plan(
             f"`merge` needs an adapter; the {candidate.backend} backend trains all weights",
         )
     data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+    accelerate = _accelerate(candidate, where, problems)
     return PlannedTraining(
-        backend, config, tuple(rows), data_hash, candidate.reward, candidate.merge
+        backend, config, tuple(rows), data_hash, candidate.reward, candidate.merge, accelerate
     )
+
+
+def _accelerate(candidate: Any, where: PathKey, problems: Problems) -> AccelerateConfig | None:
+    """The `accelerate:` block with its config file found (relative to the suite)."""
+    launch = candidate.accelerate
+    if launch is None:
+        return None
+    config_file = None
+    if launch.config_file is not None:
+        config_file = (problems.doc.path.parent / launch.config_file).resolve()
+        if not config_file.is_file():
+            problems.add(
+                (*where, "accelerate", "config_file"),
+                f"no accelerate config file {config_file} (write one with `accelerate config`)",
+            )
+            return None
+    return AccelerateConfig(launch.num_processes, config_file, tuple(launch.args))
 
 
 def _trains_adapter(candidate: Any) -> bool:

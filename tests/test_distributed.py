@@ -1,0 +1,283 @@
+"""More than one device: candidates spread over GPUs, one candidate over several processes
+(`accelerate launch`), and the child-process training protocol. What needs GPUs is tested
+through the commands and placements it builds; the rest runs for real on the CPU (parallel
+children, a two-process gloo data-parallel training of the tiny model)."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from accelerate.commands.launch import launch_command_parser
+
+from harness.errors import HarnessError
+from harness.launch import (
+    AccelerateConfig,
+    Placement,
+    TrainingJob,
+    WorkerFailed,
+    train_in_child,
+    worker_command,
+    worker_environment,
+)
+from harness.runner import Reporter, run_suite
+from harness.scheduling import DevicePool, parallel_slots, visible_gpus
+from harness.store import Store
+from harness.suite import load_suite
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "suites" / "data"
+
+SUITE = f"""\
+name: multi
+base: builtin:tiny
+generation: {{max_new_tokens: 8}}
+data:
+  train: {{path: {DATA / "new_facts_train.jsonl"}}}
+  new_facts: {{path: {DATA / "new_facts.jsonl"}}}
+capabilities:
+  - name: new_facts
+    improve: {{metric: qa.f1, min_gain: 0.0}}
+    checks: [{{type: qa, data: new_facts}}]
+"""
+
+
+def write_suite(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE + textwrap.dedent(extra))
+    return path
+
+
+FSDP_CONFIG = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+fsdp_config:
+  fsdp_version: 2
+  fsdp_state_dict_type: FULL_STATE_DICT
+mixed_precision: bf16
+num_machines: 1
+num_processes: 4
+"""
+
+
+# --- the launch command --------------------------------------------------------------------
+
+
+def test_an_fsdp_candidate_launches_through_accelerate_with_its_config(tmp_path: Path) -> None:
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(FSDP_CONFIG)
+    launch = AccelerateConfig(4, config, ("--fsdp_activation_checkpointing", "true"))
+    placement = Placement(gpus=("2", "3", "4", "5"))
+    command = worker_command(tmp_path / "job.json", launch, placement, port=29611)
+
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[-3:] == ["-m", "harness.train_worker", str(tmp_path / "job.json")]
+    # accelerate's own parser accepts every flag, and reads what we meant
+    parsed = launch_command_parser().parse_args(command[3:])
+    assert parsed.config_file == str(config)
+    assert parsed.num_processes == 4 and parsed.num_machines == 1
+    assert parsed.gpu_ids == "all"  # our CUDA_VISIBLE_DEVICES decides, not the config's ids
+    assert parsed.main_process_port == 29611
+    assert parsed.fsdp_activation_checkpointing == "true"  # passed through as written
+    assert parsed.training_script == "harness.train_worker" and parsed.module
+    assert worker_environment(placement)["CUDA_VISIBLE_DEVICES"] == "2,3,4,5"
+
+
+def test_without_a_config_file_the_launch_is_plain_data_parallel(tmp_path: Path) -> None:
+    command = worker_command(
+        tmp_path / "job.json", AccelerateConfig(2, None), Placement(threads=1), port=29612
+    )
+    parsed = launch_command_parser().parse_args(command[3:])
+    assert parsed.multi_gpu and parsed.num_processes == 2
+    assert parsed.num_cpu_threads_per_process == 1
+    env = worker_environment(Placement(threads=1))
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_one_device_child_runs_the_worker_alone(tmp_path: Path) -> None:
+    command = worker_command(tmp_path / "job.json", None, Placement(gpus=("1",)), port=1)
+    assert command[1:] == ["-m", "harness.train_worker", str(tmp_path / "job.json")]
+
+
+# --- placements ------------------------------------------------------------------------------
+
+
+def test_candidates_go_to_the_least_loaded_gpu() -> None:
+    pool = DevicePool(["0", "1"], slots=4)
+    with pool.placement(1) as first, pool.placement(1) as second, pool.placement(1) as third:
+        assert {first.gpus, second.gpus} == {("0",), ("1",)}
+        assert third.gpus in {("0",), ("1",)}
+        assert first.threads is None  # GPU children keep torch's own thread count
+
+
+def test_a_launch_waits_for_enough_idle_gpus() -> None:
+    pool = DevicePool(["0", "1", "2"], slots=3)
+    placed: list[tuple[str, ...]] = []
+    with pool.placement(1) as single:
+        assert single.gpus == ("0",)
+        waiter = threading.Thread(target=lambda: _place(pool, 3, placed))
+        waiter.start()
+        time.sleep(0.2)
+        assert placed == []  # GPU 0 is busy, so three idle GPUs are not there yet
+    waiter.join(timeout=5)
+    assert placed == [("0", "1", "2")]
+
+
+def _place(pool: DevicePool, processes: int, placed: list[tuple[str, ...]]) -> None:
+    with pool.placement(processes) as placement:
+        placed.append(placement.gpus)
+
+
+def test_more_processes_than_gpus_is_an_error_not_a_hang() -> None:
+    pool = DevicePool(["0", "1"], slots=2)
+    with pytest.raises(HarnessError, match="num_processes is 4, but only 2 GPU"), pool.placement(4):
+        pass
+
+
+def test_parallel_cpu_children_split_the_cores() -> None:
+    pool = DevicePool([], slots=2, cores=8)
+    with pool.placement(1) as one, pool.placement(2) as launch:
+        assert one.gpus == () and one.threads == 4
+        assert launch.threads == 2  # each of its two processes
+
+
+def test_parallel_auto_is_one_candidate_per_gpu() -> None:
+    assert parallel_slots("auto", 4) == 4
+    assert parallel_slots("auto", 0) == 1
+    assert parallel_slots(3, 0) == 3
+    assert visible_gpus() == []  # this machine has none: training stays in-process by default
+
+
+# --- the suite -------------------------------------------------------------------------------
+
+
+def test_accelerate_and_parallel_are_validated_at_their_lines(tmp_path: Path) -> None:
+    path = write_suite(
+        tmp_path,
+        """\
+        candidates:
+          - {name: m, model: builtin:tiny-v2, accelerate: {num_processes: 2}}
+          - name: t
+            backend: lora
+            data: train
+            accelerate: {config_file: missing.yaml}
+        """,
+    )
+    with pytest.raises(HarnessError) as caught:
+        load_suite(path)
+    found = "\n".join(caught.value.problems)
+    assert ":12:5: candidates[0]: `args`, `reward`, `merge` and `accelerate` belong" in found
+    assert ":16:31: candidates[1].accelerate.config_file: no accelerate config file" in found
+
+    write_suite(tmp_path, "training: {parallel: 0}\n")
+    with pytest.raises(HarnessError) as caught:
+        load_suite(path)
+    assert ":11:22: training.parallel" in caught.value.problems[0]
+
+
+def test_the_launch_is_part_of_the_artifact_key(tmp_path: Path) -> None:
+    from harness.training import artifact_key
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text("distributed_type: MULTI_GPU\n")
+    keys = []
+    for launch in (
+        "",
+        "accelerate: {num_processes: 2}",
+        "accelerate: {num_processes: 4}",
+        "accelerate: {num_processes: 4, config_file: ddp.yaml}",
+    ):
+        suite = load_suite(
+            write_suite(
+                tmp_path,
+                f"candidates:\n  - {{name: t, backend: lora, data: train, {launch}}}\n".replace(
+                    ", }", "}"
+                ),
+            )
+        )
+        keys.append(artifact_key(suite.trainings["t"], "fingerprint", 0, False))
+    assert len(set(keys)) == 4  # more processes = a larger global batch = other weights
+
+
+# --- training in child processes, for real on the CPU -----------------------------------------
+
+
+def test_a_child_that_fails_reports_its_error_in_words(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    job = TrainingJob(
+        str(tmp_path / "gone.yaml"), "hash", "builtin:tiny", "t", "/nowhere", str(scratch)
+    )
+    with pytest.raises(WorkerFailed, match=r"gone\.yaml"):
+        train_in_child(job, None, Placement(threads=1), lambda _: None)
+    assert list(scratch.iterdir()) == []  # the job's files are cleaned up
+
+
+class Timeline(Reporter):
+    """When each candidate's training began and ended, as the run reported it."""
+
+    def __init__(self) -> None:
+        self.began: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.stages: dict[str, list[str]] = {}
+
+    def stage(self, model: str, stage: str, total: int | None = None) -> None:
+        self.stages.setdefault(model, []).append(stage)
+        if stage.startswith("training"):
+            self.began[model] = time.monotonic()
+
+    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
+        if step == total and loss is not None:
+            self.ended.setdefault(model, time.monotonic())
+
+
+@pytest.mark.slow
+def test_candidates_train_in_parallel_children_and_one_over_two_processes(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    path = write_suite(
+        tmp_path,
+        """\
+        training: {parallel: 2}
+        candidates:
+          - {name: single, backend: lora, data: train, args: {learning_rate: 3.0e-3, max_steps: 60}}
+          - {name: diverges, backend: full, data: train, args: {learning_rate: 1.0e+30, max_steps: 3}}
+          - name: ddp
+            backend: lora
+            data: train
+            accelerate: {num_processes: 2}
+            args: {learning_rate: 3.0e-3, max_steps: 20, per_device_train_batch_size: 4}
+        """,
+    )
+    timeline = Timeline()
+    suite = load_suite(path)
+    result = run_suite(suite, Store(tmp_path / "h.duckdb"), reporter=timeline, retrain=True)
+    by_name = {c.record.name: c for c in result.candidates}
+
+    # a failing child is recorded in words, the others still train and evaluate
+    assert result.exit_code == 3
+    failed = by_name["diverges"].record
+    assert failed.status == "error" and "TrainingDiverged: training loss became" in failed.error
+    assert by_name["single"].record.status == by_name["ddp"].record.status == "ok"
+
+    # each trained in its own CPU child; the accelerate candidate as two gloo processes
+    single, ddp = (by_name[n].record.info["training"] for n in ("single", "ddp"))
+    assert single["processes"] == 1 and ddp["processes"] == 2
+    assert single["visible_devices"] == ddp["visible_devices"] == ""
+    assert ddp["final_loss"] < 1.5  # it learned (the first steps are near 3)
+    assert by_name["ddp"].metrics  # the two-process artifact loads and evaluates
+    assert "queued" in timeline.stages["ddp"] and "training (CPU)" in timeline.stages["ddp"]
+
+    # and two trainings ran at the same time
+    assert timeline.began["ddp"] < timeline.ended["single"]
+
+    # a rerun reuses both artifacts (the launch is part of their keys)
+    again = run_suite(load_suite(path), Store(tmp_path / "h.duckdb"))
+    reused = {
+        c.record.name: c.record.info.get("training", {}).get("reused_artifact")
+        for c in again.candidates
+    }
+    assert reused == {"single": True, "diverges": None, "ddp": True}

@@ -55,6 +55,9 @@ class TrainResult:
     final_loss: float | None
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
     device: str = "cpu"
+    # What it trained with: precision, weights (dtype), attention, padding_free, packing, liger,
+    # gradient_checkpointing (harness.backends.acceleration; read back from the trainer)
+    acceleration: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.backends import TrainRequest, TrainResult
+from harness.backends.acceleration import Acceleration
 from harness.backends.common import (
     SFT_FIELDS,
     LoraArgs,
@@ -26,6 +27,7 @@ from harness.backends.common import (
     load_tokenizer,
     lora_config,
     pick_device,
+    plan_acceleration,
     train_with,
     trainer_arguments,
 )
@@ -154,11 +156,12 @@ def train_classifier(request: TrainRequest, config: Any, lora: LoraArgs | None) 
     loadable by `harness.models.loading` (an adapter also keeps its head's shape beside it)."""
     space = label_space(request.rows, config)
     labels = [encode_label(row["label"], space) for row in request.rows]
+    plan = plan_acceleration(config, request, pick_device())
 
     def make_trainer(callbacks: list[Any]) -> Any:
-        return classifier_trainer(request, config, lora, space, labels, callbacks)
+        return classifier_trainer(request, config, lora, space, labels, callbacks, plan)
 
-    result = train_with(make_trainer, request)
+    result = train_with(make_trainer, request, plan)
     if result.is_adapter:
         head = json.dumps(space.head, indent=2)
         (request.output_dir / HEAD_CONFIG).write_text(head, encoding="utf-8")
@@ -172,13 +175,14 @@ def classifier_trainer(
     space: LabelSpace,
     labels: list[float | int],
     callbacks: Sequence[Any],
+    acceleration: Acceleration,
 ) -> Any:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     tokenizer = load_tokenizer(request.base_dir)
     set_seed(request.seed)  # a fresh head is initialised now: the same seed, the same head
-    model = classifier_model(request, space, tokenizer, lora, config.gradient_checkpointing)
-    arguments = trainer_arguments(config, request, pick_device())
+    model = classifier_model(request, space, tokenizer, lora, acceleration)
+    arguments = trainer_arguments(config, request, pick_device(), acceleration)
     return Trainer(
         model=model,
         # transformers counts tokens only when asked; padding is not training data
@@ -195,13 +199,19 @@ def classifier_model(
     space: LabelSpace,
     tokenizer: Any,
     lora: LoraArgs | None,
-    checkpointing: bool,
+    acceleration: Acceleration,
 ) -> Any:
-    """The base with a head of `space`'s size (a head of another size is replaced), float32."""
+    """The base with a head of `space`'s size (a head of another size is replaced), in float32
+    (the head trains in full, so the plan never puts a classifier's weights in bf16)."""
     from transformers import AutoModelForSequenceClassification
 
+    attention = acceleration.attn_implementation
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(request.base_dir), dtype="float32", **space.head, ignore_mismatched_sizes=True
+        str(request.base_dir),
+        dtype=acceleration.weights,
+        **({"attn_implementation": attention} if attention else {}),
+        **space.head,
+        ignore_mismatched_sizes=True,
     )
     if model.config.pad_token_id is None:  # a decoder's head finds the last token by the pad id
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -209,7 +219,7 @@ def classifier_model(
         return model
     from peft import get_peft_model
 
-    if checkpointing:  # with frozen embeddings, checkpointed blocks would get no gradient
+    if acceleration.gradient_checkpointing:  # frozen embeddings: checkpointed blocks get no grad
         model.enable_input_require_grads()
     return get_peft_model(model, lora_config(lora, task_type="SEQ_CLS"))
 

@@ -8,6 +8,7 @@ functions so that `harness validate` can import the backends cheaply.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -20,6 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from harness.backends import TrainProgress, TrainRequest, TrainResult
+from harness.backends.acceleration import (
+    Acceleration,
+    AccelerationArgs,
+    BatchingArgs,
+    Device,
+    acceleration_plan,
+    base_model_type,
+    installed_libraries,
+)
 from harness.schema_base import Strict
 
 if TYPE_CHECKING:
@@ -43,8 +53,9 @@ SchedulerName = Literal[
 ]
 
 
-class TrainingArgs(Strict):
-    """Optimiser and schedule settings every backend takes."""
+class TrainingArgs(AccelerationArgs):
+    """Optimiser and schedule settings every backend takes (and, from `AccelerationArgs`,
+    precision, attention, liger and gradient_checkpointing)."""
 
     learning_rate: float = Field(2e-5, gt=0)
     max_steps: int | None = Field(100, ge=1, description="Optimizer steps (default 100)")
@@ -57,7 +68,6 @@ class TrainingArgs(Strict):
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler_type: SchedulerName = "linear"
     max_grad_norm: float = Field(1.0, ge=0)
-    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainingArgs:
@@ -70,8 +80,9 @@ class TrainingArgs(Strict):
         return self
 
 
-class SFTArgs(TrainingArgs):
-    """Supervised fine-tuning on prompt/completion rows."""
+class SFTArgs(TrainingArgs, BatchingArgs):
+    """Supervised fine-tuning on prompt/completion rows (padding_free and packing from
+    `BatchingArgs`)."""
 
     max_length: int | None = Field(512, ge=1, description="Truncate prompt+completion tokens")
     completion_only_loss: bool = Field(
@@ -122,12 +133,6 @@ class TrainerBackend:
 # ---- devices, arguments ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Device:
-    name: str  # "cpu" or "cuda"
-    bf16: bool  # mixed precision in bf16 (CUDA with bf16 support only)
-
-
 def pick_device() -> Device:
     import torch
 
@@ -136,10 +141,21 @@ def pick_device() -> Device:
     return Device("cpu", False)
 
 
+def plan_acceleration(config: TrainingArgs, request: TrainRequest, device: Device) -> Acceleration:
+    """`acceleration_plan` for this candidate on this machine (its libraries, its base)."""
+    return acceleration_plan(
+        device, config, installed_libraries(), base_model_type(request.base_dir)
+    )
+
+
 def trainer_arguments(
-    config: TrainingArgs, request: TrainRequest, device: Device
+    config: TrainingArgs,
+    request: TrainRequest,
+    device: Device,
+    acceleration: Acceleration | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments shared by SFTConfig, DPOConfig and GRPOConfig."""
+    """Keyword arguments shared by SFTConfig, DPOConfig, GRPOConfig and TrainingArguments."""
+    plan = acceleration or plan_acceleration(config, request, device)
     return {
         "output_dir": str(request.output_dir),
         "learning_rate": config.learning_rate,
@@ -152,8 +168,9 @@ def trainer_arguments(
         "max_grad_norm": config.max_grad_norm,
         # trl's configs default to checkpointing on and bf16 on: both decided here instead
         # (transformers 5 renamed gradient_checkpointing; the old name warns)
-        "activation_checkpointing": config.gradient_checkpointing,
-        "bf16": device.bf16,
+        "activation_checkpointing": plan.gradient_checkpointing,
+        "bf16": plan.precision == "bf16",
+        **liger_arguments(plan),
         "use_cpu": device.name == "cpu",
         "seed": request.seed,
         "data_seed": request.seed,
@@ -166,19 +183,35 @@ def trainer_arguments(
     }
 
 
+def liger_arguments(acceleration: Acceleration) -> dict[str, Any]:
+    """Liger's layer kernels (RMSNorm, RoPE, SwiGLU) through transformers' `use_liger_kernel`.
+    Never its fused linear cross-entropy: trl has its own chunked LM head (and refuses Liger's),
+    and on a classifier it would replace the forward with a causal LM's."""
+    if not acceleration.liger:
+        return {}
+    return {
+        "use_liger_kernel": True,
+        "liger_kernel_config": {"fused_linear_cross_entropy": False, "cross_entropy": False},
+    }
+
+
 def length_arguments(config: TrainingArgs) -> dict[str, Any]:
     if config.num_train_epochs is not None:
         return {"max_steps": -1, "num_train_epochs": config.num_train_epochs}
     return {"max_steps": config.max_steps}
 
 
-def model_init_kwargs() -> dict[str, Any]:
-    """How trl loads the base from its path: float32 master weights (bf16 only as autocast)."""
-    return {"dtype": "float32"}
+def model_init_kwargs(acceleration: Acceleration) -> dict[str, Any]:
+    """How trl loads the base from its path: in the plan's weight dtype (float32 master weights
+    when they train, bf16 for a frozen base under bf16 autocast) and attention kernel."""
+    kwargs: dict[str, Any] = {"dtype": acceleration.weights}
+    if acceleration.attn_implementation is not None:
+        kwargs["attn_implementation"] = acceleration.attn_implementation
+    return kwargs
 
 
-def quantization_config(device: Device) -> Any:
-    """NF4 with double quantisation; computes in bf16 on a GPU that has it, else float32."""
+def quantization_config(acceleration: Acceleration) -> Any:
+    """NF4 with double quantisation; computes in bf16 under bf16 precision, else float32."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -186,7 +219,9 @@ def quantization_config(device: Device) -> Any:
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if device.bf16 else torch.float32,
+        bnb_4bit_compute_dtype=torch.bfloat16
+        if acceleration.precision == "bf16"
+        else torch.float32,
     )
 
 
@@ -398,16 +433,70 @@ def save_result(trainer: Any, request: TrainRequest, log: LossLog) -> TrainResul
         final_loss=log.curve[-1][1] if log.curve else None,
         loss_curve=list(log.curve),
         device=str(model.device.type),
+        acceleration=used_acceleration(trainer),
     )
 
 
-def train_with(make_trainer: Callable[[list[Any]], Any], request: TrainRequest) -> TrainResult:
+def used_acceleration(trainer: Any) -> dict[str, Any]:
+    """What the trainer really trains with, read back from it (the keys of
+    `Acceleration.record`): a library that ignored a setting shows here, not the intention."""
+    from peft import PeftModel
+
+    model = trainer.model
+    base: Any = model.get_base_model() if isinstance(model, PeftModel) else model
+    args = trainer.args
+    weights = base.get_input_embeddings().weight.dtype  # 4-bit bases keep embeddings unquantised
+    return {
+        "precision": "bf16" if args.bf16 else "fp32",
+        "weights": str(weights).removeprefix("torch."),
+        "attention": str(base.config._attn_implementation),
+        "padding_free": bool(getattr(trainer.data_collator, "padding_free", False)),
+        "packing": bool(getattr(args, "packing", False)),
+        "liger": bool(args.use_liger_kernel),
+        "gradient_checkpointing": bool(args.activation_checkpointing),
+    }
+
+
+def train_with(
+    make_trainer: Callable[[list[Any]], Any],
+    request: TrainRequest,
+    acceleration: Acceleration | None = None,
+) -> TrainResult:
     """Build a trainer with the progress callback, train it quietly, save and report."""
     log = LossLog()
-    with quiet():
+    liger = acceleration is not None and acceleration.liger
+    model_type = base_model_type(request.base_dir) if liger else None
+    with quiet(), kept_module_globals(model_type):
         trainer = make_trainer([progress_callback(request.progress, log)])
         run_trainer(trainer)
         return save_result(trainer, request, log)
+
+
+@contextlib.contextmanager
+def kept_module_globals(model_type: str | None) -> Iterator[None]:
+    """Undo, after training, what Liger patches for the whole process: it replaces the
+    architecture module's RMSNorm, MLP and RoPE (`modeling_llama.LlamaRMSNorm = LigerRMSNorm`),
+    so every model of that type loaded later (the evaluation of the base and the candidates)
+    would otherwise run Liger's kernels instead of transformers' own."""
+    module = modeling_module(model_type) if model_type else None
+    saved = dict(vars(module)) if module is not None else {}
+    try:
+        yield
+    finally:
+        if module is not None:
+            for name, value in saved.items():
+                if getattr(module, name, None) is not value:
+                    setattr(module, name, value)
+
+
+def modeling_module(model_type: str) -> Any:
+    """transformers.models.<type>.modeling_<type> (gemma3_text: gemma3's), None if none."""
+    for name in (model_type, model_type.removesuffix("_text")):
+        try:
+            return importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+        except ImportError:
+            continue
+    return None
 
 
 # ---- merging ---------------------------------------------------------------------------------
@@ -457,37 +546,63 @@ def sft_trainer(
     lora: LoraArgs | None,
     quantize: bool,
     callbacks: Sequence[Any] = (),
+    acceleration: Acceleration | None = None,
 ) -> Any:
     """An SFTTrainer on prompt/completion rows: all weights, or a LoRA adapter (on a 4-bit base
     when `quantize`). The model goes to trl as a path: trl refuses quantising a model object."""
     from trl import SFTConfig, SFTTrainer
 
     device = pick_device()
+    plan = acceleration or plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
     dataset = build_dataset(request.rows, ["prompt"], ["completion"], uses_chat(request, tokenizer))
     args = SFTConfig(
-        **trainer_arguments(config, request, device),
-        model_init_kwargs=model_init_kwargs(),
+        **trainer_arguments(config, request, device, plan),
+        model_init_kwargs=model_init_kwargs(plan),
         max_length=config.max_length,
         completion_only_loss=config.completion_only_loss,
+        packing=plan.packing,  # trl's default strategy, bfd: packed bins are padding-free
     )
-    return SFTTrainer(
+    unpacked_padding_free = plan.padding_free and not plan.packing
+    trainer = SFTTrainer(
         model=str(request.base_dir),
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
+        data_collator=padding_free_collator(tokenizer) if unpacked_padding_free else None,
         callbacks=list(callbacks),
         peft_config=lora_config(lora) if lora is not None else None,
-        quantization_config=quantization_config(device) if quantize else None,
+        quantization_config=quantization_config(plan) if quantize else None,
     )
+    if unpacked_padding_free:
+        share_pad_token(trainer.model, tokenizer)
+    return trainer
+
+
+def padding_free_collator(tokenizer: Any) -> Any:
+    """trl's own collator, flattening each batch into one sequence with restarting
+    position_ids. Passed as a collator rather than as `padding_free=True`: trl 1.16 then refuses
+    any `max_length` without packing ("not enforced"), although its dataset preparation truncates
+    every row to `max_length` all the same (tests/test_acceleration.py checks that it does)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+
+
+def share_pad_token(model: Any, tokenizer: Any) -> None:
+    """What trl does when it builds its own collator: the model's configs learn the pad id."""
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def train_sft(
     request: TrainRequest, config: SFTArgs, lora: LoraArgs | None, quantize: bool
 ) -> TrainResult:
     """Supervised fine-tuning (the full, lora and qlora backends)."""
+    plan = plan_acceleration(config, request, pick_device())
 
     def make_trainer(callbacks: list[Any]) -> Any:
-        return sft_trainer(request, config, lora, quantize, callbacks)
+        return sft_trainer(request, config, lora, quantize, callbacks, plan)
 
-    return train_with(make_trainer, request)
+    return train_with(make_trainer, request, plan)

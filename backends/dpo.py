@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
     FULL_4BIT,
     LoraArgs,
@@ -23,6 +24,7 @@ from harness.backends.common import (
     lora_problems,
     model_init_kwargs,
     pick_device,
+    plan_acceleration,
     quantization_config,
     train_with,
     trainer_arguments,
@@ -62,7 +64,8 @@ def required_fields(config: Config) -> set[str]:
 
 def problems(config: Config) -> list[str]:
     found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    return found + (lora_problems(config) if config.adapter == "lora" else [])
+    found += lora_problems(config) if config.adapter == "lora" else []
+    return found + acceleration_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:
@@ -70,13 +73,14 @@ def train(request: TrainRequest) -> TrainResult:
 
     config: Config = request.config
     device = pick_device()
+    plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
     dataset = build_dataset(
         request.rows, ["prompt"], ["chosen", "rejected"], uses_chat(request, tokenizer)
     )
     args = DPOConfig(
-        **trainer_arguments(config, request, device),
-        model_init_kwargs=model_init_kwargs(),
+        **trainer_arguments(config, request, device, plan),
+        model_init_kwargs=model_init_kwargs(plan),
         beta=config.beta,
         loss_type=[config.loss_type],
         max_length=config.max_length,
@@ -91,10 +95,10 @@ def train(request: TrainRequest) -> TrainResult:
             processing_class=tokenizer,
             callbacks=callbacks,
             peft_config=lora_config(config) if lora else None,
-            quantization_config=quantization_config(device) if config.quantization else None,
+            quantization_config=quantization_config(plan) if config.quantization else None,
         )
 
-    return train_with(make_trainer, request)
+    return train_with(make_trainer, request, plan)
 
 
 BACKEND = BACKENDS.register("dpo")(TrainerBackend("dpo", Config, required_fields, problems, train))

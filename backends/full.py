@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.acceleration import acceleration_problems
 from harness.backends.classification import (
     TaskArgs,
     required_fields,
@@ -29,7 +30,8 @@ class Config(SFTArgs, TaskArgs):
 
 
 def problems(config: Config) -> list[str]:
-    return ([FULL_4BIT] if config.quantization == "4bit" else []) + task_problems(config)
+    found = [FULL_4BIT] if config.quantization == "4bit" else []
+    return found + task_problems(config) + acceleration_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
     FULL_4BIT,
     LoraArgs,
@@ -25,6 +26,7 @@ from harness.backends.common import (
     lora_problems,
     model_init_kwargs,
     pick_device,
+    plan_acceleration,
     quantization_config,
     train_with,
     trainer_arguments,
@@ -77,7 +79,7 @@ def problems(config: Config) -> list[str]:
             f"generation_batch_size ({batch}) must be a multiple of per_device_train_batch_size "
             f"({config.per_device_train_batch_size})"
         )
-    return found
+    return found + acceleration_problems(config)
 
 
 def generation_batch_rule(config: Config) -> str:
@@ -115,12 +117,13 @@ def train(request: TrainRequest) -> TrainResult:
 
     config: Config = request.config
     device = pick_device()
+    plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
     dataset = build_dataset(request.rows, ["prompt"], [], uses_chat(request, tokenizer))
     dataset = dataset.add_column(ROW_INDEX, list(range(len(request.rows))))
     args = GRPOConfig(
-        **trainer_arguments(config, request, device),
-        model_init_kwargs=model_init_kwargs(),
+        **trainer_arguments(config, request, device, plan),
+        model_init_kwargs=model_init_kwargs(plan),
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
@@ -138,10 +141,10 @@ def train(request: TrainRequest) -> TrainResult:
             processing_class=tokenizer,
             callbacks=callbacks,
             peft_config=lora_config(config) if lora else None,
-            quantization_config=quantization_config(device) if config.quantization else None,
+            quantization_config=quantization_config(plan) if config.quantization else None,
         )
 
-    return train_with(make_trainer, request)
+    return train_with(make_trainer, request, plan)
 
 
 BACKEND = BACKENDS.register("grpo")(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends.acceleration import acceleration_problems
 from harness.backends.classification import (
     TaskArgs,
     required_fields,
@@ -28,7 +29,7 @@ class Config(SFTArgs, LoraArgs, TaskArgs):
 
 def problems(config: Config) -> list[str]:
     sft = lora_problems(config) if config.task == "causal_lm" else []  # trl's lm_head caveat
-    return sft + task_problems(config)
+    return sft + task_problems(config) + acceleration_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:

@@ -27,7 +27,9 @@ from harness.planner import Breakdown, human_bytes
 @click.option(
     "--dtype",
     type=click.Choice(["float32", "bfloat16", "float16"]),
-    help="Evaluation weights and training compute (autocast) dtype (default: float32 on cpu, bfloat16 on cuda).",
+    help="Evaluation weights dtype (default: float32 on cpu, bfloat16 on cuda). On cuda it also "
+    "says whether the GPU has bf16 (float32/float16: it has not), which decides a candidate's "
+    "`precision: auto` as in training.",
 )
 @click.option(
     "--memory", metavar="SIZE", help="Plan for this much memory (e.g. 80GiB) instead of measuring."

@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.backends.acceleration import (
+    OPTIONAL_LIBRARIES,
+    Acceleration,
+    AccelerationError,
+    Device,
+    acceleration_plan,
+    config_model_type,
+    installed_libraries,
+)
 from harness.errors import HarnessError, ModelNotFoundError
 from harness.planner import (
     DTYPE_BYTES,
@@ -58,6 +67,7 @@ class PlanRow:
     training: Breakdown | None = None
     seq_len: int | None = None  # the training sequence length the estimate used
     notes: tuple[str, ...] = ()
+    acceleration: dict[str, Any] | None = None  # what the backend will train with (its record)
 
     @property
     def peak(self) -> Breakdown:
@@ -104,6 +114,7 @@ class SuitePlan:
             "training": row.training.as_dict() if row.training else None,
             "evaluation": row.evaluation.as_dict(),
             "training_seq_len": row.seq_len,
+            "acceleration": row.acceleration,
             "notes": list(row.notes),
         }
 
@@ -129,17 +140,33 @@ def parse_size(text: str) -> float:
 
 
 def device_info(device: str, dtype: str | None, memory: str | None) -> DeviceInfo:
-    """The device planned for, its default dtype (float32 on CPU, bfloat16 on a GPU) and the
-    memory free on it now (CUDA: `mem_get_info`; CPU: psutil's available memory)."""
+    """The device planned for, its default dtype (float32 on CPU, bfloat16 on a GPU, float16 on
+    a visible GPU without bf16) and the memory free on it now (CUDA: `mem_get_info`; CPU:
+    psutil's available memory)."""
     if device not in RUNTIME_ALLOWANCE:
         raise HarnessError(f"--device {device!r}: use cpu or cuda")
-    dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
+    dtype = dtype or ("float32" if device == "cpu" else default_gpu_dtype())
     if dtype not in DTYPE_BYTES:
         raise HarnessError(f"--dtype {dtype!r}: use one of {', '.join(DTYPE_BYTES)}")
     if memory is not None:
         return DeviceInfo(device, dtype, parse_size(memory), f"{memory} (--memory)")
     available, description = visible_memory(device)
     return DeviceInfo(device, dtype, available, description)
+
+
+def default_gpu_dtype() -> str:
+    """bfloat16, unless a visible GPU lacks it (a T4, a V100): float16 then."""
+    import torch
+
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "float16"
+    return "bfloat16"
+
+
+def training_device(info: DeviceInfo) -> Device:
+    """The device as the backends see it: a GPU has bf16 when the plan's dtype is bfloat16
+    (`--dtype float32` or `float16` on cuda: a GPU without it, so `precision: auto` is fp32)."""
+    return Device(info.name, info.name == "cuda" and info.dtype == "bfloat16")
 
 
 def visible_memory(device: str) -> tuple[float | None, str]:
@@ -284,14 +311,63 @@ def training_lengths(
     return capped(longest(tokenizer, pieces) + 1, max_length), []  # + eos
 
 
+def sft_row_lengths(config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any) -> list[int]:
+    """Tokens of each SFT row (prompt + completion + eos), capped at max_length."""
+    texts = [str(r.get("prompt", "")) + str(r.get("completion", "")) for r in rows]
+    ids = tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"] if texts else []
+    max_length = getattr(config, "max_length", None)
+    return [capped(len(row) + 1, max_length) for row in ids]
+
+
+def padding_free_tokens(
+    acceleration: Acceleration, config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any
+) -> int:
+    """Tokens of the largest flattened micro-batch: the batch's longest rows one after another,
+    or with packing its bins of max_length (at most every token of the data). 0: padded."""
+    if not acceleration.padding_free or tokenizer is None:
+        return 0
+    lengths = sorted(sft_row_lengths(config, rows, tokenizer), reverse=True)
+    batch = config.per_device_train_batch_size
+    if acceleration.packing:
+        return int(min(batch * config.max_length, sum(lengths)))
+    return sum(lengths[:batch])
+
+
+def planned_acceleration(
+    config: Any, device: Device, model_type: str | None
+) -> tuple[Acceleration, list[str]]:
+    """What the backend would decide on `device`. An explicit setting this machine cannot
+    honour (liger: true without liger_kernel here) is planned as where it trains; one the
+    device cannot (flash attention on a CPU) is noted and planned as `auto`."""
+    try:
+        return acceleration_plan(device, config, installed_libraries(), model_type), []
+    except AccelerationError as error:
+        missing_here = str(error)
+    try:
+        plan = acceleration_plan(device, config, OPTIONAL_LIBRARIES, model_type)
+        return plan, [f"{missing_here} here: planned as if it is where the candidate trains"]
+    except AccelerationError as error:
+        relaxed = config.model_copy(
+            update={"precision": "auto", "attention": "auto", "liger": "auto"}
+        )
+        plan = acceleration_plan(device, relaxed, installed_libraries(), model_type)
+        return plan, [f"cannot train on {device.name}: {error}; planned with auto settings"]
+
+
 def training_setup(
     backend: str, config: Any, rows: Sequence[dict[str, Any]], base: BaseModel, device: DeviceInfo
 ) -> tuple[TrainingSetup, list[str]]:
-    """A candidate's config and data, reduced to the numbers its memory depends on."""
+    """A candidate's config and data, reduced to the numbers its memory depends on; precision,
+    attention, batch layout and Liger as `harness.backends.acceleration` decides them."""
     seq_len, notes = training_lengths(backend, config, rows, base.tokenizer)
+    acceleration, why = planned_acceleration(
+        config, training_device(device), config_model_type(base.config)
+    )
+    notes += why
     lora = lora_shape(config)
     full = lora is None
     grpo = backend == "grpo"
+    quantized = backend == "qlora" or getattr(config, "quantization", None) == "4bit"
     generation = 0
     if grpo:
         from harness.backends.grpo import generation_batch
@@ -301,10 +377,15 @@ def training_setup(
         method=backend if backend in ("full", "lora", "qlora", "dpo", "grpo") else "full",  # type: ignore[arg-type]
         batch_size=config.per_device_train_batch_size,
         seq_len=seq_len,
-        compute_bytes=DTYPE_BYTES[device.dtype],
-        gradient_checkpointing=bool(getattr(config, "gradient_checkpointing", False)),
+        compute_bytes=2 if acceleration.precision == "bf16" else FP32,
+        gradient_checkpointing=acceleration.gradient_checkpointing,
         lora=lora,
-        quantized=backend == "qlora" or getattr(config, "quantization", None) == "4bit",
+        quantized=quantized,
+        weight_bytes=2 if acceleration.weights == "bfloat16" else FP32,
+        adapter_bytes=2 if quantized else FP32,  # trl 1.16 casts a 4-bit base's adapter to bf16
+        attention=acceleration.attention,
+        liger=acceleration.liger,
+        padding_free_tokens=padding_free_tokens(acceleration, config, rows, base.tokenizer),
         reference_copy=full and (backend == "dpo" or (grpo and config.beta > 0)),
         generation_sequences=generation,
         generation_len=seq_len if grpo else 0,
@@ -406,12 +487,16 @@ def trained_row(
     if getattr(config, "task", "causal_lm") == "classification":
         notes.append("classification head: estimated as the causal LM (an upper bound)")
     setup, length_notes = training_setup(candidate.backend, config, planned.rows, base, info)
+    acceleration, _ = planned_acceleration(
+        config, training_device(info), config_model_type(base.config)
+    )
     adapter = lora_parameters(shape, setup.lora) if setup.lora and not planned.merge else 0
     evaluation = evaluation_breakdown(shape, evaluation_setup(lengths, batch, info, adapter))
     training = training_breakdown(shape, setup)
+    notes.append(f"trains with {acceleration.describe()}")
     return PlanRow(
         candidate.name, candidate.backend, evaluation, training, setup.seq_len,
-        tuple(notes + length_notes),
+        tuple(notes + length_notes), acceleration.record(),
     )  # fmt: skip
 
 

@@ -4,20 +4,27 @@
 prints) calls these functions. Everything here is a function of numbers, so it is tested on
 hand-computed cases. The formulas follow what the backends really run (trl 1.16, peft, bnb):
 
-- Training weights are float32 whatever `dtype` says: the backends load the base in float32
-  (`model_init_kwargs`) and a GPU trains in bf16 *autocast*, so the float32 weights are the
-  mixed-precision master weights and there is no separate master copy. Autocast keeps a bf16 copy
-  of each trainable matmul weight for the step (counted in `extra`).
-- Gradients: float32, one per trainable parameter. AdamW: two float32 states per trainable
-  parameter (exp_avg, exp_avg_sq).
+- Precision, attention, batch layout and Liger are what `harness.backends.acceleration` decides
+  for the candidate (the backends train with the same decision). Under bf16 (autocast) weights
+  that train stay float32: they are the mixed-precision master weights, with no separate master
+  copy, and autocast keeps a bf16 copy of each trainable matmul weight for the step (counted in
+  `extra`). A frozen base under an adapter is loaded in bf16 then (2 bytes a weight), and its
+  residual stream is bf16 too; in fp32 everything is float32.
+- Gradients and AdamW's two states (exp_avg, exp_avg_sq): one each per trainable parameter, in
+  the trainable weights' dtype: float32, except QLoRA's adapter, which trl 1.16 casts to bf16.
 - QLoRA: every linear layer of the decoder blocks in NF4 (0.5 byte/param) plus double-quant
   constants (one 8-bit absmax per 64-weight block, one float32 absmax per 256 blocks); the
-  embeddings, norms and an untied lm_head stay in float32 (bitsandbytes leaves them alone).
+  embeddings, norms and an untied lm_head stay in the base's dtype (bitsandbytes leaves them).
 - Activations, per token and decoder layer (Korthikanti et al. 2022, "Reducing activation
-  recomputation", redone for a Llama block with SDPA attention): see `layer_activation_bytes`.
-  Gradient checkpointing keeps only each layer's input and recomputes one layer at a time.
+  recomputation", redone for a Llama block with SDPA attention): see `layer_activation_bytes`;
+  flash attention keeps k and v unrepeated, Liger's kernels keep less for the norms, RoPE and
+  SwiGLU. Gradient checkpointing keeps only each layer's input and recomputes one layer at a time.
+- Padding-free batches hold their real tokens (the sum of the rows' lengths) instead of batch x
+  longest row; with SDPA or eager attention transformers then builds one block-diagonal mask over
+  the flattened batch (a byte per token pair), and eager attention spans it whole.
 - trl 1.16 never materialises the (batch, sequence, vocabulary) logits when training: its fused
-  LM head scores tiles of 4,096 tokens x 32,768 vocabulary entries (`lm_head_bytes`).
+  LM head scores tiles of 4,096 tokens x 32,768 vocabulary entries (`lm_head_bytes`). It switches
+  Liger's own fused cross-entropy off, so Liger does not change this term.
 - DPO runs chosen and rejected in one forward (twice the sequences). Its reference is the base
   with the adapter disabled when training a LoRA adapter (no second copy: trl 1.16 sets
   `ref_model = None` for a peft model) and a frozen float32 copy with `adapter: full`. GRPO
@@ -209,26 +216,37 @@ def lora_parameters(shape: ModelShape, lora: LoraShape) -> int:
 
 
 def layer_activation_bytes(
-    shape: ModelShape, seq_len: int, compute_bytes: int, lora_r: int = 0
+    shape: ModelShape,
+    seq_len: int,
+    compute_bytes: int,
+    lora_r: int = 0,
+    *,
+    residual_bytes: int = FP32,
+    liger: bool = False,
+    attention: str = "sdpa",
 ) -> float:
     """Bytes one decoder layer saves for backward, per token (a Llama block, SDPA attention).
 
-    - two RMSNorms, computed in float32 by transformers: input, normalised value and weighted
-      output, 3h each, float32;
-    - RoPE: q and k before rotation and their rotated halves, 2(q + kv);
+    - two RMSNorms, computed in float32 by transformers: the float32 input, the normalised value
+      and the weighted output, in the residual stream's dtype (so 3h float32 in fp32); Liger's
+      RMSNorm keeps only its input and output (and a float32 scalar per row);
+    - RoPE: q and k before rotation and their rotated halves, 2(q + kv); Liger rotates in place;
     - attention: q, k and v as SDPA sees them (k and v repeated to every head), its output, and
-      the output made contiguous for o_proj: 5q;
-    - gated MLP: gate output, SiLU output, up output and their product: 4i (2i for two-matrix MLPs);
+      the output made contiguous for o_proj: 5q (flash attention: q, k, v unrepeated, 3q + 2kv);
+    - gated MLP: gate output, SiLU output, up output and their product: 4i (Liger's SwiGLU
+      recomputes the SiLU: 3i); 2i for two-matrix MLPs;
     - eager attention also keeps the probabilities, in float32 then cast back: 2 x heads x seq;
     - a LoRA adapter keeps its r-wide intermediate per wrapped linear (7r for all-linear).
     """
     h, i = shape.hidden_size, shape.intermediate_size
     q = shape.num_heads * shape.head_dim
     kv = shape.num_kv_heads * shape.head_dim
-    norms = 2 * 3 * h * FP32
-    mlp = (4 if shape.gated_mlp else 2) * i
-    elements = 2 * (q + kv) + 5 * q + mlp + len(block_linears(shape)) * lora_r
-    if shape.eager_attention:
+    norms = 2 * h * (2 * residual_bytes if liger else FP32 + 2 * residual_bytes)
+    rope = 0 if liger else 2 * (q + kv)
+    attention_saved = 3 * q + 2 * kv if attention.startswith("flash") else 5 * q
+    mlp = ((3 if liger else 4) if shape.gated_mlp else 2) * i
+    elements = rope + attention_saved + mlp + len(block_linears(shape)) * lora_r
+    if shape.eager_attention or attention == "eager":
         elements += 2 * shape.num_heads * seq_len
     return norms + elements * compute_bytes
 
@@ -255,14 +273,29 @@ def training_activation_bytes(
     *,
     checkpointing: bool,
     lora_r: int = 0,
+    residual_bytes: int = FP32,
+    liger: bool = False,
+    attention: str = "sdpa",
+    padding_free_tokens: int = 0,
 ) -> float:
     """Saved activations of one micro-batch. Without checkpointing every layer keeps all it saves;
-    with it each layer keeps its float32 input and one layer at a time is recomputed in backward."""
-    tokens = sequences * seq_len
-    one_layer = tokens * layer_activation_bytes(shape, seq_len, compute_bytes, lora_r)
+    with it each layer keeps its input and one layer at a time is recomputed in backward.
+
+    A padding-free micro-batch (`padding_free_tokens` > 0) is one sequence of that many tokens:
+    flash attention still sees each row alone (span `seq_len`), SDPA and eager attend over the
+    whole flattened batch through one block-diagonal boolean mask, kept for backward."""
+    tokens, span, mask = sequences * seq_len, seq_len, 0
+    if padding_free_tokens:
+        tokens = padding_free_tokens
+        if not attention.startswith("flash"):
+            span, mask = tokens, tokens * tokens
+    one_layer = tokens * layer_activation_bytes(
+        shape, span, compute_bytes, lora_r,
+        residual_bytes=residual_bytes, liger=liger, attention=attention,
+    )  # fmt: skip
     if checkpointing:
-        return shape.num_layers * tokens * shape.hidden_size * FP32 + one_layer
-    return shape.num_layers * one_layer
+        return shape.num_layers * tokens * shape.hidden_size * residual_bytes + one_layer + mask
+    return shape.num_layers * one_layer + mask
 
 
 def inference_activation_bytes(shape: ModelShape, tokens: int, compute_bytes: int) -> float:
@@ -296,6 +329,11 @@ class TrainingSetup:
     gradient_checkpointing: bool = False
     lora: LoraShape | None = None  # None: all weights train
     quantized: bool = False  # NF4 base
+    weight_bytes: int = FP32  # bytes of a base weight as loaded (2: a frozen bf16 base)
+    adapter_bytes: int = FP32  # bytes of an adapter weight, its gradient and states (QLoRA: 2)
+    attention: str = "sdpa"  # sdpa, eager or flash_attention_2
+    liger: bool = False  # Liger's RMSNorm, RoPE and SwiGLU kernels
+    padding_free_tokens: int = 0  # padding-free: tokens of the largest flattened micro-batch
     reference_copy: bool = False  # a frozen copy of the base (DPO/GRPO with adapter: full)
     generation_sequences: int = 0  # GRPO: completions generated at once
     generation_len: int = 0  # GRPO: prompt + max_completion_length
@@ -338,13 +376,13 @@ class Breakdown:
         }
 
 
-def base_weight_bytes(shape: ModelShape, quantized: bool) -> float:
-    """The base as the trainer holds it: float32, or NF4 decoder linears + float32 rest."""
+def base_weight_bytes(shape: ModelShape, quantized: bool, weight_bytes: int = FP32) -> float:
+    """The base as the trainer holds it: in its dtype, or NF4 decoder linears + the rest in it."""
     total = parameter_count(shape)
     if not quantized:
-        return total * FP32
+        return total * weight_bytes
     linears = linear_parameters(shape)
-    return linears * NF4_BYTES_PER_PARAM + (total - linears) * FP32
+    return linears * NF4_BYTES_PER_PARAM + (total - linears) * weight_bytes
 
 
 def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
@@ -352,10 +390,12 @@ def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
     base = parameter_count(shape)
     adapter = lora_parameters(shape, setup.lora) if setup.lora else 0
     trainable = adapter or base
-    weights = base_weight_bytes(shape, setup.quantized) + adapter * FP32
+    trainable_bytes = setup.adapter_bytes if setup.lora else FP32
+    weights = base_weight_bytes(shape, setup.quantized, setup.weight_bytes)
+    weights += adapter * setup.adapter_bytes
     extra: dict[str, float] = {}
     if setup.reference_copy:
-        extra["reference model"] = base_weight_bytes(shape, setup.quantized)
+        extra["reference model"] = base_weight_bytes(shape, setup.quantized, setup.weight_bytes)
     if setup.compute_bytes < FP32 and setup.lora is None:
         # autocast caches a low-precision copy of every trainable weight it casts (the linears)
         extra["autocast weight copies"] = (linear_parameters(shape)) * setup.compute_bytes
@@ -363,11 +403,13 @@ def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
     activations = training_activation_bytes(
         shape, sequences, setup.seq_len, setup.compute_bytes,
         checkpointing=setup.gradient_checkpointing, lora_r=setup.lora.r if setup.lora else 0,
+        residual_bytes=setup.weight_bytes, liger=setup.liger, attention=setup.attention,
+        padding_free_tokens=setup.padding_free_tokens,
     )  # fmt: skip
     scored = setup.completion_len if setup.method == "grpo" else setup.seq_len
     activations += lm_head_bytes(
         shape,
-        sequences * scored,
+        setup.padding_free_tokens or sequences * scored,
         setup.compute_bytes,
         trains_head=setup.lora is None,
         gpu=setup.gpu,
@@ -380,8 +422,8 @@ def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
         exclusive = frozenset({"KV cache (generation)"})
     return Breakdown(
         weights=weights,
-        gradients=trainable * FP32,
-        optimizer=trainable * 2 * FP32,
+        gradients=trainable * trainable_bytes,
+        optimizer=trainable * 2 * trainable_bytes,
         activations=activations,
         extra=extra,
         exclusive=exclusive,

@@ -8,6 +8,7 @@ is measured here, the same way for every backend.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -53,6 +54,11 @@ class TrainedModel:
 
 
 def library_versions() -> dict[str, str]:
+    return dict(_installed_versions())  # a copy: callers may add to it
+
+
+@functools.cache  # installed versions do not change within a process; ~60 ms a rerun
+def _installed_versions() -> dict[str, str]:
     versions = {}
     for name in VERSIONED_LIBRARIES:
         try:
@@ -60,6 +66,16 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+@functools.cache
+def training_device() -> str:
+    """The kind of device a candidate trains on here: cpu, cuda, or cuda-bf16."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return "cuda-bf16" if torch.cuda.is_bf16_supported() else "cuda"
 
 
 def artifact_key(
@@ -76,6 +92,8 @@ def artifact_key(
         "merge": plan.merge,
         "reward": plan.reward.model_dump(mode="json") if plan.reward else None,
         "libraries": library_versions(),
+        # bf16 autocast on a GPU and float32 on the CPU train other weights from the same args
+        "device": training_device(),
     }
     if plan.accelerate is not None:  # data parallel changes the global batch, FSDP the maths
         parts["accelerate"] = plan.accelerate.key()
@@ -215,6 +233,7 @@ def _stats(
         "data_hash": plan.data_hash,
         "data_rows": len(plan.rows),
         "device": result.device,
+        "acceleration": getattr(result, "acceleration", {}),  # precision, attention, batches, ...
         "libraries": library_versions(),
     }
 

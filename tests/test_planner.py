@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from harness.memory_plan import DeviceInfo
 from harness.planner import (
     FP32,
     NF4_BYTES_PER_PARAM,
@@ -174,6 +175,182 @@ def test_bf16_adds_autocast_copies_for_full_training_only() -> None:
     assert full.extra["autocast weight copies"] == 2 * linear_parameters(SHAPE)
     assert full.weights == 4 * parameter_count(SHAPE)  # float32 master weights
     assert "autocast weight copies" not in lora.extra
+
+
+# ---- precision, attention, batch layout and Liger ---------------------------------------------
+
+
+def test_bf16_frozen_base_is_half_the_bytes() -> None:
+    lora = LoraShape(2)
+    n, a = parameter_count(SHAPE), lora_parameters(SHAPE, lora)
+    fp32 = training_breakdown(SHAPE, setup("lora", lora=lora))
+    bf16 = training_breakdown(SHAPE, setup("lora", lora=lora, compute_bytes=2, weight_bytes=2))
+    assert fp32.weights == 4 * n + 4 * a
+    assert bf16.weights == 2 * n + 4 * a  # the adapter stays float32 (peft upcasts it)
+    assert bf16.optimizer == fp32.optimizer == 8 * a
+    assert bf16.activations < fp32.activations
+    assert "autocast weight copies" not in bf16.extra
+
+
+def test_qlora_adapter_trains_in_bf16() -> None:
+    lora = LoraShape(2)
+    a = lora_parameters(SHAPE, lora)
+    qlora = training_breakdown(
+        SHAPE, setup("qlora", lora=lora, quantized=True, adapter_bytes=2, weight_bytes=2)
+    )
+    assert (qlora.gradients, qlora.optimizer) == (2 * a, 4 * a)  # trl casts it to bf16
+    linears = linear_parameters(SHAPE)
+    rest = parameter_count(SHAPE) - linears
+    assert qlora.weights == pytest.approx(linears * NF4_BYTES_PER_PARAM + rest * 2 + a * 2)
+
+
+def test_liger_and_flash_attention_keep_fewer_activations() -> None:
+    from harness.planner import layer_activation_bytes
+
+    # per token and layer, by hand (SHAPE: h 8, i 16, q = kv = 8; float32 residual, bf16 compute):
+    # norms 2 x 8 x (4 + 8) = 192; RoPE 2(8 + 8) = 32, attention 5 x 8 = 40, MLP 4 x 16 = 64
+    assert layer_activation_bytes(SHAPE, 16, 2) == 192 + (32 + 40 + 64) * 2
+    # Liger: norms keep input and output (2 x 8 x 8 = 128), no RoPE copies, SwiGLU 3i
+    assert layer_activation_bytes(SHAPE, 16, 2, liger=True) == 128 + (40 + 48) * 2
+    # flash attention: q, k, v unrepeated (3q + 2kv = 40 here, as kv == q)
+    assert layer_activation_bytes(SHAPE, 16, 2, attention="flash_attention_2") == 192 + 136 * 2
+
+    from harness.models.presets import preset_config
+
+    qwen = model_shape(preset_config("qwen2.5-0.5b").to_dict())  # 14 heads, 2 kv heads
+    base = training_breakdown(qwen, setup("full", seq_len=512, compute_bytes=2)).activations
+    liger = training_breakdown(qwen, setup("full", seq_len=512, compute_bytes=2, liger=True))
+    flash = training_breakdown(
+        qwen, setup("full", seq_len=512, compute_bytes=2, attention="flash_attention_2")
+    )
+    assert liger.activations < 0.9 * base and flash.activations < base
+
+
+def test_padding_free_counts_real_tokens_and_sdpa_pays_for_the_mask() -> None:
+    lora = LoraShape(2)
+    padded = training_breakdown(SHAPE, setup("lora", lora=lora))  # 4 x 16 = 64 tokens
+    flash = training_breakdown(
+        SHAPE, setup("lora", lora=lora, padding_free_tokens=40, attention="flash_attention_2")
+    )
+    sdpa = training_breakdown(SHAPE, setup("lora", lora=lora, padding_free_tokens=40))
+    assert flash.activations < padded.activations
+    # SDPA: the same saved tensors (5q instead of 3q + 2kv: equal here) plus a 40 x 40 bool mask
+    assert sdpa.activations == flash.activations + 40 * 40
+
+
+CPU_INFO = DeviceInfo("cpu", "float32", None, "")
+GPU_INFO = DeviceInfo("cuda", "bfloat16", None, "")  # `harness plan --device cuda`: bf16 assumed
+
+
+def test_plan_follows_the_backends_decision() -> None:
+    from harness.backends import BACKENDS
+    from harness.backends.acceleration import acceleration_plan, installed_libraries
+    from harness.memory_plan import BaseModel, training_device, training_setup
+
+    cpu, gpu = CPU_INFO, GPU_INFO
+    base = BaseModel("x", {"model_type": "llama"}, None)
+    rows = [{"prompt": "a", "completion": "b"}]
+    cases = [
+        ("lora", {}, gpu, (2, 2, 4)),  # bf16 autocast, bf16 frozen base, float32 adapter
+        ("qlora", {}, gpu, (2, 2, 2)),
+        ("full", {}, gpu, (2, 4, 4)),  # float32 master weights
+        ("lora", {"precision": "fp32"}, gpu, (4, 4, 4)),
+        ("lora", {}, cpu, (4, 4, 4)),
+        ("dpo", {"adapter": "full"}, gpu, (2, 4, 4)),
+    ]
+    for backend, args, device, expected in cases:
+        config = BACKENDS.get(backend).Config(**args)
+        planned, _ = training_setup(backend, config, rows, base, device)
+        assert (planned.compute_bytes, planned.weight_bytes, planned.adapter_bytes) == expected
+        decision = acceleration_plan(
+            training_device(device),
+            config,
+            installed_libraries(),
+            "llama",
+        )
+        assert planned.attention == decision.attention and planned.liger == decision.liger
+        assert planned.gradient_checkpointing == decision.gradient_checkpointing
+
+
+def test_plan_of_settings_this_machine_cannot_honour() -> None:
+    from harness.backends import BACKENDS
+    from harness.backends.acceleration import installed_libraries
+    from harness.memory_plan import BaseModel, training_setup
+
+    cpu, gpu = CPU_INFO, GPU_INFO
+    base = BaseModel("x", {"model_type": "llama"}, None)
+    rows = [{"prompt": "a", "completion": "b"}]
+    lora = BACKENDS.get("lora").Config
+    planned, notes = training_setup("lora", lora(liger=True), rows, base, gpu)
+    assert planned.liger
+    if "liger_kernel" not in installed_libraries():
+        assert "planned as if it is where the candidate trains" in notes[-1]
+    planned, notes = training_setup(
+        "lora",
+        lora(attention="flash_attention_2"),
+        rows,
+        base,
+        cpu,
+    )
+    assert planned.attention == "sdpa" and "cannot train on cpu" in notes[-1]
+
+
+def test_plan_of_packed_and_padding_free_batches(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from harness.backends import BACKENDS
+    from harness.memory_plan import BaseModel, read_config, sft_row_lengths, training_setup
+
+    cpu = CPU_INFO
+    base = BaseModel("tiny", read_config(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir))
+    rows = [{"prompt": "Q: What is 2 plus 3? A:", "completion": " " + "5" * n} for n in range(12)]
+    lora = BACKENDS.get("lora").Config
+    lengths = sorted(sft_row_lengths(lora(), rows, base.tokenizer), reverse=True)
+    padded, _ = training_setup("lora", lora(per_device_train_batch_size=4), rows, base, cpu)
+    free, _ = training_setup(
+        "lora",
+        lora(per_device_train_batch_size=4, padding_free=True),
+        rows,
+        base,
+        cpu,
+    )
+    packed, _ = training_setup(
+        "lora",
+        lora(per_device_train_batch_size=4, packing=True, max_length=16),
+        rows,
+        base,
+        cpu,
+    )
+    assert padded.padding_free_tokens == 0 and padded.seq_len == lengths[0]
+    assert free.padding_free_tokens == sum(lengths[:4])
+    assert packed.padding_free_tokens == min(4 * 16, sum(min(n, 16) for n in lengths))
+
+
+def test_plan_command_shows_the_acceleration(tmp_path: Path) -> None:
+    from harness.cli_plan import plan
+
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(
+        plan,
+        [
+            str(REPO / "suites" / "qa.yaml"),
+            "--device",
+            "cuda",
+            "--memory",
+            "80GiB",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "trains with bf16 autocast, bfloat16 weights" in result.output
+    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["base"]["acceleration"] is None
+    assert rows["lora"]["acceleration"]["weights"] == "bfloat16"
+    assert rows["full"]["acceleration"]["weights"] == "float32"
+    assert rows["full"]["acceleration"]["precision"] == "bf16"
+    cpu = CliRunner().invoke(plan, [str(REPO / "suites" / "qa.yaml"), "--memory", "16GiB"])
+    assert "trains with fp32, sdpa, padded batches" in cpu.output
 
 
 # ---- the command -----------------------------------------------------------------------------

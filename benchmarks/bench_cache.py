@@ -2,9 +2,10 @@
 
     python benchmarks/bench_cache.py [--suite suites/qa.yaml]
 
-Both runs go through `run_suite` into one fresh DuckDB store in this process; the built-in
-models are built before timing starts, so only evaluation and recording are compared.
-Target: the second run >= 10x faster than the first.
+Both runs go through `run_suite` into one fresh DuckDB store in this process. An untimed warm-up
+run into another store comes first: it builds the built-in models, trains the suite's candidates
+(their artifacts are then reused), and imports every library, so only evaluation and recording
+are compared. Target: the second run >= 10x faster than the first.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ def main() -> None:
         if reference.startswith("builtin:"):
             load_model(reference)  # builds builtin models now, outside the timed runs
     with tempfile.TemporaryDirectory() as folder:
+        run_suite(suite, Store(Path(folder) / "warmup.duckdb"))  # trains, imports: untimed
         store = Store(Path(folder) / "bench.duckdb")
+        opened = store.opens
         first, t_first = timed(lambda: run_suite(suite, store))
+        opens_first, opened = store.opens - opened, store.opens
         second, t_second = timed(lambda: run_suite(suite, store))
+        opens_second = store.opens - opened
     cached = [m.record.info.get("requests_cached", 0) for m in [second.base, *second.candidates]]
     computed = [
         m.record.info.get("requests_computed", 0) for m in [second.base, *second.candidates]
@@ -58,10 +63,12 @@ def main() -> None:
             ("suite", suite.name),
             ("base", suite.models["base"]),
             ("torch threads", str(threads)),
+            ("models", str(1 + len(second.candidates))),
             ("cases per model", str(sum(len(p.cases) for p in suite.checks))),
             ("first run", f"{t_first:.2f} s"),
             ("second run (cached)", f"{t_second:.2f} s"),
             ("second run requests cached/computed", f"{sum(cached)}/{sum(computed)}"),
+            ("store opens first/second run", f"{opens_first}/{opens_second}"),
             ("identical metrics", str(same)),
             ("speed-up", f"{ratio:.1f}x  (target >= {TARGET:g}x)"),
         ]
@@ -74,6 +81,8 @@ def main() -> None:
             "first_s": round(t_first, 3),
             "second_s": round(t_second, 3),
             "speedup": round(ratio, 2),
+            "opens_first": opens_first,
+            "opens_second": opens_second,
             "identical": same,
         }
     )

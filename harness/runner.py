@@ -342,9 +342,7 @@ def _evaluated(
     gates = decide_candidate_gates(suite, store, evaluated, base, gating)
     record = replace(evaluated.record, info=evaluated.record.info | (extra_info or {}))
     result = ModelResult(record, evaluated.metrics, gates, evaluated.cases, gating.fail_on)
-    _record(store, run_id, result)
-    if loss_curve:
-        store.record_loss_curve(run_id, name, loss_curve)
+    _record(store, run_id, result, loss_curve or None)
     reporter.done(name, result.verdict)
     return result
 
@@ -373,9 +371,16 @@ def _with_merge_agreement(store: Any, run_id: str, results: list[ModelResult]) -
     return updated
 
 
-def _record(store: Any, run_id: str, result: ModelResult) -> None:
-    """One transaction per model: its record, cases, metrics and gate verdicts."""
-    store.record_model_result(run_id, result.record, result.cases, result.metrics, result.gates)
+def _record(
+    store: Any, run_id: str, result: ModelResult, loss_curve: list[tuple[int, float]] | None = None
+) -> None:
+    """One transaction per model: its record, cases, metrics, gate verdicts and loss curve.
+
+    Never fewer: a model's results are committed as soon as it is done, so a killed run keeps them.
+    """
+    store.record_model_result(
+        run_id, result.record, result.cases, result.metrics, result.gates, loss_curve
+    )
 
 
 def _error_record(name: str, role: Any, reference: str, message: str) -> ModelRecord:
@@ -438,6 +443,9 @@ def _model_info(engine: Any) -> dict[str, Any]:
         "requests_cached": engine.requests_cached,
         "requests_computed": engine.requests_computed,
     }
+    generated_by = getattr(engine, "generation_engine", None)  # "transformers" and/or "vllm"
+    if generated_by is not None:
+        counts["generation_engine"] = generated_by
     if not engine.loaded:
         return {"loaded": False, "parameters": engine.source.parameters} | counts
     first = next(engine.model.parameters())
@@ -522,6 +530,7 @@ def generation_settings(defaults: Any, override: Any) -> Any:
         stop=tuple(values["stop"]),
         chat_template=values["chat_template"],
         system_prompt=values["system_prompt"],
+        engine=values["engine"],
     )
 
 

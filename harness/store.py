@@ -156,6 +156,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE runs ADD COLUMN source_run VARCHAR;
         """,
     ),
+    (
+        4,
+        # Which model (harness version and weights fingerprint) an output was cached for, so a run
+        # reads all of a model's outputs in one query (Store.get_scope). No index: a scan of 200k
+        # rows takes ~3 ms, and an index on it made INSERT OR REPLACE ~3x slower.
+        "ALTER TABLE output_cache ADD COLUMN scope VARCHAR;",
+    ),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
@@ -271,6 +278,7 @@ class Store:
         """
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self.opens = 0  # times this object opened the file: what tests and benchmarks count
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as con:
             _migrate(con, self.path)
@@ -300,7 +308,7 @@ class Store:
         delay = 0.01
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                con = duckdb.connect(str(self.path))
             except duckdb.IOException as exc:
                 if not _LOCK_PATTERN.search(str(exc)):
                     raise HarnessError(f"cannot open results store {self.path}: {exc}") from exc
@@ -312,6 +320,9 @@ class Store:
                 delay = min(delay * 2, 0.5)
             except duckdb.Error as exc:
                 raise HarnessError(f"cannot open results store {self.path}: {exc}") from exc
+            else:
+                self.opens += 1
+                return con
 
     def _busy(self, exc: Exception) -> StoreBusyError:
         match = _PID_PATTERN.search(str(exc))
@@ -374,13 +385,17 @@ class Store:
         cases: list[CaseResult],
         metrics: list[MetricValue],
         gates: list[GateResult],
+        loss_curve: list[tuple[int, float]] | None = None,
     ) -> None:
-        """A model, its cases, metrics and gate verdicts in ONE transaction (one file open)."""
+        """A model, its cases, metrics, gate verdicts (and loss curve, when given) in ONE
+        transaction (one file open)."""
         with self._transaction() as con:
             _require_run(con, run_id)
             _write_model(con, run_id, model)
             _write_evaluation(con, run_id, model.name, cases, metrics)
             _write_gates(con, run_id, model.name, gates)
+            if loss_curve is not None:
+                _write_loss_curve(con, run_id, model.name, loss_curve)
 
     def record_evaluation(
         self,
@@ -406,16 +421,7 @@ class Store:
         """Store a model's training loss curve as (step, loss) points, replacing an earlier one."""
         with self._transaction() as con:
             _require_run(con, run_id)
-            _delete_for_model(con, ("loss_curves",), run_id, model_name)
-            _insert_columns(
-                con,
-                "loss_curves",
-                {"run_id": run_id, "model_name": model_name},
-                [
-                    ("step", "INTEGER", [int(s) for s, _ in points]),
-                    ("loss", "DOUBLE", [float(v) for _, v in points]),
-                ],
-            )
+            _write_loss_curve(con, run_id, model_name, points)
 
     def finish_run(self, run_id: str, *, status: str, exit_code: int) -> None:
         """Mark a run finished with `status` (passed / regressed / error) and its exit code."""
@@ -442,16 +448,31 @@ class Store:
             ).fetchall()
         return {key: json.loads(value) for key, value in rows}
 
-    def put_many(self, kind: str, items: dict[str, Any]) -> None:
-        """Cache JSON-serialisable values of `kind` by key, overwriting earlier values."""
+    def put_many(self, kind: str, items: dict[str, Any], *, scope: str | None = None) -> None:
+        """Cache JSON-serialisable values of `kind` by key, overwriting earlier values.
+
+        `scope`: the model they were computed for, so `get_scope` can read them back at once.
+        """
         if not items:
             return
         with self._transaction() as con:
             con.execute(
-                "INSERT OR REPLACE INTO output_cache (kind, key, value, created_at) "
-                "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?",
-                [kind, list(items), [_dumps(v) for v in items.values()], _now()],
+                "INSERT OR REPLACE INTO output_cache (kind, key, value, created_at, scope) "
+                "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, ?",
+                [kind, list(items), [_dumps(v) for v in items.values()], _now(), scope],
             )
+
+    def get_scope(self, scope: str) -> dict[tuple[str, str], str]:
+        """Every cached entry put under `scope`, as JSON text by (kind, key), in one read.
+
+        The text is left undecoded: a model's scope can hold many entries the caller never asks
+        for (outputs of other suites, of prompts since changed).
+        """
+        with self._transaction() as con:
+            rows = con.execute(
+                "SELECT kind, key, value FROM output_cache WHERE scope = ?", [scope]
+            ).fetchall()
+        return {(kind, key): value for kind, key, value in rows}
 
     # ----------------------------------------------------------------- reading
 
@@ -1010,5 +1031,20 @@ def _write_gates(
             ("passed", "BOOLEAN", [g.passed for g in gates]),
             ("message", "VARCHAR", [g.message for g in gates]),
             ("details", "VARCHAR", [_dumps(g.details) for g in gates]),
+        ],
+    )
+
+
+def _write_loss_curve(
+    con: duckdb.DuckDBPyConnection, run_id: str, model_name: str, points: list[tuple[int, float]]
+) -> None:
+    _delete_for_model(con, ("loss_curves",), run_id, model_name)
+    _insert_columns(
+        con,
+        "loss_curves",
+        {"run_id": run_id, "model_name": model_name},
+        [
+            ("step", "INTEGER", [int(s) for s, _ in points]),
+            ("loss", "DOUBLE", [float(v) for _, v in points]),
         ],
     )

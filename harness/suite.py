@@ -33,6 +33,11 @@ class GenerationConfig(Strict):
     chat_template: bool = False
     system_prompt: str | None = None
     batch_size: int = Field(32, ge=1, le=4096)
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto",
+        description="Who generates: vllm, transformers, or auto (vLLM when it is installed, a "
+        "CUDA device is visible and it can serve the model; else transformers)",
+    )
 
 
 class DataSource(Strict):
@@ -399,7 +404,8 @@ def _resolve(
     from harness.training_plan import plan_trainings  # it builds on this module's types
 
     trainings = plan_trainings(spec, datasets, checks, problems)
-    if resolve_models:
+    if resolve_models:  # models will run: what they need must be installed
+        _check_engines(spec, problems)
         models = _resolve_models(spec, suite_dir, problems, base_override)
     else:
         models = {"base": spec.base} | {c.name: c.model for c in spec.candidates if c.model}
@@ -567,6 +573,29 @@ def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Probl
             problems.add(
                 (*where, "data"),
                 f'no data set "{candidate.data}"{did_you_mean(candidate.data, list(datasets))}',
+            )
+
+
+def _check_engines(spec: Any, problems: Problems) -> None:
+    """`engine: vllm` (suite-wide or on a check) needs the vllm package, found without
+    importing it; `auto` uses vLLM only where it is installed."""
+    wanted: list[PathKey] = []
+    if spec.generation.engine == "vllm":
+        wanted.append(("generation", "engine"))
+    for ci, capability in enumerate(spec.capabilities):
+        for ki, entry in enumerate(capability.checks):
+            if entry.generation is not None and entry.generation.engine == "vllm":
+                wanted.append(("capabilities", ci, "checks", ki, "generation", "engine"))
+    if not wanted:
+        return
+    from harness.vllm_engine import INSTALL_HINT, vllm_installed
+
+    if not vllm_installed():
+        for where in wanted:
+            problems.add(
+                where,
+                f"engine vllm needs the vllm package, which is not installed ({INSTALL_HINT}); "
+                "engine: auto uses vLLM only where it is installed",
             )
 
 

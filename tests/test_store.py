@@ -233,6 +233,56 @@ def test_output_cache(db: Path) -> None:
     assert cache.get_many("generate", ["k3"]) == {"k3": 0.5}
 
 
+def test_output_cache_scope_reads_one_models_entries_at_once(db: Path) -> None:
+    store = Store(db)
+    store.put_many("generate", {"k1": "a", "k2": {"x": 1}}, scope="0.1.0:fp1")
+    store.put_many("rolling", {"k1": -2.5}, scope="0.1.0:fp1")
+    store.put_many("generate", {"k3": "c"}, scope="0.1.0:fp2")
+    store.put_many("generate", {"k4": "d"})
+    assert store.get_scope("0.1.0:fp1") == {
+        ("generate", "k1"): '"a"',
+        ("generate", "k2"): '{"x": 1}',
+        ("rolling", "k1"): "-2.5",
+    }
+    assert store.get_scope("nobody") == {}
+    assert store.get_many("generate", ["k1", "k3", "k4"]) == {"k1": "a", "k3": "c", "k4": "d"}
+
+
+def test_a_version_3_store_migrates_and_keeps_its_cached_outputs(db: Path) -> None:
+    from harness.store import MIGRATIONS
+
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+        )
+        for version, script in MIGRATIONS[:3]:
+            con.execute(script)
+            con.execute("INSERT INTO schema_migrations VALUES (?, now()::TIMESTAMP)", [version])
+        con.execute("INSERT INTO output_cache VALUES ('generate', 'k', '\"old\"', now())")
+    store = Store(db)
+    assert store.get_many("generate", ["k"]) == {"k": "old"}  # still found by its key
+    assert store.get_scope("0.1.0:fp") == {}  # it has no scope
+    store.put_many("generate", {"k": "new"}, scope="0.1.0:fp")
+    assert store.get_scope("0.1.0:fp") == {("generate", "k"): '"new"'}
+    with duckdb.connect(str(db)) as con:
+        versions = con.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_models_results_and_loss_curve_are_written_in_one_open(db: Path) -> None:
+    store = Store(db)
+    run_id = _begin(store)
+    opens = store.opens
+    model = ModelRecord("lora", "candidate", "ckpt/lora", "fp", "ok")
+    curve = [(1, 2.5), (2, 1.5)]
+    store.record_model_result(run_id, model, _cases(3), METRICS, GATES, loss_curve=curve)
+    store.record_model_result(run_id, model, _cases(3), METRICS, GATES, loss_curve=curve)
+    assert store.opens == opens + 2
+    run = store.load_run(run_id)
+    assert run.loss_curves["lora"] == ((1, 2.5), (2, 1.5))  # replaced, not doubled
+    assert run.case_counts["lora"].total == 3 and len(run.gates["lora"]) == 3
+
+
 def test_record_evaluation_replaces(db: Path) -> None:
     store = Store(db)
     run_id = _begin(store)

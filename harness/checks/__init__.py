@@ -12,7 +12,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import Field, model_validator
 
@@ -27,6 +27,7 @@ class GenerationOverride(Strict):
     stop: list[str] | None = None
     chat_template: bool | None = None
     system_prompt: str | None = None
+    engine: Literal["auto", "transformers", "vllm"] | None = None
 
 
 class CheckSpec(Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -112,15 +113,24 @@ def harness_home() -> Path:
 
 def recipe_hash(recipe: BuiltinRecipe) -> str:
     """Hash of everything a build depends on: recipe, corpus, seed, library versions, parent."""
+    corpus, libraries = _build_inputs()
     parts: dict[str, Any] = {
         "format": BUILD_FORMAT,
         "recipe": dataclasses.asdict(recipe),
-        "corpus": {name: sha256_text(corpus_text(name)) for name in CORPUS_NAMES},
-        "libraries": {lib: metadata.version(lib) for lib in HASHED_LIBRARIES},
+        "corpus": dict(corpus),
+        "libraries": dict(libraries),
     }
     if recipe.parent is not None:
         parts["parent"] = recipe_hash(builtin_recipe(recipe.parent))
     return sha256_text(json.dumps(parts, sort_keys=True))[:16]
+
+
+@functools.cache  # the shipped corpus and installed libraries do not change within a process
+def _build_inputs() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """Hashes of the corpus files and versions of the libraries a build depends on (~9 ms)."""
+    corpus = tuple((name, sha256_text(corpus_text(name))) for name in CORPUS_NAMES)
+    libraries = tuple((lib, metadata.version(lib)) for lib in HASHED_LIBRARIES)
+    return corpus, libraries
 
 
 def sha256_text(text: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,12 @@ from harness.planner import (
     EvaluationSetup,
     LoraShape,
     ModelShape,
+    Sharding,
     TrainingSetup,
     evaluation_breakdown,
     lora_parameters,
     model_shape,
+    sharded,
     training_breakdown,
 )
 
@@ -494,6 +496,10 @@ def trained_row(
     evaluation = evaluation_breakdown(shape, evaluation_setup(lengths, batch, info, adapter))
     training = training_breakdown(shape, setup)
     notes.append(f"trains with {acceleration.describe()}")
+    if planned.accelerate is not None:
+        sharding = launch_sharding(planned.accelerate)
+        training = sharded(training, sharding)
+        notes.append(sharding_note(sharding))
     return PlanRow(
         candidate.name, candidate.backend, evaluation, training, setup.seq_len,
         tuple(notes + length_notes), acceleration.record(),
@@ -527,3 +533,85 @@ def saved_adapter_parameters(reference: str, shape: ModelShape) -> int:
 
 
 __all__ = ["FP32", "DeviceInfo", "PlanRow", "SuitePlan", "plan_suite"]
+
+
+# --- accelerate launches -----------------------------------------------------------------------
+
+# FSDP1's sharding strategies by name and by the numbers older accelerate configs write.
+FSDP_STRATEGIES = {
+    "1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD",
+    "5": "HYBRID_SHARD_ZERO2",
+}  # fmt: skip
+
+
+def launch_sharding(launch: Any) -> Sharding:
+    """What an `accelerate:` launch shards, read from its accelerate config file (plain data
+    parallel without one). On one machine a hybrid strategy shards like its plain form."""
+    config = _accelerate_config(launch.config_file)
+    n = launch.num_processes
+    kind = str(config.get("distributed_type", "MULTI_GPU")).upper()
+    if n < 2:
+        return Sharding(n, "one process")
+    if kind == "FSDP":
+        return _fsdp_sharding(n, config.get("fsdp_config") or {})
+    if kind == "DEEPSPEED":
+        return _zero_sharding(n, _zero_stage(config.get("deepspeed_config") or {}))
+    return Sharding(n, "DDP")
+
+
+def _accelerate_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    loaded = (
+        json.loads(path.read_text(encoding="utf-8"))
+        if path.suffix == ".json"
+        else yaml.safe_load(path.read_text(encoding="utf-8"))
+    )
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _fsdp_sharding(n: int, fsdp: dict[str, Any]) -> Sharding:
+    if str(fsdp.get("fsdp_version", 1)) == "2":
+        # FSDP2 shards everything at rest; not resharding after forward keeps the weights whole.
+        whole = fsdp.get("fsdp_reshard_after_forward", True) in (False, "false", "False")
+        strategy = "SHARD_GRAD_OP" if whole else "FULL_SHARD"
+    else:
+        raw = str(fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")).upper()
+        strategy = FSDP_STRATEGIES.get(raw, raw).removeprefix("HYBRID_")
+        strategy = {"SHARD": "FULL_SHARD", "SHARD_ZERO2": "SHARD_GRAD_OP"}.get(strategy, strategy)
+    stage = {"FULL_SHARD": 3, "SHARD_GRAD_OP": 2}.get(strategy, 0)
+    return replace(_zero_sharding(n, stage), name=f"FSDP {strategy}")
+
+
+def _zero_stage(deepspeed: dict[str, Any]) -> int:
+    if "zero_stage" in deepspeed:
+        return int(deepspeed["zero_stage"])
+    config_file = deepspeed.get("deepspeed_config_file")
+    if config_file and Path(config_file).is_file():
+        ds = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        return int((ds.get("zero_optimization") or {}).get("stage", 0))
+    return 0
+
+
+def _zero_sharding(n: int, stage: int) -> Sharding:
+    return Sharding(
+        n, f"ZeRO-{stage}", optimizer=stage >= 1, gradients=stage >= 2, weights=stage >= 3
+    )
+
+
+def sharding_note(sharding: Sharding) -> str:
+    divided = [
+        name
+        for name, flag in (
+            ("weights", sharding.weights),
+            ("gradients", sharding.gradients),
+            ("optimizer states", sharding.optimizer),
+        )
+        if flag
+    ]
+    what = (
+        ", ".join(divided) + f" divided by {sharding.processes}" if divided else "nothing sharded"
+    )
+    return f"accelerate, {sharding.processes} processes, {sharding.name}: per GPU ({what})"

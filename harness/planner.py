@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from harness.errors import HarnessError
@@ -464,6 +464,34 @@ def evaluation_breakdown(shape: ModelShape, setup: EvaluationSetup) -> Breakdown
         activations=max(scoring, prefill + batch * shape.vocab_size * FP32),
         extra=extra,
         total_parameters=params,
+    )
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """What a multi-process launch divides among its processes (ZeRO's stages): DDP and
+    NO_SHARD nothing; ZeRO-1 the optimizer states; ZeRO-2 and SHARD_GRAD_OP also the gradients;
+    ZeRO-3 and FULL_SHARD also the weights. Activations stay per process (its own micro-batch)."""
+
+    processes: int
+    name: str = "DDP"
+    optimizer: bool = False
+    gradients: bool = False
+    weights: bool = False
+
+
+def sharded(breakdown: Breakdown, sharding: Sharding) -> Breakdown:
+    """One process's share of a training peak (what each GPU must hold)."""
+    n = sharding.processes
+
+    def share(value: float, divided: bool) -> float:
+        return value / n if divided else value
+
+    return replace(
+        breakdown,
+        weights=share(breakdown.weights, sharding.weights),
+        gradients=share(breakdown.gradients, sharding.gradients),
+        optimizer=share(breakdown.optimizer, sharding.optimizer),
     )
 
 

@@ -411,3 +411,85 @@ def test_estimate_within_3x_of_measured_cpu_peak(tmp_path: Path) -> None:
     for result in json.loads(out.read_text()):
         ratio = result["estimate"]["total"] / result["measured"]
         assert 1 / 3 < ratio < 3, result
+
+
+# ---- accelerate launches: one GPU's share ------------------------------------------------------
+
+
+def test_sharding_divides_what_each_zero_stage_shards() -> None:
+    from harness.planner import Sharding, sharded
+
+    full = training_breakdown(SHAPE, TrainingSetup("full", 2, 6, FP32))
+    ddp = sharded(full, Sharding(4))
+    zero3 = sharded(full, Sharding(4, weights=True, gradients=True, optimizer=True))
+    assert ddp == full  # every process holds everything
+    assert zero3.weights == full.weights / 4 and zero3.optimizer == full.optimizer / 4
+    assert zero3.gradients == full.gradients / 4
+    assert zero3.activations == full.activations  # each process runs its own micro-batch
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (None, ("DDP", False, False, False)),
+        ("distributed_type: MULTI_GPU\n", ("DDP", False, False, False)),
+        (
+            "distributed_type: FSDP\nfsdp_config: {fsdp_sharding_strategy: FULL_SHARD}\n",
+            ("FSDP FULL_SHARD", True, True, True),
+        ),
+        (  # older accelerate configs write the strategy's number
+            "distributed_type: FSDP\nfsdp_config: {fsdp_sharding_strategy: 2}\n",
+            ("FSDP SHARD_GRAD_OP", False, True, True),
+        ),
+        (
+            "distributed_type: FSDP\nfsdp_config: {fsdp_version: 2, fsdp_reshard_after_forward: true}\n",
+            ("FSDP FULL_SHARD", True, True, True),
+        ),
+        (
+            "distributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 1}\n",
+            ("ZeRO-1", False, False, True),
+        ),
+    ],
+)
+def test_launch_sharding_is_read_from_the_accelerate_config(
+    tmp_path: Path, config: str | None, expected: tuple[str, bool, bool, bool]
+) -> None:
+    from harness.launch import AccelerateConfig
+    from harness.memory_plan import launch_sharding
+
+    path = None
+    if config is not None:
+        path = tmp_path / "accelerate.yaml"
+        path.write_text(config)
+    sharding = launch_sharding(AccelerateConfig(4, path))
+    assert (sharding.name, sharding.weights, sharding.gradients, sharding.optimizer) == expected
+    assert sharding.processes == 4
+
+
+def test_plan_of_a_candidate_sharded_over_gpus(tmp_path: Path) -> None:
+    from harness.memory_plan import plan_suite
+    from harness.suite import load_suite
+
+    (tmp_path / "fsdp.yaml").write_text(
+        "distributed_type: FSDP\nfsdp_config: {fsdp_sharding_strategy: FULL_SHARD}\n"
+    )
+    data = REPO / "suites" / "data"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"""\
+name: sharded
+base: random:qwen2.5-0.5b
+data: {{train: {{path: {data / "new_facts_train.jsonl"}}}, new_facts: {{path: {data / "new_facts.jsonl"}}}}}
+capabilities: [{{name: new_facts, checks: [{{type: qa, data: new_facts}}]}}]
+candidates:
+  - {{name: one, backend: full, data: train}}
+  - {{name: four, backend: full, data: train, accelerate: {{num_processes: 4, config_file: fsdp.yaml}}}}
+"""
+    )
+    plan = plan_suite(load_suite(suite), device="cuda", dtype="bfloat16", memory="80GiB")
+    rows = {row.name: row for row in plan.rows}
+    one, four = rows["one"].training, rows["four"].training
+    assert one is not None and four is not None
+    assert four.optimizer == one.optimizer / 4 and four.weights == one.weights / 4
+    assert four.total < one.total
+    assert any("4 processes, FSDP FULL_SHARD: per GPU" in note for note in rows["four"].notes)

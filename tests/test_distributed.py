@@ -244,12 +244,12 @@ def test_candidates_train_in_parallel_children_and_one_over_two_processes(
         training: {parallel: 2}
         candidates:
           - {name: single, backend: lora, data: train, args: {learning_rate: 3.0e-3, max_steps: 60}}
-          - {name: diverges, backend: full, data: train, args: {learning_rate: 1.0e+30, max_steps: 3}}
           - name: ddp
             backend: lora
             data: train
             accelerate: {num_processes: 2}
             args: {learning_rate: 3.0e-3, max_steps: 20, per_device_train_batch_size: 4}
+          - {name: diverges, backend: full, data: train, args: {learning_rate: 1.0e+30, max_steps: 3}}
         """,
     )
     timeline = Timeline()
@@ -271,8 +271,9 @@ def test_candidates_train_in_parallel_children_and_one_over_two_processes(
     assert by_name["ddp"].metrics  # the two-process artifact loads and evaluates
     assert "queued" in timeline.stages["ddp"] and "training (CPU)" in timeline.stages["ddp"]
 
-    # and two trainings ran at the same time
+    # the first two started together (two slots) and ran at the same time
     assert timeline.began["ddp"] < timeline.ended["single"]
+    assert timeline.began["single"] < timeline.ended["ddp"]
 
     # a rerun reuses both artifacts (the launch is part of their keys)
     again = run_suite(load_suite(path), Store(tmp_path / "h.duckdb"))

@@ -70,12 +70,12 @@ def _installed_versions() -> dict[str, str]:
 
 @functools.cache
 def training_device() -> str:
-    """The kind of device a candidate trains on here: cpu, cuda, or cuda-bf16."""
-    import torch
+    """The kind of device a candidate trains on here (the backends' own pick): cpu, cuda, or
+    cuda-bf16."""
+    from harness.backends.common import pick_device
 
-    if not torch.cuda.is_available():
-        return "cpu"
-    return "cuda-bf16" if torch.cuda.is_bf16_supported() else "cuda"
+    device = pick_device()
+    return f"{device.name}-bf16" if device.bf16 else device.name
 
 
 def artifact_key(

@@ -152,10 +152,9 @@ def trainer_arguments(
     config: TrainingArgs,
     request: TrainRequest,
     device: Device,
-    acceleration: Acceleration | None = None,
+    plan: Acceleration,
 ) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig, DPOConfig, GRPOConfig and TrainingArguments."""
-    plan = acceleration or plan_acceleration(config, request, device)
     return {
         "output_dir": str(request.output_dir),
         "learning_rate": config.learning_rate,
@@ -460,12 +459,11 @@ def used_acceleration(trainer: Any) -> dict[str, Any]:
 def train_with(
     make_trainer: Callable[[list[Any]], Any],
     request: TrainRequest,
-    acceleration: Acceleration | None = None,
+    acceleration: Acceleration,
 ) -> TrainResult:
     """Build a trainer with the progress callback, train it quietly, save and report."""
     log = LossLog()
-    liger = acceleration is not None and acceleration.liger
-    model_type = base_model_type(request.base_dir) if liger else None
+    model_type = base_model_type(request.base_dir) if acceleration.liger else None
     with quiet(), kept_module_globals(model_type):
         trainer = make_trainer([progress_callback(request.progress, log)])
         run_trainer(trainer)

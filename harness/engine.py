@@ -173,6 +173,7 @@ class Engine:
         # Unique requests served from the cache vs run through the model: shows what a rerun reused.
         self.requests_cached = 0
         self.requests_computed = 0
+        self._engines_used: set[str] = set()  # "transformers" and/or "vllm", as they generate
 
     # The model is needed only when a request misses the cache; a LazyModel loads then.
     @cached_property
@@ -304,10 +305,6 @@ class Engine:
         """Which library generated this model's outputs ("transformers", "vllm", or both as
         "transformers+vllm"); None when nothing was generated."""
         return "+".join(sorted(self._engines_used)) or None
-
-    @cached_property
-    def _engines_used(self) -> set[str]:
-        return set()
 
     @cached_property
     def _vllm(self) -> VllmServing:

@@ -89,7 +89,6 @@ def _regated(
     result = ModelResult(
         candidate.record, candidate.metrics, gates, candidate.cases, gating.fail_on
     )
-    store.record_model_result(run_id, result.record, result.cases, result.metrics, gates)
-    if stored.loss_curves.get(name):
-        store.record_loss_curve(run_id, name, list(stored.loss_curves[name]))
+    curve = list(stored.loss_curves.get(name) or []) or None
+    store.record_model_result(run_id, result.record, result.cases, result.metrics, gates, curve)
     return result

@@ -7,6 +7,7 @@ the next run of the same suite redoes only what is missing.
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -300,13 +301,12 @@ def _trainings(
     from harness.models.loading import base_directory
     from harness.training import train_candidate
 
-    base_dirs: list[Any] = []
     lock = threading.Lock()  # parallel trainings: resolve (maybe save) the base directory once
+    resolve_base = functools.cache(lambda: base_directory(suite.models["base"]))
 
     def train(name: str, placement: Any) -> Any:
         with lock:
-            base_dirs[:] = base_dirs or [base_directory(suite.models["base"])]
-        base_dir = base_dirs[0]
+            base_dir = resolve_base()
         where = "" if placement is None else f" ({placement.describe()})"
         reporter.stage(name, "training" + where)
         progress = lambda p: reporter.training(name, p.step, p.total_steps, p.loss)  # noqa: E731

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 
 from harness.ci_text import gate_evidence, short_reason
-from harness.gates import index_metrics
+from harness.gates import gate_status, index_metrics
 from harness.runner import RunResult
 
 
@@ -44,10 +44,9 @@ def _repository_path(path: str | None) -> str | None:
 
 
 def workflow_commands(result: RunResult) -> list[str]:
-    """An error per failed gate and per candidate that failed to run; warnings for warn-only
-    gates, underpowered passes and cases missing from a baseline."""
-    from harness.console import power_warnings
-
+    """An error per failed gate and per candidate that failed to run; a warning per inconclusive
+    or warn-only gate and per candidate warning (an adapter without effect, cases missing from a
+    baseline)."""
     file = _repository_path(result.suite_path)
     lines = []
     if result.base.record.status == "error":
@@ -60,10 +59,14 @@ def workflow_commands(result: RunResult) -> list[str]:
             continue
         metrics = index_metrics(candidate.metrics)
         for gate in (g for g in candidate.gates if not g.passed):
-            level = "error" if gate.kind in candidate.fail_on else "warning"
-            title = f"harness: {name} {gate.kind} gate failed: {short_reason(gate)}"
+            status = gate_status(gate, candidate.fail_on)
+            level = "error" if status == "fail" else "warning"
+            said = "failed" if gate.outcome == "fail" else "was inconclusive"
+            title = f"harness: {name} {gate.kind} gate {said}: {short_reason(gate)}"
             evidence = gate_evidence(gate, metrics.get((gate.capability, gate.metric)))
             lines.append(command(level, title, "\n".join(evidence), file))
-    for warning in [*power_warnings(result), *result.warnings]:
+        for warning in candidate.warnings:
+            lines.append(command("warning", f"harness: {name}", warning, file))
+    for warning in result.warnings:
         lines.append(command("warning", "harness", warning, file))
     return lines

@@ -1,11 +1,11 @@
-"""Gate verdicts as short text, shared by the JUnit, Markdown and GitHub-annotation outputs."""
+"""Gate verdicts as short text, shared by the terminal, JUnit, Markdown, annotations and report."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from harness.gates import GATE_KINDS
+from harness.gates import GATE_KINDS, cases_needed_text, gate_status
 from harness.records import GateResult, MetricValue
 
 
@@ -32,11 +32,13 @@ def number(value: float | None, signed: bool = False) -> str:
 
 
 def interval(gate: GateResult, metric: MetricValue | None) -> str:
-    """The uncertainty behind a verdict: the paired gain bounds, else the value's interval."""
-    bounds = gate.details.get("gain_bounds")
-    if bounds and None not in bounds:
-        confidence = gate.details.get("confidence", 0.95)
-        return f"gain in [{bounds[0]:+.3f}, {bounds[1]:+.3f}] ({confidence:.0%} one-sided bounds)"
+    """The uncertainty behind a verdict: the one-sided bounds at the gate's confidence, else the
+    value's 95% interval."""
+    confidence = gate.details.get("confidence", 0.95)
+    for key, what in (("gain_bounds", "gain"), ("value_bounds", "value")):
+        bounds = gate.details.get(key)
+        if bounds and None not in bounds:
+            return f"{what} in [{bounds[0]:+.3f}, {bounds[1]:+.3f}] ({confidence:.0%} one-sided bounds)"
     if metric is not None:
         return f"value 95% CI [{metric.ci_low:.3f}, {metric.ci_high:.3f}]"
     return "no interval"
@@ -48,12 +50,69 @@ def limit_text(gate: GateResult) -> str:
     return f"max drop {gate.limit:g}" if gate.kind == "forgetting" else f"min gain {gate.limit:g}"
 
 
-def flipped(gate: GateResult, shown: int = 10) -> str:
-    """Cases that passed on the reference and fail on the candidate (and back), abridged."""
+def p_text(gate: GateResult) -> str:
+    """The p-value with the hypothesis it tests, e.g. 'p=0.003 against drop ≥ 0.1'."""
+    p, hypothesis = gate.details.get("p_value"), gate.details.get("hypothesis")
+    if p is None:
+        return ""
+    return f"p={p:.2g} against {hypothesis}" if hypothesis else f"p={p:.2g}"
+
+
+def outcome_text(gate: GateResult) -> str:
+    """Why a gate came out as it did, in a few words (no values)."""
+    details = gate.details
+    if gate.outcome == "inconclusive":
+        if "n" not in details:
+            return "inconclusive: nothing to test it on"
+        return "inconclusive: " + cases_needed_text(details["n"], details.get("cases_needed"))
+    if gate.outcome == "fail" and "significant" in details:
+        if details["significant"]:
+            return f"significant, {p_text(gate)}"
+        return f"not significant at n={details['n']}, {p_text(gate)}"
+    if gate.outcome == "pass" and details.get("mode") == "confidence" and "p_value" in details:
+        return f"{details.get('confidence', 0.95):.0%} sure, {p_text(gate)}"
+    return ""
+
+
+def status_cell(gate: GateResult, fail_on: Iterable[str]) -> str:
+    """A gate's verdict in a table cell: pass / FAIL / inconclusive / warn, and the test."""
+    status = gate_status(gate, fail_on)
+    word = {"pass": "pass", "fail": "FAIL", "inconclusive": "inconclusive", "warn": "warn"}[status]
+    if status == "warn":
+        word += f" ({gate.outcome}, warn-only)"
+    if gate.outcome == "inconclusive" and gate.details.get("cases_needed"):
+        return f"{word}: ~{gate.details['cases_needed']} cases needed (n={gate.details['n']})"
+    if gate.outcome == "fail" and "significant" in gate.details:
+        significant = "significant" if gate.details["significant"] else "not significant"
+        return f"{word}, {significant} ({p_text(gate)})"
+    p = p_text(gate)
+    return f"{word} ({p})" if p else word
+
+
+def flip_lists(gate: GateResult) -> tuple[list[str], list[str], str]:
+    """(cases that got worse, cases that got better, what was compared) on the gated metric.
+
+    Gates stored before flips were counted on the gated metric have pass/fail lists.
+    """
     flips = gate.details.get("flips") or {}
+    worse = list(flips.get("worse", flips.get("pass_to_fail")) or [])
+    better = list(flips.get("better", flips.get("fail_to_pass")) or [])
+    basis = flips.get("basis", "passed")
+    return worse, better, basis
+
+
+def flipped(gate: GateResult, shown: int = 10) -> str:
+    """Cases that got worse and better on the gated metric, abridged."""
+    worse, better, basis = flip_lists(gate)
+    pass_fail = str(gate.details.get("method", "")).startswith("exact")
+    if basis == "metric" and pass_fail:
+        labels = (f"pass→fail on {gate.metric}", f"fail→pass on {gate.metric}")
+    elif basis == "metric":
+        labels = (f"worse on {gate.metric}", f"better on {gate.metric}")
+    else:  # a corpus metric: each case's own pass or fail
+        labels = ("case pass→fail", "case fail→pass")
     parts = []
-    for key, label in (("pass_to_fail", "pass→fail"), ("fail_to_pass", "fail→pass")):
-        ids = list(flips.get(key) or [])
+    for ids, label in ((worse, labels[0]), (better, labels[1])):
         if ids:
             more = f" … (+{len(ids) - shown})" if len(ids) > shown else ""
             parts.append(f"{label} ({len(ids)}): {', '.join(ids[:shown])}{more}")
@@ -69,7 +128,7 @@ def reference_text(gate: GateResult) -> str:
 
 
 def gate_evidence(gate: GateResult, metric: MetricValue | None) -> list[str]:
-    """Lines of evidence for a verdict: values, delta, interval, p-value, flips, missing cases."""
+    """Lines of evidence for a verdict: values, delta, interval, test, flips, missing cases."""
     lines = [gate.message, f"metric: {gate.capability} {gate.metric}"]
     if gate.kind == "threshold":
         lines.append(f"value: {number(gate.value)} ({limit_text(gate)})")
@@ -80,7 +139,9 @@ def gate_evidence(gate: GateResult, metric: MetricValue | None) -> list[str]:
         )
     lines.append(f"interval: {interval(gate, metric)}")
     if gate.details.get("p_value") is not None:
-        lines.append(f"test: {gate.details.get('method')} p={gate.details['p_value']:.3g}")
+        lines.append(f"test: {gate.details.get('method')} {p_text(gate)}")
+    if text := outcome_text(gate):
+        lines.append(f"outcome: {gate.outcome}: {text}")
     if flips := flipped(gate, shown=50):
         lines.append(f"flipped cases: {flips}")
     if gate.details.get("baseline_missing"):
@@ -90,13 +151,27 @@ def gate_evidence(gate: GateResult, metric: MetricValue | None) -> list[str]:
 
 
 def short_reason(gate: GateResult) -> str:
-    """A failed gate in a few words, e.g. 'arithmetic exact.acc -0.17 (limit -0.05)'."""
+    """A gate in a few words, e.g. 'arithmetic exact.acc -0.5 (limit -0.1; significant, p=0.02
+    against drop ≤ 0.1)'."""
     where = f"{gate.capability} {gate.metric}"
     if gate.value is None or (gate.kind != "threshold" and gate.delta is None):
         return f"{where}: no value"
+    why = outcome_text(gate)
+    why = f"; {why}" if why else ""
     if gate.kind == "threshold":
-        return f"{where} {gate.value:.3g} (limit {gate.limit:g})"
+        return f"{where} {gate.value:.3g} (limit {gate.limit:g}{why})"
     worse = "+" if gate.details.get("lower_is_better") else "-"  # which way is worse
     better = "-" if worse == "+" else "+"
     needed = f"{worse}{gate.limit:g}" if gate.kind == "forgetting" else f"{better}{gate.limit:g}"
-    return f"{where} {gate.delta:+.3g} (limit {needed})"
+    return f"{where} {gate.delta:+.3g} (limit {needed}{why})"
+
+
+def candidate_warnings(candidate: Any, *, inconclusive: bool = True) -> list[str]:
+    """Everything to warn about one candidate (a ModelResult): its inconclusive gates (unless
+    `inconclusive` is false: said beside its verdict already), gates --fail-on made warn-only,
+    and its own warnings. Each line names the candidate."""
+    name = candidate.record.name
+    undecided = candidate.inconclusive if inconclusive else []
+    lines = [f"{name} · {g.capability} · {g.metric}: {outcome_text(g)}" for g in undecided]
+    lines += [f"{name} (warn-only) · {short_reason(g)}" for g in candidate.warned]
+    return lines + [f"{name}: {w}" for w in candidate.warnings]

@@ -98,6 +98,7 @@ def run(
     baseline: str | None,
     baseline_model: str | None,
     fail_on: frozenset[str],
+    strict: bool,
     json_path: Path | None,
     junit_path: Path | None,
     summary: str | None,
@@ -114,7 +115,7 @@ def run(
     check_summary_target(summary)
     store = _store(db)
     names = candidate_names(loaded, selected)
-    gating = make_gating(store, loaded, names, baseline, baseline_model, fail_on)
+    gating = make_gating(store, loaded, names, baseline, baseline_model, fail_on, strict)
     quiet_library_progress_bars()
     show_model_builds()
     console = make_console(stderr=True)
@@ -158,13 +159,14 @@ def runs(db: Path | None, suite_name: str | None, limit: int) -> None:
     """List recorded runs, newest first."""
     summaries = _store(db).list_runs(suite=suite_name, limit=limit)
     table = Table()
-    for column in ("run", "suite", "started (UTC)", "status", "exit", "models", "gates ok/failed"):
+    gate_counts = "gates pass/fail/inconclusive"
+    for column in ("run", "suite", "started (UTC)", "status", "exit", "models", gate_counts):
         table.add_column(column)
     for item in summaries:
         table.add_row(
             item.id, item.suite_name, str(item.started_at)[:19], item.status,
             "" if item.exit_code is None else str(item.exit_code), ", ".join(item.models),
-            f"{item.gates_passed}/{item.gates_failed}",
+            f"{item.gates_passed}/{item.gates_failed}/{item.gates_inconclusive}",
         )  # fmt: skip
     make_console().print(table if summaries else "no runs recorded yet")
 

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from harness.errors import HarnessError
-from harness.gates import GATE_KINDS
+from harness.gates import GATE_KINDS, STRICT
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
 _DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
@@ -30,18 +30,22 @@ def _store(db: Path | None) -> Any:
 
 
 def parse_fail_on(_ctx: Any, _param: Any, values: tuple[str, ...]) -> frozenset[str]:
-    """`--fail-on forgetting,threshold` (repeatable; `all` or `none` too) -> gate kinds."""
+    """`--fail-on forgetting,threshold` (repeatable; `all`, `none` and `inconclusive` too) ->
+    gate kinds, with STRICT when inconclusive gates fail too."""
     kinds: set[str] = set()
-    for value in values or ("all",):
-        for word in filter(None, (w.strip() for w in value.split(","))):
-            if word == "all":
-                kinds |= set(GATE_KINDS)
-            elif word in GATE_KINDS:
-                kinds.add(word)
-            elif word != "none":
-                raise click.BadParameter(
-                    f"{word!r} is not a gate kind; use {', '.join(GATE_KINDS)}, all or none"
-                )
+    words = [w.strip() for value in values for w in value.split(",") if w.strip()]
+    if not any(w in GATE_KINDS or w in ("all", "none") for w in words):
+        words.append("all")  # `--fail-on inconclusive` alone keeps every gate kind deciding
+    for word in words:
+        if word == "all":
+            kinds |= set(GATE_KINDS)
+        elif word in GATE_KINDS or word == STRICT:
+            kinds.add(word)
+        elif word != "none":
+            raise click.BadParameter(
+                f"{word!r} is not a gate kind; use {', '.join(GATE_KINDS)}, all, none, "
+                f"or {STRICT} (inconclusive gates fail too, as --strict)"
+            )
     return frozenset(kinds)
 
 
@@ -76,7 +80,14 @@ def ci_options(command: Callable[..., Any]) -> Callable[..., Any]:
             callback=parse_fail_on,
             metavar="KINDS",
             help="Gate kinds that fail the build, comma-separated: threshold, forgetting, "
-            "improve (default: all). Failures of the others are reported as warnings.",
+            "improve (default: all). Failures of the others are reported as warnings. "
+            "Add `inconclusive` to fail on gates too small to tell, as --strict does.",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Inconclusive gates (too few cases to tell) fail the build too (exit 1); "
+            "by default they warn and exit 0.",
         ),
         click.option("--json", "json_path", type=_PATH, help="Write a JSON summary here."),
         click.option("--junit", "junit_path", type=_PATH, help="Write JUnit XML here."),
@@ -107,6 +118,7 @@ def make_gating(
     baseline: str | None,
     baseline_model: str | None,
     fail_on: frozenset[str],
+    strict: bool = False,
 ) -> Any:
     """The runner's Gating; resolving the baseline first, so a bad one is exit 2, nothing run."""
     from harness.baseline import plan_baseline
@@ -117,7 +129,7 @@ def make_gating(
     planned = (
         plan_baseline(store, baseline, suite, candidates, baseline_model) if baseline else None
     )
-    return Gating(fail_on=fail_on, baseline=planned)
+    return Gating(fail_on=fail_on | ({STRICT} if strict else set()), baseline=planned)
 
 
 def finish(result: Any, suite: Any, db: Path | None, outputs: CiOutputs) -> None:
@@ -181,6 +193,7 @@ def gate(
     baseline: str | None,
     baseline_model: str | None,
     fail_on: frozenset[str],
+    strict: bool,
     json_path: Path | None,
     junit_path: Path | None,
     summary: str | None,
@@ -205,7 +218,7 @@ def gate(
         )
     loaded = load_suite(path, resolve_models=False)
     names = [m.name for m in stored.models if m.role == "candidate"]
-    gating = make_gating(store, loaded, names, baseline, baseline_model, fail_on)
+    gating = make_gating(store, loaded, names, baseline, baseline_model, fail_on, strict)
     result = regate_run(store, run_id, loaded, gating)
     click.echo(f"gated run {run_id} again under {path}: new run {result.run_id}", err=True)
     finish(result, loaded, db, CiOutputs(json_path, junit_path, summary, report_path))

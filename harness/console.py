@@ -17,15 +17,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from harness.ci_text import number, short_reason
+from harness.ci_text import candidate_warnings, number, short_reason, status_cell
+from harness.gates import gate_status
 from harness.runner import Reporter, RunResult
 
 VERDICT_STYLE = {
     "passed": "green",
+    "inconclusive": "yellow",
     "regressed": "bold red",
     "error": "bold magenta",
     "evaluated": "cyan",
 }
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "warn": "yellow"}
 
 
 class ConsoleReporter(Reporter):
@@ -128,11 +131,8 @@ def _add_candidate_rows(table: Table, candidate: Any) -> None:
     for gate in candidate.gates:
         metric = intervals.get((gate.capability, gate.metric))
         ci = f"[{metric.ci_low:.3f}, {metric.ci_high:.3f}]" if metric else "—"
-        verdict = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
-        if not gate.passed and gate.kind not in candidate.fail_on:
-            verdict = "[yellow]warn[/]"  # --fail-on leaves this kind out of the build's verdict
-        if gate.details.get("p_value") is not None:
-            verdict += f" p={gate.details['p_value']:.2g}"
+        style = STATUS_STYLE[gate_status(gate, candidate.fail_on)]
+        verdict = f"[{style}]{escape(status_cell(gate, candidate.fail_on))}[/]"
         table.add_row(
             escape(name), escape(gate.capability), gate.kind, escape(gate.metric),
             number(gate.base_value), number(gate.value), ci, number(gate.delta, signed=True), verdict,
@@ -188,35 +188,26 @@ def _method_row(candidate: Any, gated: list[tuple[str, str]]) -> list[str]:
     ]
 
 
-def power_warnings(result: RunResult) -> list[str]:
-    """Passed forgetting gates whose test could not have seen a drop of their own max_drop."""
-    lines = []
-    for candidate in result.candidates:
-        for gate in candidate.gates:
-            if gate.passed and gate.details.get("underpowered"):  # a pass that could hide a drop
-                mde, n = gate.details["minimum_detectable_effect"], gate.details["n"]
-                lines.append(
-                    f"{candidate.record.name} · {gate.capability} · {gate.metric}: with {n} cases only drops of "
-                    f"{mde:.3g} or more are detectable, but max_drop is {gate.limit:g}; add cases or use mode: point"
-                )
-    return lines
-
-
 def print_verdicts(console: Console, result: RunResult) -> None:
+    """A line per candidate (its verdict and why), then every warning, then the exit code."""
     for candidate in result.candidates:
         verdict = candidate.verdict
-        failed = [g for g in candidate.gates if not g.passed and g.kind in candidate.fail_on]
-        why = candidate.record.error if verdict == "error" else ", ".join(map(short_reason, failed))
+        if verdict == "error":
+            why = candidate.record.error or ""
+        elif verdict == "regressed":
+            why = ", ".join(map(short_reason, candidate.failed))
+        else:
+            why = ", ".join(map(short_reason, candidate.inconclusive))
         style = VERDICT_STYLE[verdict]
-        line = f"[{style}]{verdict.upper():<9}[/] {escape(candidate.record.name)}"
-        console.print(line + (f" — {escape(why or '')}" if why else ""))
-        if candidate.warned:
-            warned = ", ".join(map(short_reason, candidate.warned))
-            console.print(
-                f"[yellow]WARNING[/]   {escape(candidate.record.name)} (warn-only) — {escape(warned)}"
-            )
-    for line in [*power_warnings(result), *result.warnings]:
-        console.print(f"[yellow]WARNING[/]   {escape(line)}")
+        line = f"[{style}]{verdict.upper():<12}[/] {escape(candidate.record.name)}"
+        console.print(line + (f" — {escape(why)}" if why else ""))
+    warnings = [
+        w
+        for c in result.candidates
+        for w in candidate_warnings(c, inconclusive=c.verdict != "inconclusive")
+    ] + result.warnings
+    for warning in warnings:
+        console.print(f"[yellow]WARNING[/]      {escape(warning)}")
     if result.base.record.status == "error":
-        console.print(f"[magenta]ERROR[/]     base — {escape(result.base.record.error or '')}")
+        console.print(f"[magenta]ERROR[/]        base — {escape(result.base.record.error or '')}")
     console.print(f"exit {result.exit_code} ({result.status})")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from harness.gates import GATE_KINDS, Verdict, verdict_of
+from harness.gates import GATE_KINDS, Verdict, gate_status, verdict_of
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
 
 Direction = Literal["better", "worse", "same", "new", "gone"]
@@ -30,11 +30,14 @@ def verdict_reason(
     """Why a candidate got its verdict, in words (what `harness run` prints beside it)."""
     if record.status == "error":
         return record.error or "failed without a message"
-    kinds = frozenset(fail_on)
-    failed = [g for g in gates if not g.passed and g.kind in kinds]
-    warned = [g for g in gates if not g.passed and g.kind not in kinds]
+    statuses = [(g, gate_status(g, fail_on)) for g in gates]
+    failed = [g for g, s in statuses if s == "fail"]
+    undecided = [g for g, s in statuses if s == "inconclusive"]
+    warned = [g for g, s in statuses if s == "warn"]
     if failed:
         return "; ".join(f"{g.capability}: {g.message}" for g in failed)
+    if undecided:  # too few cases to tell: not a pass
+        return "; ".join(f"{g.capability}: {g.message}" for g in undecided)
     if warned:  # --fail-on made these kinds warn-only: they did not fail the build
         return "warn-only: " + "; ".join(f"{g.capability}: {g.message}" for g in warned)
     if not gates:

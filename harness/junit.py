@@ -1,8 +1,10 @@
 """JUnit XML (`--junit FILE`): one testcase per candidate x gate, for any CI's test view.
 
 A failed gate is a <failure> carrying the metric, delta, interval and flipped cases; a candidate
-that failed to train or evaluate gives an <error> on each of its gates; a failed gate whose kind
---fail-on excludes passes, with the warning in <system-out>. One <testsuite> per candidate.
+that failed to train or evaluate gives an <error> on each of its gates; an inconclusive gate is
+<skipped> with the cases it would need (a <failure> under --strict); a gate whose kind --fail-on
+excludes passes, with the warning in <system-out>. Every testcase carries its outcome as a
+property. One <testsuite> per candidate.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.ci_text import gate_evidence, gate_keys, gate_name, short_reason
-from harness.gates import index_metrics
+from harness.ci_text import candidate_warnings, gate_evidence, gate_keys, gate_name, short_reason
+from harness.gates import gate_status, index_metrics
 from harness.runner import ModelResult, RunResult
 
 
@@ -23,7 +25,7 @@ def junit_xml(result: RunResult, capabilities: Sequence[object]) -> ET.ElementTr
     defined = gate_keys(capabilities)
     for candidate in result.candidates:
         root.append(_testsuite(result, candidate, defined))
-    for attribute in ("tests", "failures", "errors"):
+    for attribute in ("tests", "failures", "errors", "skipped"):
         root.set(attribute, str(sum(int(s.get(attribute, "0")) for s in root)))
     ET.indent(root)
     return ET.ElementTree(root)
@@ -52,10 +54,14 @@ def _testsuite(
             error.text = message
     else:
         _gate_cases(suite, candidate, classname)
+    if warnings := candidate_warnings(candidate):
+        out = ET.SubElement(suite, "system-out")
+        out.text = "\n".join(f"WARNING {w}" for w in warnings)
     cases = suite.findall("testcase")
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
     suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
+    suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
     return suite
 
 
@@ -64,12 +70,18 @@ def _gate_cases(suite: ET.Element, candidate: ModelResult, classname: str) -> No
     for gate in candidate.gates:
         name = gate_name(gate.capability, gate.kind, gate.metric)
         case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+        properties = ET.SubElement(case, "properties")
+        ET.SubElement(properties, "property", name="outcome", value=gate.outcome)
         evidence = "\n".join(gate_evidence(gate, metrics.get((gate.capability, gate.metric))))
-        if gate.passed:
+        status = gate_status(gate, candidate.fail_on)
+        if status == "pass":
             continue
-        if gate.kind in candidate.fail_on:
+        if status == "fail":
             failure = ET.SubElement(case, "failure", message=short_reason(gate), type=gate.kind)
             failure.text = evidence
+        elif status == "inconclusive":  # not a pass: a skipped test that says what it lacks
+            skipped = ET.SubElement(case, "skipped", message=short_reason(gate))
+            skipped.text = evidence
         else:  # warn-only (--fail-on): the test passes, the reason stays visible
             out = ET.SubElement(case, "system-out")
             out.text = f"WARNING (warn-only gate, not failing the build)\n{evidence}"

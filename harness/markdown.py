@@ -12,13 +12,21 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.ci_text import flipped, interval, number, reference_text, short_reason
+from harness.ci_text import (
+    candidate_warnings,
+    flipped,
+    interval,
+    number,
+    reference_text,
+    short_reason,
+    status_cell,
+)
 from harness.errors import HarnessError
 from harness.gates import index_metrics
 from harness.runner import ModelResult, RunResult
 
 GITHUB = "github"
-_ICON = {"passed": "✅", "regressed": "❌", "error": "💥"}
+_ICON = {"passed": "✅", "inconclusive": "❔", "regressed": "❌", "error": "💥"}
 
 
 def md(text: object) -> str:
@@ -57,14 +65,15 @@ def _header(result: RunResult) -> list[str]:
 
 
 def _verdict_table(result: RunResult) -> list[str]:
-    lines = ["| candidate | verdict | failed gates |", "|---|---|---|"]
+    lines = ["| candidate | verdict | why |", "|---|---|---|"]
     for c in result.candidates:
         if c.record.status == "error":
             why = md(c.record.error or "failed to run")
         else:
-            failing = [md(short_reason(g)) for g in c.gates if not g.passed and g.kind in c.fail_on]
+            failing = [md(short_reason(g)) for g in c.failed]
+            undecided = [md(short_reason(g)) for g in c.inconclusive]
             warned = [f"{md(short_reason(g))} (warn-only)" for g in c.warned]
-            why = "<br>".join(failing + warned) or "—"
+            why = "<br>".join(failing + undecided + warned) or "—"
         lines.append(f"| {md(c.record.name)} | {_verdict(c)} | {why} |")
     return [*lines, ""]
 
@@ -74,7 +83,7 @@ def _gates_table(result: RunResult) -> list[str]:
     for c in result.candidates:
         metrics = index_metrics(c.metrics)
         for g in c.gates:
-            verdict = "pass" if g.passed else ("FAIL" if g.kind in c.fail_on else "warn")
+            verdict = md(status_cell(g, c.fail_on))
             reference = "" if g.kind == "threshold" else reference_text(g)
             rows.append(
                 f"| {md(c.record.name)} | {md(g.capability)} | {g.kind} | {md(g.metric)} | "
@@ -139,9 +148,7 @@ def _flips(result: RunResult) -> list[str]:
 
 
 def _warnings(result: RunResult) -> list[str]:
-    from harness.console import power_warnings
-
-    warnings = [*power_warnings(result), *result.warnings]
+    warnings = [w for c in result.candidates for w in candidate_warnings(c)] + result.warnings
     return [f"> ⚠️ {md(w)}" for w in warnings] + ([""] if warnings else [])
 
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 GateKind = Literal["threshold", "forgetting", "improve"]
+# pass: confidently on the right side of the limit; fail: measured on the wrong side;
+# inconclusive: measured on the right side, but too few cases to be confident (harness.gates).
+GateOutcome = Literal["pass", "fail", "inconclusive"]
 ModelRole = Literal["base", "candidate"]
 ModelStatus = Literal["ok", "error"]
 
@@ -46,10 +49,22 @@ class GateResult:
     base_value: float | None  # None for threshold gates
     delta: float | None  # value - base_value
     limit: float  # min / max_drop / min_gain as written in the suite
-    passed: bool
+    outcome: GateOutcome
     message: str
-    # method, p_value, gain bounds, minimum detectable effect, underpowered, flipped case ids
+    # method, p-values and their hypotheses, bounds, cases needed, flipped case ids
     details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "pass"
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "fail"
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.outcome == "inconclusive"
 
 
 @dataclass(frozen=True)

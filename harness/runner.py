@@ -20,9 +20,12 @@ from harness.checks import EvalContext, Outcome, Ratio, cases_of
 from harness.errors import HarnessError
 from harness.gates import (
     GATE_KINDS,
+    GateInputs,
+    MetricCases,
     PairedSamples,
     Verdict,
     decide_gates,
+    gate_status,
     index_metrics,
     verdict_of,
 )
@@ -58,17 +61,31 @@ class ModelResult:
     metrics: list[MetricValue] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
     cases: list[CaseResult] = field(default_factory=list, repr=False)
-    # Gate kinds whose failure fails the build (--fail-on); failures of the others only warn.
+    # Gate kinds whose failure fails the build (--fail-on; with "inconclusive" under --strict);
+    # failures of the others only warn.
     fail_on: frozenset[str] = ALL_GATE_KINDS
+    # Things about this candidate a reader must see beside its verdict (an adapter that changed
+    # nothing, cases its baseline lacked); inconclusive gates are listed by `inconclusive`.
+    warnings: tuple[str, ...] = ()
 
     @property
     def verdict(self) -> Verdict:
         return verdict_of(self.record, self.gates, self.fail_on)
 
     @property
+    def failed(self) -> list[GateResult]:
+        """Gates that fail the build."""
+        return [g for g in self.gates if gate_status(g, self.fail_on) == "fail"]
+
+    @property
+    def inconclusive(self) -> list[GateResult]:
+        """Gates that could not tell (a warning unless --strict)."""
+        return [g for g in self.gates if gate_status(g, self.fail_on) == "inconclusive"]
+
+    @property
     def warned(self) -> list[GateResult]:
-        """Failed gates of kinds outside `fail_on`: reported as warnings, not a regression."""
-        return [g for g in self.gates if not g.passed and g.kind not in self.fail_on]
+        """Failed or inconclusive gates of kinds outside `fail_on`: warnings, not a regression."""
+        return [g for g in self.gates if gate_status(g, self.fail_on) == "warn"]
 
 
 @dataclass(frozen=True)
@@ -84,16 +101,25 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """3 when anything failed to run, else 1 when a gate failed, else 0 (SPEC.md)."""
-        verdicts = [self.base.verdict if self.base.record.status == "error" else "passed"]
-        verdicts += [c.verdict for c in self.candidates]
+        """3 when anything failed to run, else 1 when a gate failed, else 0 (SPEC.md); an
+        inconclusive gate warns (exit 0) unless --strict made it fail."""
+        verdicts = self._verdicts()
         if "error" in verdicts:
             return 3
         return 1 if "regressed" in verdicts else 0
 
     @property
     def status(self) -> str:
-        return {0: "passed", 1: "regressed", 3: "error"}[self.exit_code]
+        """passed, inconclusive (exit 0, but some gate could not tell), regressed or error."""
+        verdicts = self._verdicts()
+        for status in ("error", "regressed", "inconclusive"):
+            if status in verdicts:
+                return status
+        return "passed"
+
+    def _verdicts(self) -> list[Verdict]:
+        verdicts = [self.base.verdict if self.base.record.status == "error" else "passed"]
+        return verdicts + [c.verdict for c in self.candidates]
 
 
 def selected_candidates(suite: LoadedSuite, only: Sequence[str] | None) -> list[Any]:
@@ -197,14 +223,15 @@ def decide_candidate_gates(
     if gating.baseline is not None:
         reference = gating.reference(store, suite, candidate.record.name)
         reference_cases, reference_metrics = reference.cases, reference.metrics
-    gates = decide_gates(
-        list(suite.spec.capabilities),
-        index_metrics(candidate.metrics),
-        index_metrics(reference_metrics),
-        lower_is_better_metrics(suite.checks),
-        paired_samples(suite.checks, reference_cases, candidate.cases),
+    inputs = GateInputs(
+        candidate=index_metrics(candidate.metrics),
+        reference=index_metrics(reference_metrics),
+        lower_is_better=lower_is_better_metrics(suite.checks),
+        cases=metric_cases(suite.checks, candidate.cases),
+        paired=paired_samples(suite.checks, reference_cases, candidate.cases),
         seed=suite.spec.seed,
     )
+    gates = decide_gates(list(suite.spec.capabilities), inputs, joint=suite.spec.joint_gates)
     if reference is None:
         return gates
     from harness.baseline import annotate
@@ -593,6 +620,26 @@ def paired_samples(
                     [_outcome(b) for b, _ in pairs],
                     [_outcome(c) for _, c in pairs],
                     planned.check.aggregator(metric),
+                    planned.check.value_range(metric),
+                )
+    return grouped
+
+
+def metric_cases(
+    checks: Sequence[PlannedCheck], cases: Sequence[CaseResult]
+) -> dict[tuple[str, str], MetricCases]:
+    """Per capability and metric, one model's cases (threshold gates test them)."""
+    grouped: dict[tuple[str, str], MetricCases] = {}
+    for planned in checks:
+        mine = [c for c in cases if (c.capability, c.check) == (planned.capability, planned.label)]
+        for metric in planned.check.metrics_for(planned.spec):
+            key = (planned.capability, f"{planned.label}.{metric}")
+            if key not in grouped:  # checks sharing a label pool their cases, counted once
+                grouped[key] = MetricCases(
+                    [c.case_id for c in mine],
+                    [_outcome(c) for c in mine],
+                    planned.check.aggregator(metric),
+                    planned.check.value_range(metric),
                 )
     return grouped
 

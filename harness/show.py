@@ -7,6 +7,11 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from harness.ci_text import status_cell
+from harness.gates import fail_on_of, gate_status
+
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "warn": "yellow"}
+
 
 def _models_table(run: Any) -> Table:
     table = Table(title="models", title_justify="left")
@@ -49,9 +54,11 @@ def _gates_table(run: Any) -> Table:
     table = Table(title="gates", title_justify="left")
     for column in ("candidate", "capability", "gate", "verdict", "why"):
         table.add_column(column)
+    fail_on = fail_on_of(run.config)
     for name, gates in run.gates.items():
         for gate in gates:
-            verdict = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
+            status = gate_status(gate, fail_on)
+            verdict = f"[{STATUS_STYLE[status]}]{escape(status_cell(gate, fail_on))}[/]"
             table.add_row(
                 escape(name), escape(gate.capability), gate.kind, verdict, escape(gate.message)
             )

@@ -163,10 +163,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         # rows takes ~3 ms, and an index on it made INSERT OR REPLACE ~3x slower.
         "ALTER TABLE output_cache ADD COLUMN scope VARCHAR;",
     ),
+    (
+        5,
+        # Three gate outcomes: pass, fail, inconclusive (too few cases to tell). `passed` stays,
+        # true for a pass only; gates recorded before this had two outcomes.
+        """
+        ALTER TABLE gates ADD COLUMN outcome VARCHAR;
+        UPDATE gates SET outcome = CASE WHEN passed THEN 'pass' ELSE 'fail' END;
+        """,
+    ),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
-FINAL_STATUSES = ("passed", "regressed", "error")
+FINAL_STATUSES = ("passed", "inconclusive", "regressed", "error")
 _LIBRARIES = (
     "torch",
     "transformers",
@@ -219,7 +228,8 @@ class RunSummary:
     suite_name: str
     suite_path: str | None
     suite_hash: str | None
-    status: str  # running / passed / regressed / error, or 'interrupted' (running, writer gone)
+    # running / passed / inconclusive / regressed / error, or 'interrupted' (running, writer gone)
+    status: str
     exit_code: int | None
     started_at: datetime  # UTC
     finished_at: datetime | None  # UTC
@@ -228,6 +238,7 @@ class RunSummary:
     models: tuple[str, ...]
     gates_passed: int
     gates_failed: int
+    gates_inconclusive: int = 0
 
     @property
     def duration_s(self) -> float | None:
@@ -424,7 +435,8 @@ class Store:
             _write_loss_curve(con, run_id, model_name, points)
 
     def finish_run(self, run_id: str, *, status: str, exit_code: int) -> None:
-        """Mark a run finished with `status` (passed / regressed / error) and its exit code."""
+        """Mark a run finished with `status` (passed / inconclusive / regressed / error) and its
+        exit code."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         with self._transaction() as con:
@@ -749,8 +761,10 @@ _SUMMARY_SQL = """
 SELECT r.id, r.suite_name, r.suite_path, r.suite_hash, r.status, r.exit_code, r.started_at,
        r.finished_at, r.host, r.pid,
        (SELECT list(m.name ORDER BY m.seq) FROM models m WHERE m.run_id = r.id),
-       (SELECT count(*) FILTER (WHERE g.passed) FROM gates g WHERE g.run_id = r.id),
-       (SELECT count(*) FILTER (WHERE NOT g.passed) FROM gates g WHERE g.run_id = r.id)
+       (SELECT count(*) FILTER (WHERE g.outcome = 'pass') FROM gates g WHERE g.run_id = r.id),
+       (SELECT count(*) FILTER (WHERE g.outcome = 'fail') FROM gates g WHERE g.run_id = r.id),
+       (SELECT count(*) FILTER (WHERE g.outcome = 'inconclusive') FROM gates g
+        WHERE g.run_id = r.id)
 FROM runs r
 """
 
@@ -773,6 +787,7 @@ def _summary(row: tuple[Any, ...]) -> RunSummary:
         models=tuple(row[10] or ()),
         gates_passed=int(row[11] or 0),
         gates_failed=int(row[12] or 0),
+        gates_inconclusive=int(row[13] or 0),
     )
 
 
@@ -826,15 +841,15 @@ def _load_metrics(
 def _load_gates(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tuple[GateResult, ...]]:
     rows = con.execute(
         "SELECT model_name, capability, kind, metric, value, base_value, delta, limit_value, "
-        "passed, message, details FROM gates WHERE run_id = ? ORDER BY model_name, seq",
+        "outcome, message, details FROM gates WHERE run_id = ? ORDER BY model_name, seq",
         [run_id],
     ).fetchall()
     grouped: dict[str, list[GateResult]] = {}
     for r in rows:
-        capability, kind, metric, value, base_value, delta, limit, passed, message = r[1:10]
+        capability, kind, metric, value, base_value, delta, limit, outcome, message = r[1:10]
         details = json.loads(r[10]) if r[10] else {}
         gate = GateResult(
-            capability, kind, metric, value, base_value, delta, limit, passed, message, details
+            capability, kind, metric, value, base_value, delta, limit, outcome, message, details
         )
         grouped.setdefault(r[0], []).append(gate)
     return {name: tuple(values) for name, values in grouped.items()}
@@ -1029,6 +1044,7 @@ def _write_gates(
             ("delta", "DOUBLE", [g.delta for g in gates]),
             ("limit_value", "DOUBLE", [g.limit for g in gates]),
             ("passed", "BOOLEAN", [g.passed for g in gates]),
+            ("outcome", "VARCHAR", [g.outcome for g in gates]),
             ("message", "VARCHAR", [g.message for g in gates]),
             ("details", "VARCHAR", [_dumps(g.details) for g in gates]),
         ],

@@ -62,10 +62,23 @@ class DataSource(Strict):
         return self
 
 
+GateMode = Literal["confidence", "point"]
+CONFIDENCE = Field(0.95, gt=0.5, lt=1, description="One-sided confidence of `mode: confidence`")
+MODE_HELP = (
+    "confidence: pass / fail / inconclusive on a one-sided bound; point: pass or fail on the "
+    "measured value alone"
+)
+
+
 class ThresholdGate(Strict):
+    """Fails when the value is below `min` (above `max`); passes when its one-sided bound at
+    `confidence` is at least `min` (at most `max`); otherwise inconclusive."""
+
     metric: str
     min: float | None = None
     max: float | None = None  # for lower-is-better metrics such as perplexity
+    mode: GateMode = Field("confidence", description=MODE_HELP)
+    confidence: float = CONFIDENCE
 
     @model_validator(mode="after")
     def _one_bound(self) -> ThresholdGate:
@@ -74,27 +87,23 @@ class ThresholdGate(Strict):
         return self
 
 
-GateMode = Literal["confidence", "point"]
-CONFIDENCE = Field(0.95, gt=0.5, lt=1, description="One-sided confidence of `mode: confidence`")
-
-
 class ForgettingGate(Strict):
-    """Fails when the drop from the base is beyond `max_drop`: with `mode: confidence` (default)
-    only when a paired test over the same cases says so at `confidence`."""
+    """Fails when the measured drop from the base is beyond `max_drop`; passes when a paired
+    test over the same cases bounds the drop within it at `confidence`; otherwise inconclusive."""
 
     metric: str
     max_drop: float = Field(ge=0)
-    mode: GateMode = "confidence"
+    mode: GateMode = Field("confidence", description=MODE_HELP)
     confidence: float = CONFIDENCE
 
 
 class ImproveGate(Strict):
-    """Passes when the gain over the base is at least `min_gain`: with `mode: confidence`
-    (default) only when the paired test's lower bound on the gain reaches it."""
+    """Fails when the measured gain over the base is below `min_gain`; passes when the paired
+    test's lower bound on the gain reaches it at `confidence`; otherwise inconclusive."""
 
     metric: str
     min_gain: float
-    mode: GateMode = "confidence"
+    mode: GateMode = Field("confidence", description=MODE_HELP)
     confidence: float = CONFIDENCE
 
 
@@ -176,6 +185,10 @@ class SuiteBase(Strict):
         False, description="Allow suite-named Python code (GRPO rewards, `python` checks)"
     )
     seed: int = 0
+    joint_gates: bool = Field(
+        False,
+        description="A candidate's passes must hold jointly: Holm's adjustment over its gates",
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     data: dict[str, DataSource] = Field(default_factory=dict)
     training: TrainingSchedule = Field(default_factory=TrainingSchedule)

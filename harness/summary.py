@@ -7,14 +7,27 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.gates import index_metrics
+from harness.ci_text import candidate_warnings
+from harness.gates import gate_status, index_metrics
 from harness.runner import ModelResult, RunResult
 
-SUMMARY_VERSION = 1
+# 2: gates have an `outcome` (pass / fail / inconclusive); candidates have `warnings`.
+SUMMARY_VERSION = 2
 
 
 def _number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null (an unbounded bound, an undefined p)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _metrics(candidate: ModelResult, base: ModelResult) -> list[dict[str, Any]]:
@@ -35,8 +48,15 @@ def _metrics(candidate: ModelResult, base: ModelResult) -> list[dict[str, Any]]:
                 "ci": [_number(metric.ci_low), _number(metric.ci_high)],
                 "n": metric.n,
                 "gates": [
-                    {"kind": g.kind, "limit": g.limit, "passed": g.passed, "message": g.message}
-                    | g.details
+                    {
+                        "kind": g.kind,
+                        "limit": g.limit,
+                        "outcome": g.outcome,
+                        "status": gate_status(g, candidate.fail_on),
+                        "passed": g.passed,
+                        "message": g.message,
+                    }
+                    | _finite(g.details)
                     for g in gates
                 ],
             }
@@ -58,6 +78,11 @@ def _model(result: ModelResult, base: ModelResult) -> dict[str, Any]:
         "warn_only_failures": [
             {"capability": g.capability, "kind": g.kind, "metric": g.metric} for g in result.warned
         ],
+        "inconclusive_gates": [
+            {"capability": g.capability, "kind": g.kind, "metric": g.metric}
+            for g in result.inconclusive
+        ],
+        "warnings": candidate_warnings(result) if result.record.status == "ok" else [],
     }
 
 
@@ -71,7 +96,8 @@ def run_summary(result: RunResult) -> dict[str, Any]:
         "source_run": result.source_run,  # set when `harness gate` re-decided a stored run
         "baseline": result.baseline,  # set when relative gates compared with a stored run
         "fail_on": sorted(result.candidates[0].fail_on) if result.candidates else None,
-        "warnings": result.warnings,
+        # every warning of the run: each candidate's (also under its own entry) and the run's
+        "warnings": [w for c in result.candidates for w in candidate_warnings(c)] + result.warnings,
         "base": {
             "reference": result.base.record.reference,
             "fingerprint": result.base.record.fingerprint,

@@ -48,7 +48,7 @@ data:
   facts: {{path: {data / "facts.jsonl"}}}
 capabilities:
   - name: arithmetic
-    forgetting: {{metric: exact.acc, max_drop: 0.05}}
+    forgetting: {{metric: exact.acc, max_drop: 0.1}}
     threshold: {{metric: exact.acc, min: 0.5}}
     checks: [{{type: exact, data: sums}}]
   - name: facts
@@ -177,7 +177,7 @@ def test_fail_on_makes_an_improve_failure_a_warning_with_exit_0(stored: Stored) 
         env={"GITHUB_ACTIONS": "true"},
     )  # fmt: skip
     assert lenient.returncode == 0, lenient.stdout + lenient.stderr
-    assert "WARNING   faithful (warn-only) — facts qa.f1" in lenient.stdout
+    assert "WARNING      faithful (warn-only) · facts qa.f1" in lenient.stdout
     warnings = [line for line in lenient.stdout.splitlines() if line.startswith("::warning ")]
     assert any("faithful improve gate failed" in line for line in warnings)
     assert not any(line.startswith("::error") for line in lenient.stdout.splitlines())
@@ -359,7 +359,7 @@ def test_missing_baseline_cases_are_reported_not_dropped() -> None:
     cases, missing = current_cases([planned], stored)  # type: ignore[list-item]
     assert [c.case_id for c in cases] == ["a"] and missing == [("c", "exact", "b")]
     reference = Reference("run1", "m", cases, [], missing)
-    gate = GateResult("c", "forgetting", "exact.acc", 1.0, 1.0, 0.0, 0.05, True, "held")
+    gate = GateResult("c", "forgetting", "exact.acc", 1.0, 1.0, 0.0, 0.05, "pass", "held")
     (annotated,) = annotate([gate], reference)
     assert annotated.details["baseline_missing"] == ["b"]
     assert annotated.details["against"] == {"run_id": "run1", "model": "m"}

@@ -253,7 +253,7 @@ def test_glue_on_the_tiny_model(tiny_dir: Path) -> None:
 
 def test_gates_pair_corpus_metrics_by_resampling_both_models_alike() -> None:
     from harness.checks.glue import AGGREGATORS
-    from harness.stats import paired_delta
+    from harness.evidence import relative_evidence
 
     true = rng.integers(0, 2, 40)
     noisy = np.where(rng.random(40) < 0.5, true, 1 - true)
@@ -266,10 +266,18 @@ def test_gates_pair_corpus_metrics_by_resampling_both_models_alike() -> None:
         ]
 
     mcc = AGGREGATORS["mcc"]
-    same = paired_delta(outcomes(noisy), outcomes(noisy), mcc)
-    assert same.gain == 0.0 and same.low == same.high == 0.0 and same.mde > 0
-    up = paired_delta(outcomes(noisy), outcomes(better), mcc)
+
+    def gain(base: Any, candidate: Any) -> Any:
+        return relative_evidence(
+            outcomes(base), outcomes(candidate), mcc, lower_is_better=False, limit=-0.1,
+            confidence=0.95, declared_range=(-1.0, 1.0),
+        )  # fmt: skip
+
+    same = gain(noisy, noisy)
+    # No resample moves it, yet 40 cases cannot rule out 7% of them changing by the whole range.
+    assert same.estimate == 0.0 and same.low == pytest.approx(-2 * (1 - 0.05 ** (1 / 40)))
+    assert not same.confident_right and same.cases_needed is not None
+    up = gain(noisy, better)
     expected = matthews(pairs(better, true)) - matthews(pairs(noisy, true))
-    assert (
-        up.gain == pytest.approx(float(expected)) and up.low > 0 and up.method == "paired_bootstrap"
-    )
+    assert up.estimate == pytest.approx(float(expected)) and up.method == "bootstrap"
+    assert up.low > 0 and up.confident_right

@@ -34,7 +34,8 @@ def case(case_id: str, passed: bool | None, output: str = "x") -> CaseResult:
 
 
 def gate(passed: bool, message: str = "exact.acc fell 0.3") -> GateResult:
-    return GateResult("arith", "forgetting", "exact.acc", 0.5, 0.8, -0.3, 0.05, passed, message)
+    outcome = "pass" if passed else "fail"
+    return GateResult("arith", "forgetting", "exact.acc", 0.5, 0.8, -0.3, 0.05, outcome, message)
 
 
 def test_verdicts_match_the_runner() -> None:

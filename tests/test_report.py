@@ -119,7 +119,7 @@ capabilities:
     improve: {{metric: qa.f1, min_gain: 0.5}}
     checks: [{{type: qa, data: new}}]
   - name: arithmetic
-    forgetting: {{metric: exact.acc, max_drop: 0.05}}
+    forgetting: {{metric: exact.acc, max_drop: 0.1}}
     checks:
       - {{type: exact, data: sums}}
       - {{type: contains, name: planted, data: planted}}
@@ -146,7 +146,8 @@ def real_run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RealRu
 
 
 def test_run_report_shows_the_same_verdicts_as_the_terminal(real_run: RealRun) -> None:
-    assert "PASSED    tiny-v2" in real_run.stdout and "REGRESSED tiny-again" in real_run.stdout
+    assert "PASSED       tiny-v2" in real_run.stdout
+    assert "REGRESSED    tiny-again" in real_run.stdout
     view = load_view(Store(real_run.db), "last")
     assert {v.name: v.verdict for v in view.verdicts} == {
         "tiny-v2": "passed",
@@ -263,7 +264,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             1.0,
             value - 1.0,
             0.05,
-            value >= 0.95,
+            "pass" if value >= 0.95 else "fail",
             f"exact.acc fell {1 - value:g}",
         )
         cases = [_case("exact", "c1", output, value == 1.0), _case("judge", "c2", "five", True)]

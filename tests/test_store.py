@@ -63,9 +63,11 @@ METRICS = [
     MetricValue("facts", "qa.f1", 0.9, 0.8, 0.95, 20),
 ]
 GATES = [
-    GateResult("arithmetic", "forgetting", "exact.acc", 0.5, 0.6, -0.1, 0.05, False, "dropped 0.1"),
-    GateResult("facts", "improve", "qa.f1", 0.9, 0.5, 0.4, 0.2, True, "gained <0.4> 'ok'"),
-    GateResult("facts", "threshold", "qa.f1", 0.9, None, None, 0.5, True, "above"),
+    GateResult(
+        "arithmetic", "forgetting", "exact.acc", 0.5, 0.6, -0.1, 0.05, "fail", "dropped 0.1"
+    ),
+    GateResult("facts", "improve", "qa.f1", 0.9, 0.5, 0.4, 0.2, "pass", "gained <0.4> 'ok'"),
+    GateResult("facts", "threshold", "qa.f1", 0.9, None, None, 0.5, "pass", "above"),
 ]
 
 
@@ -321,7 +323,7 @@ def test_writes_to_unknown_run_and_bad_status(db: Path) -> None:
     with pytest.raises(HarnessError, match="no run"):
         store.load_run("20990101-000000-dead")
     run_id = _begin(store)
-    with pytest.raises(ValueError, match="passed, regressed, error"):
+    with pytest.raises(ValueError, match="passed, inconclusive, regressed, error"):
         store.finish_run(run_id, status="done", exit_code=0)
 
 

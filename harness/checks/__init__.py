@@ -144,6 +144,11 @@ class CheckType(Generic[P]):
     prompt_field: str = "prompt"
     lower_is_better: frozenset[str] = frozenset()
     aggregators: Mapping[str, Ratio] = field(default_factory=dict)
+    # How far one case's score can range, per metric (gates never claim more certainty than n
+    # cases allow for changes of that size; harness.evidence). `default_range` covers the rest;
+    # None: unbounded or unknown, judged from the spread of the scores seen.
+    ranges: Mapping[str, tuple[float, float] | None] = field(default_factory=dict)
+    default_range: tuple[float, float] | None = (0.0, 1.0)
     # Raises ValueError for a case the check cannot score, so bad data fails before anything runs.
     validate_case: Callable[[Case, P], object] = lambda _case, _params: None
     # Generative checks only: one output scored on its own (GRPO rewards use it).
@@ -165,6 +170,12 @@ class CheckType(Generic[P]):
         if params.samples > 1:
             return (*self.metrics, f"pass@{params.samples}", "flaky")
         return self.metrics
+
+    def value_range(self, metric: str) -> tuple[float, float] | None:
+        """The per-case range of `metric` (pass@k and the flaky rate are shares)."""
+        if metric.startswith("pass@") or metric == "flaky":
+            return (0.0, 1.0)
+        return self.ranges.get(metric, self.default_range)
 
     def aggregator(self, metric: str) -> Ratio:
         return self.aggregators.get(metric) or Ratio(lambda o: o.scores[metric])

@@ -167,6 +167,7 @@ register(
         METRICS,
         run_bertscore,
         required_fields=lambda p: {p.references_field},
+        default_range=(-1.0, 1.0),  # cosine similarities; rescaled scores can fall below 0
         specialise=_specialise,
     )
 )

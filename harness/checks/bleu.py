@@ -116,6 +116,7 @@ register(
         run_bleu,
         required_fields=lambda p: {p.references_field},
         aggregators={"bleu": corpus_bleu()},
+        default_range=(0.0, 100.0),
         specialise=_specialise,
     )
 )

@@ -87,6 +87,7 @@ register(
         run_chrf,
         required_fields=lambda p: {p.references_field},
         aggregators={"chrf": corpus_chrf()},
+        default_range=(0.0, 100.0),
         specialise=_specialise,
     )
 )

@@ -86,6 +86,7 @@ register(
         ("score",),
         run_evaluate,
         required_fields=lambda p: {p.references_field},
+        default_range=None,  # any metric: judged from the scores seen
         specialise=_specialise,
     )
 )

@@ -411,6 +411,7 @@ register(
         METRICS,
         run_glue,
         aggregators=AGGREGATORS,
+        ranges={"mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)},
         validate_case=validate_row,
         default_prompt=default_prompt,
         specialise=_specialise,

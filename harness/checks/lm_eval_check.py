@@ -209,6 +209,7 @@ register(
         ("acc",),
         run_lm_eval,
         own_cases=True,
+        default_range=None,  # a task's metrics: judged from the scores seen
         specialise=_specialise,
     )
 )

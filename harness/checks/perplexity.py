@@ -57,6 +57,7 @@ register(
         run_perplexity,
         prompt_field="text",
         lower_is_better=frozenset(METRICS),
+        default_range=None,  # unbounded: judged from the spread of the texts' perplexities
         aggregators={
             metric: _ratio(unit)
             for metric, unit in zip(METRICS, ("tokens", "words", "bytes"), strict=True)

@@ -122,6 +122,7 @@ register(
         ("score",),
         run_python,
         opt_in="allow_python",
+        default_range=None,  # the user's scores: judged from the scores seen
         specialise=_specialise,
     )
 )

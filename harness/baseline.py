@@ -60,6 +60,7 @@ class Reference:
     metrics: list[MetricValue]
     missing: list[CaseKey] = field(default_factory=list)  # scored now, never by the baseline
     reevaluated: bool = False  # the baseline model was evaluated again for missing cases
+    info: dict[str, Any] = field(default_factory=dict)  # the stored model's info (how evaluated)
 
     @property
     def label(self) -> str:
@@ -113,13 +114,15 @@ def load_reference(store: Any, suite: LoadedSuite, baseline: Baseline, candidate
     """The stand-in's stored cases for the current suite, its metrics recomputed over them."""
     name = baseline.stand_in(candidate)
     stored = [case for _, case in store.load_cases(baseline.run_id, name)]
+    info = dict(store.load_run(baseline.run_id).model(name).info)
     cases, missing = current_cases(suite.checks, stored)
     if missing:
         fresh = _reevaluate(store, suite, baseline, name)
         if fresh is not None:
             cases, missing = current_cases(suite.checks, fresh)
-            return Reference(baseline.run_id, name, cases, metrics_of(suite, cases), missing, True)
-    return Reference(baseline.run_id, name, cases, metrics_of(suite, cases), missing)
+            metrics = metrics_of(suite, cases)
+            return Reference(baseline.run_id, name, cases, metrics, missing, True, info)
+    return Reference(baseline.run_id, name, cases, metrics_of(suite, cases), missing, info=info)
 
 
 def current_cases(

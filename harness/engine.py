@@ -49,6 +49,18 @@ class GenerationSettings:
     # to auto; built here directly, transformers. Only a vLLM generation adds it to the cache key.
     engine: GenerationEngine = "transformers"
 
+    def as_record(self) -> dict[str, Any]:
+        """The settings as stored with a model's evaluation (plain JSON values)."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "stop": list(self.stop),
+            "chat_template": self.chat_template,
+            "system_prompt": self.system_prompt,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "engine": self.engine,
+        }
+
 
 @dataclass(frozen=True)
 class LogLikelihood:
@@ -188,6 +200,16 @@ class Engine:
         from harness.models import LazyModel
 
         return "lm" in self.__dict__ or not isinstance(self.source, LazyModel)
+
+    @property
+    def tokenizer_identity(self) -> dict[str, str | None] | None:
+        """The tokenizer's and chat template's hashes (harness.comparability); remembered with
+        the fingerprint when the model was not loaded, None when unknown."""
+        if self.loaded:
+            from harness.models.fingerprint import tokenizer_identity
+
+            return tokenizer_identity(self.tokenizer)
+        return getattr(self.source, "tokenizer", None)
 
     @property
     def task(self) -> str:

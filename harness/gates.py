@@ -395,5 +395,15 @@ def holm(gates: list[GateResult]) -> list[GateResult]:
     return adjusted
 
 
+def unmeasured_gates(gates: Sequence[GateResult]) -> list[str]:
+    """Gates whose metric has no value (nothing was measured): never a verdict."""
+    return [
+        f"{g.capability} {g.metric} has no value"
+        + ("" if g.value is not None else " for the candidate")
+        for g in gates
+        if g.value is None or (g.kind != "threshold" and g.base_value is None)
+    ]
+
+
 def index_metrics(metrics: Sequence[MetricValue]) -> dict[MetricKey, MetricValue]:
     return {(m.capability, m.metric): m for m in metrics}

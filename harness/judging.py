@@ -11,6 +11,7 @@ a stored value or a message.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import math
 import os
@@ -99,10 +100,15 @@ def api_key(config: JudgeConfig) -> str | None:
         return None
     key = os.environ.get(config.api_key_env)
     if not key:
-        raise ValueError(
-            f"judge {config.label}: environment variable {config.api_key_env} is not set"
-        )
+        raise ValueError(missing_key_message(config))
     return key
+
+
+def missing_key_message(config: JudgeConfig) -> str:
+    return (
+        f"judge {config.label}: environment variable {config.api_key_env} is not set "
+        "(export it before the run; the key itself never goes in the suite)"
+    )
 
 
 def post_once(config: JudgeConfig, messages: Messages) -> Reply:
@@ -122,7 +128,8 @@ def post_once(config: JudgeConfig, messages: Messages) -> Reply:
         if exc.code == 429 or exc.code >= 500:
             raise TransientError(f"HTTP {exc.code}", _retry_after(exc)) from None
         return Reply(None, error=f"HTTP {exc.code}: {exc.read()[:300].decode('utf-8', 'replace')}")
-    except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+    except (OSError, http.client.HTTPException) as exc:  # timeouts, refused or dropped
+        # connections (IncompleteRead, RemoteDisconnected): a retry may get through
         raise TransientError(f"{type(exc).__name__}: {exc}", None) from None
     except json.JSONDecodeError:
         return Reply(None, error="the endpoint's response is not JSON")
@@ -242,6 +249,36 @@ def ask_all(config: JudgeConfig, prompts: Sequence[Messages], cache: Any) -> lis
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 _SCORE_LINE = re.compile(r"\bscore\W{0,3}\s*[:=]\s*\"?(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 _VERDICT_LINE = re.compile(r"\b(?:verdict|winner)\W{0,3}\s*[:=]\s*\"?(A|B|tie)\b", re.IGNORECASE)
+# Verdicts stated in prose. The letter must be a capital A or B, so the article "a" never counts.
+_QUOTED = r"[\"'“”‘’(*]*"
+_PLAIN_VERDICTS = [
+    re.compile(  # the better answer is "A"; the winner: B
+        r"(?i:\b(?:better|best|superior|preferred|winning|stronger)\s+(?:answer|response|option)"
+        rf"\s+(?:is|would\s+be)\s*:?\s*){_QUOTED}(?:(?i:answer|response|option)\s+)?([AB])\b"
+    ),
+    re.compile(  # Answer A is better; "B" is the better one
+        rf"(?:(?i:answer|response|option)\s+)?{_QUOTED}\b([AB]){_QUOTED}\s+"
+        r"(?i:is\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|superior|preferred|stronger))"
+    ),
+    re.compile(  # I prefer answer B; I choose A
+        rf"(?i:\b(?:prefer|choose|pick|select)\s+(?:answer|response|option)?\s*){_QUOTED}([AB])\b"
+    ),
+]
+_PLAIN_TIE = re.compile(
+    r"\b(?:it'?s\s+a\s+tie|(?:they|both)\s+are\s+(?:equally\s+good|equal|tied)|"
+    r"neither\s+(?:answer\s+)?is\s+better)\b",
+    re.IGNORECASE,
+)
+
+
+def plain_verdict(text: str) -> str | None:
+    """A verdict stated in prose ("The better answer is \"A\"."), when it names one side only."""
+    letters = {m.group(1) for pattern in _PLAIN_VERDICTS for m in pattern.finditer(text)}
+    if len(letters) == 1 and not _PLAIN_TIE.search(text):
+        return letters.pop()
+    if not letters and _PLAIN_TIE.search(text):
+        return "tie"
+    return None
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:
@@ -287,7 +324,7 @@ def parse_verdict(text: str) -> Parsed:
     raw: Any = (found or {}).get("verdict", (found or {}).get("winner"))
     if raw is None:
         match = _VERDICT_LINE.search(text)
-        raw = match.group(1) if match else None
+        raw = match.group(1) if match else plain_verdict(text)
     reason = str((found or {}).get("reason", (found or {}).get("rationale", "")))
     verdict = str(raw).strip().upper() if raw is not None else ""
     verdict = "tie" if verdict == "TIE" else verdict

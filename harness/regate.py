@@ -11,10 +11,13 @@ suite that decided it.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
+from harness.baseline import candidate_names
 from harness.errors import HarnessError
-from harness.records import CaseResult
+from harness.gates import unmeasured_gates
+from harness.records import CaseResult, ModelRecord
 from harness.runner import Gating, ModelResult, RunResult, decide_candidate_gates
 from harness.suite import LoadedSuite
 
@@ -28,7 +31,7 @@ def regate_run(
     if stored.status == "running":
         raise HarnessError(f"run {run_id} is still running; gate it once it has finished")
     cases = _cases_by_model(store, run_id)
-    base = _stored_model(stored, "base", cases)
+    base = _stored_model(stored, "base", cases, role="base")
     new_id = store.begin_run(
         suite_name=suite.name,
         suite_path=str(suite.path),
@@ -39,10 +42,8 @@ def regate_run(
     )
     store.record_model_result(new_id, base.record, base.cases, base.metrics, [])
     candidates = []
-    for record in stored.models:
-        if record.role != "candidate":
-            continue
-        candidate = _stored_model(stored, record.name, cases)
+    for name in _candidate_names(stored, suite):
+        candidate = _stored_model(stored, name, cases)
         candidates.append(_regated(store, new_id, suite, stored, candidate, base, gating))
     result = RunResult(
         new_id,
@@ -65,11 +66,24 @@ def _cases_by_model(store: Any, run_id: str) -> dict[str, list[CaseResult]]:
     return grouped
 
 
-def _stored_model(stored: Any, name: str, cases: dict[str, list[CaseResult]]) -> ModelResult:
+def _candidate_names(stored: Any, suite: LoadedSuite) -> list[str]:
+    """The run's candidates, then those of the suite it never recorded (an interrupted run)."""
+    recorded = [m.name for m in stored.models if m.role == "candidate"]
+    expected = candidate_names(suite, list(suite.spec.candidates))
+    return recorded + [name for name in expected if name not in recorded]
+
+
+def _stored_model(
+    stored: Any, name: str, cases: dict[str, list[CaseResult]], role: str = "candidate"
+) -> ModelResult:
+    """A model as the run recorded it; a model the run never recorded is a run error: its gates
+    were never decided, which is not a pass."""
     try:
         record = stored.model(name)
     except KeyError:
-        raise HarnessError(f"run {stored.id} has no {name!r} model recorded") from None
+        why = "interrupted before it was evaluated" if stored.status == "interrupted" else "ended"
+        message = f"not in run {stored.id}: the run {why} without recording it"
+        return ModelResult(ModelRecord(name, role, "", None, "error", message))  # type: ignore[arg-type]
     return ModelResult(record, list(stored.metrics.get(name, ())), [], cases.get(name, []))
 
 
@@ -84,11 +98,16 @@ def _regated(
 ) -> ModelResult:
     """One candidate with new verdicts (a model that failed to run stays an error)."""
     name = candidate.record.name
-    failed = candidate.record.status == "error" or base.record.status == "error"
-    gates = [] if failed else decide_candidate_gates(suite, store, candidate, base, gating)
-    result = ModelResult(
-        candidate.record, candidate.metrics, gates, candidate.cases, gating.fail_on
-    )
+    record, gates = candidate.record, []
+    if record.status != "error" and base.record.status == "error":
+        record = replace(
+            record, status="error", error="the base model failed, so nothing could be compared"
+        )
+    elif record.status != "error":
+        gates = decide_candidate_gates(suite, store, candidate, base, gating)
+        if unmeasured := unmeasured_gates(gates):
+            record = replace(record, status="error", error="not measured: " + "; ".join(unmeasured))
+    result = ModelResult(record, candidate.metrics, gates, candidate.cases, gating.fail_on)
     curve = list(stored.loss_curves.get(name) or []) or None
     store.record_model_result(run_id, result.record, result.cases, result.metrics, gates, curve)
     return result

@@ -12,11 +12,17 @@ import gc
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.checks import EvalContext, Outcome, Ratio, cases_of
+from harness.comparability import (
+    EVALUATION,
+    evaluation_facts,
+    incomparable,
+    no_effect_warning,
+)
 from harness.errors import HarnessError
 from harness.gates import (
     GATE_KINDS,
@@ -27,6 +33,7 @@ from harness.gates import (
     decide_gates,
     gate_status,
     index_metrics,
+    unmeasured_gates,
     verdict_of,
 )
 from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
@@ -37,6 +44,10 @@ from harness.suite import LoadedSuite, PlannedCheck
 from harness.training import training_info
 
 ALL_GATE_KINDS: frozenset[str] = frozenset(GATE_KINDS)
+
+
+class EmptyCheck(RuntimeError):
+    """A check ran and produced no case: the model's evaluation measured nothing there."""
 
 
 class Reporter:
@@ -64,9 +75,12 @@ class ModelResult:
     # Gate kinds whose failure fails the build (--fail-on; with "inconclusive" under --strict);
     # failures of the others only warn.
     fail_on: frozenset[str] = ALL_GATE_KINDS
-    # Things about this candidate a reader must see beside its verdict (an adapter that changed
-    # nothing, cases its baseline lacked); inconclusive gates are listed by `inconclusive`.
-    warnings: tuple[str, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What a reader must see beside this candidate's verdict (a training without effect,
+        cases its baseline lacked), kept in its record; inconclusive gates are `inconclusive`."""
+        return tuple(self.record.info.get("warnings") or ())
 
     @property
     def verdict(self) -> Verdict:
@@ -362,16 +376,54 @@ def _evaluated(
     extra_info: dict[str, Any] | None = None,
     loss_curve: list[tuple[int, float]] | None = None,
 ) -> ModelResult:
-    """Evaluate a candidate, decide its gates and record it (one transaction)."""
+    """Evaluate a candidate, decide its gates and record it (one transaction).
+
+    A candidate evaluated unlike its reference (another tokenizer, chat template, engine or
+    generation settings), or with a gated metric left unmeasured, is a run error, not a verdict.
+    """
     evaluated = _evaluate(suite, store, run_id, name, "candidate", reference, reporter, base)
     if evaluated.record.status == "error":
         return evaluated
-    gates = decide_candidate_gates(suite, store, evaluated, base, gating)
     record = replace(evaluated.record, info=evaluated.record.info | (extra_info or {}))
+    against, reference_info = _reference_of(suite, store, name, base, gating)
+    gates: list[GateResult] = []
+    if differences := incomparable(reference_info, record.info):
+        record = _as_error(record, f"not comparable with {against}: " + "; ".join(differences))
+    else:
+        gates = decide_candidate_gates(suite, store, evaluated, base, gating)
+        if unmeasured := unmeasured_gates(gates):
+            record = _as_error(record, "not measured: " + "; ".join(unmeasured))
+        warnings = _warnings(record, evaluated.cases, base)
+        if warnings:
+            record = replace(record, info=record.info | {"warnings": warnings})
     result = ModelResult(record, evaluated.metrics, gates, evaluated.cases, gating.fail_on)
     _record(store, run_id, result, loss_curve or None)
     reporter.done(name, result.verdict)
     return result
+
+
+def _reference_of(
+    suite: LoadedSuite, store: Any, name: str, base: ModelResult, gating: Gating
+) -> tuple[str, dict[str, Any]]:
+    """What the candidate's relative gates compare with: its name and its model info."""
+    if gating.baseline is None:
+        return "the base", base.record.info
+    found = gating.reference(store, suite, name)
+    return found.label, found.info
+
+
+def _as_error(record: ModelRecord, message: str) -> ModelRecord:
+    return replace(record, status="error", error=message)
+
+
+def _warnings(record: ModelRecord, cases: Sequence[CaseResult], base: ModelResult) -> list[str]:
+    """What to say about a candidate beside its gates."""
+    warnings = []
+    if record.fingerprint is not None and record.fingerprint == base.record.fingerprint:
+        warnings.append("it has the same weights as the base (same fingerprint)")
+    elif "training" in record.info and (no_effect := no_effect_warning(cases, base.cases)):
+        warnings.append(no_effect)
+    return warnings
 
 
 def _with_merge_agreement(store: Any, run_id: str, results: list[ModelResult]) -> list[ModelResult]:
@@ -464,7 +516,7 @@ def _release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _model_info(engine: Any) -> dict[str, Any]:
+def _model_info(engine: Any, generation: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """What we know of the model; a fully cached evaluation never loaded it."""
     counts = {
         "requests_cached": engine.requests_cached,
@@ -473,6 +525,7 @@ def _model_info(engine: Any) -> dict[str, Any]:
     generated_by = getattr(engine, "generation_engine", None)  # "transformers" and/or "vllm"
     if generated_by is not None:
         counts["generation_engine"] = generated_by
+    counts[EVALUATION] = evaluation_facts(engine.tokenizer_identity, generation, generated_by)
     if not engine.loaded:
         return {"loaded": False, "parameters": engine.source.parameters} | counts
     first = next(engine.model.parameters())
@@ -513,20 +566,25 @@ def evaluate_model(
     engine = Engine(lm, cache, batch_size=suite.spec.generation.batch_size)
     cases: list[CaseResult] = []
     outcomes: dict[int, list[Outcome]] = {}
+    generation: dict[str, dict[str, Any]] = {}
     before = 0
     for index, planned in enumerate(suite.checks):
         engine.progress = _scaled(on_progress, before, len(planned.cases))
+        settings = generation_settings(suite.spec.generation, planned.spec.generation)
+        generation[f"{planned.capability} · {planned.label}"] = settings.as_record()
         ctx = EvalContext(
             engine,
-            generation_settings(suite.spec.generation, planned.spec.generation),
+            settings,
             base_outputs=_outputs_of(base_cases, planned),
             seed=suite.spec.seed,
         )
         outcomes[index] = planned.check.run(planned.cases, planned.spec, ctx)
+        if not outcomes[index]:  # nothing measured is never a score (an lm_eval task, say)
+            raise EmptyCheck(f"{planned.capability} · {planned.label}: the check produced no cases")
         cases += _case_results(planned, outcomes[index])
         before += len(planned.cases)
     metrics = aggregate_metrics(suite.checks, outcomes, seed=suite.spec.seed)
-    return Evaluation(cases, metrics, _model_info(engine))
+    return Evaluation(cases, metrics, _model_info(engine, generation))
 
 
 def _outputs_of(cases: Sequence[CaseResult], planned: PlannedCheck) -> dict[str, str]:

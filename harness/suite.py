@@ -419,6 +419,7 @@ def _resolve(
     trainings = plan_trainings(spec, datasets, checks, problems)
     if resolve_models:  # models will run: what they need must be installed
         _check_engines(spec, problems)
+        _check_entries(spec, doc.path.parent, problems)
         models = _resolve_models(spec, suite_dir, problems, base_override)
     else:
         models = {"base": spec.base} | {c.name: c.model for c in spec.candidates if c.model}
@@ -481,9 +482,20 @@ def _plan_checks(
                 )
             # A check that reads its own cases (lm_eval) has no data rows to plan.
             rows = [] if check.own_cases else _rows_for(doc, entry, datasets, where, problems)
+            if not check.own_cases and not rows and _source_found(entry, datasets):
+                source = "its `cases`" if entry.cases is not None else f'data set "{entry.data}"'
+                problems.add(
+                    (*where, "cases" if entry.cases is not None else "data"),
+                    f"{source} has no rows: a check with no cases measures nothing",
+                )
             cases = _cases(check, entry, rows, where, problems)
             planned.append(PlannedCheck(capability.name, entry.label, check, entry, tuple(cases)))
     return planned
+
+
+def _source_found(entry: Any, datasets: dict[str, list[Row]]) -> bool:
+    """The entry's rows were read (a missing data set is reported on its own)."""
+    return entry.cases is not None or entry.data in datasets
 
 
 def _rows_for(
@@ -587,6 +599,15 @@ def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Probl
                 (*where, "data"),
                 f'no data set "{candidate.data}"{did_you_mean(candidate.data, list(datasets))}',
             )
+
+
+def _check_entries(spec: Any, suite_dir: Path, problems: Problems) -> None:
+    """What each check can tell only by looking beyond the file (a judge's key variable, an
+    lm-eval task's output type)."""
+    for ci, capability in enumerate(spec.capabilities):
+        for ki, entry in enumerate(capability.checks):
+            for path, message in CHECKS.get(entry.type).problems(entry, suite_dir):
+                problems.add(("capabilities", ci, "checks", ki, *path), message)
 
 
 def _check_engines(spec: Any, problems: Problems) -> None:

@@ -47,10 +47,21 @@ def test_squad_em_and_f1() -> None:
 def test_qa_takes_the_best_gold_and_handles_unanswerable() -> None:
     params = QaParams(data="d")
     outcome = score_qa(" Paris, France", case(answers=["Lyon", "Paris"]), params)
-    assert outcome.scores == {"em": 0.0, "f1": pytest.approx(2 / 3)}
+    assert outcome.scores == {"em": 0.0, "f1": pytest.approx(2 / 3), "contains": 1.0}
     empty = score_qa("", case(answers=[]), params)  # SQuAD v2: no answer is right when none exists
-    assert empty.scores == {"em": 1.0, "f1": 1.0}
-    assert score_qa("something", case(answers=["", "the"]), params).scores == {"em": 0.0, "f1": 0.0}
+    assert empty.scores == {"em": 1.0, "f1": 1.0, "contains": 1.0}
+    unanswerable = score_qa("something", case(answers=["", "the"]), params)
+    assert unanswerable.scores == {"em": 0.0, "f1": 0.0, "contains": 0.0}
+
+
+def test_qa_contains_scores_a_chat_models_sentence_by_its_answer() -> None:
+    params = QaParams(data="d")
+    chatty = score_qa("The capital of Japan is Tokyo.", case(answers=["Tokyo"]), params)
+    assert chatty.scores["em"] == 0.0 and chatty.scores["f1"] == pytest.approx(1 / 3)
+    assert chatty.scores["contains"] == 1.0 and chatty.passed is False  # a pass is EM 1
+    assert score_qa("Parisian cafés", case(answers=["Paris"]), params).scores["contains"] == 0.0
+    two_words = score_qa("It is New York, of course", case(answers=["new york"]), params)
+    assert two_words.scores["contains"] == 1.0
 
 
 def test_exact_and_contains() -> None:

@@ -17,7 +17,9 @@ from harness.checks.glue import (
     TASKS,
     GlueParams,
     binary_f1,
+    default_prompt,
     gold,
+    inputs,
     matthews,
     pearson,
     predict,
@@ -112,6 +114,28 @@ def test_shipped_glue_samples_load_in_their_official_layouts() -> None:
     cola = next(p for p in glue if p.spec.task == "cola")
     assert cola.cases[0].prompt.endswith("\nQuestion: Does this sentence make sense?\nAnswer:")
     assert "Sentence 2:" in next(p for p in glue if p.spec.task == "mrpc").cases[0].prompt
+
+
+def test_mnli_prompts_are_lm_evals_own() -> None:
+    """lm-eval strips the hypothesis and ends it with a period; so must we, on every row."""
+    from lm_eval.tasks.glue.mnli.utils import doc_to_text
+
+    from harness.suite import load_suite
+
+    suite = load_suite(REPO / "suites" / "checks.yaml")
+    for planned in (
+        p for p in suite.checks if getattr(p.spec, "task", None) in ("mnli", "mnli_mismatched")
+    ):
+        for case in planned.cases:
+            fields = inputs(case.fields, planned.spec)
+            assert case.prompt == doc_to_text(fields), case.source
+    raw = {"premise": "A man sleeps", "hypothesis": "  A person rests ", "label": 0}
+    prompt = default_prompt(raw, GlueParams(data="d", task="mnli"))
+    assert (
+        prompt
+        == doc_to_text(raw)
+        == "A man sleeps\nQuestion: A person rests. True, False or Neither?\nAnswer:"
+    )
 
 
 def test_a_row_without_the_tasks_columns_is_reported_at_its_line(tmp_path: Path) -> None:

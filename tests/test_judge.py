@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from harness.checks import CHECKS, Case, EvalContext, Outcome
+from harness.checks.judge import JudgeFailure
 from harness.engine import DictCache, GenerationSettings
 from harness.judging import (
     JudgeConfig,
@@ -127,6 +128,16 @@ def judge_server() -> Iterator[tuple[str, Judge]]:
         def do_POST(self) -> None:
             assert self.path == "/v1/chat/completions"
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if body["model"] == "dropper":  # promises a body, sends part of it, hangs up
+                with judge.lock:
+                    judge.requests.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b'{"choices": [{"message": ')
+                self.close_connection = True
+                return
             with judge.lock:
                 judge.active += 1
                 judge.max_active = max(judge.max_active, judge.active)
@@ -266,18 +277,33 @@ def test_several_judges_and_their_agreement(judge_server: tuple[str, Judge]) -> 
     assert [j["judge"] for j in outcomes[0].details["judges"]] == ["plain", "harsh", "plain"]
 
 
-def test_parse_failures_are_recorded_not_raised(judge_server: tuple[str, Judge]) -> None:
+def test_parse_failures_within_max_unparsed_are_recorded(judge_server: tuple[str, Judge]) -> None:
     url, _ = judge_server
-    planned, outcomes = judge(url, ["Paris", "Lyon"], ["rambler", "plain"])
+    planned, outcomes = judge(url, ["Paris", "Lyon"], ["rambler", "plain"], max_unparsed=1.0)
     assert [o.scores["parsed"] for o in outcomes] == [0.5, 0.5]
     rambler = outcomes[0].details["judges"][0]
     assert rambler["score"] is None and "no score in the reply" in rambler["error"]
     assert outcomes[0].details["raw_score"] == 9  # the judge that answered
-    _, lost = judge(url, ["Paris"], ["rambler"])
+    _, lost = judge(url, ["Paris"], ["rambler"], max_unparsed=1.0)
     assert lost[0].scores["parsed"] == 0.0
     assert value(planned, outcomes + lost, "score") == pytest.approx(
         value(planned, outcomes, "score")
     )
+
+
+def test_a_judge_whose_replies_do_not_parse_is_a_run_error(judge_server: tuple[str, Judge]) -> None:
+    url, _ = judge_server
+    with pytest.raises(JudgeFailure, match=r"judge rambler: 2 of 2 replies could not be parsed"):
+        judge(url, ["Paris", "Lyon"], ["rambler", "plain"])
+
+
+def test_plainly_stated_verdicts_parse() -> None:
+    assert parse_verdict('The better answer is "A".').value == "A"
+    assert parse_verdict("Answer B is clearly better than A.").value == "B"
+    assert parse_verdict("I prefer answer B.").value == "B"
+    assert parse_verdict("It's a tie.").value == "tie"
+    assert parse_verdict("a better answer would name the city").value is None  # no side named
+    assert parse_verdict("A is better, though B is better for brevity").value is None  # both
 
 
 def test_fenced_and_chatty_replies_parse(judge_server: tuple[str, Judge]) -> None:
@@ -307,9 +333,12 @@ def test_timeouts_are_retried_and_a_dead_endpoint_gives_up(judge_server: tuple[s
     started = time.monotonic()
     _, outcomes = judge(url, ["Paris"], ["slow"], judge={"timeout_s": 0.2})
     assert outcomes[0].details["raw_score"] == 9
-    _, dead = judge(url, ["Paris"], ["broken"], judge={"max_retries": 2})
-    error = dead[0].details["judges"][0]["error"]
-    assert "gave up after 3 attempts: HTTP 503" in error
+    with pytest.raises(
+        JudgeFailure, match=r"1 of 1 calls failed.*gave up after 3 attempts: HTTP 503"
+    ):
+        judge(url, ["Paris"], ["broken"], judge={"max_retries": 2})
+    _, dead = judge(url, ["Paris"], ["broken"], judge={"max_retries": 2}, max_failed=1.0)
+    assert "gave up after 3 attempts: HTTP 503" in dead[0].details["judges"][0]["error"]
     assert time.monotonic() - started < 5
 
 
@@ -333,8 +362,8 @@ def test_a_missing_key_variable_is_named_not_guessed(
 ) -> None:
     url, server = judge_server
     monkeypatch.delenv("JUDGE_KEY_FOR_TEST", raising=False)
-    _, outcomes = judge(url, ["Paris"], ["needs-key"], judge={"api_key_env": "JUDGE_KEY_FOR_TEST"})
-    assert "JUDGE_KEY_FOR_TEST is not set" in outcomes[0].details["judges"][0]["error"]
+    with pytest.raises(JudgeFailure, match="JUDGE_KEY_FOR_TEST is not set"):
+        judge(url, ["Paris"], ["needs-key"], judge={"api_key_env": "JUDGE_KEY_FOR_TEST"})
     assert server.requests == []
 
 
@@ -393,10 +422,67 @@ def test_judge_settings_are_validated() -> None:
 def test_a_local_transformers_judge(tiny_dir: Path) -> None:
     """The tiny model is no judge: its replies do not parse, which is recorded, not raised."""
     check = CHECKS.get("judge")
-    spec = check.params(data="d", judges=[{"local": "builtin:tiny", "max_tokens": 6}])
+    spec = check.params(
+        data="d", judges=[{"local": "builtin:tiny", "max_tokens": 6}], max_unparsed=1.0
+    )
     engine = FakeEngine(["Paris", "Lyon"])
     ctx = EvalContext(engine, GenerationSettings())
     outcomes = check.planned(spec, Path(".")).run(CASES[:2], spec, ctx)
     verdict = outcomes[0].details["judges"][0]
     assert verdict["judge"] == "builtin:tiny" and verdict["score"] is None and verdict["error"]
     assert engine.cache.puts == 1  # the replies are cached like HTTP ones
+
+
+# ------------------------------------------------------------ a judge outage is never a score
+
+
+def judged_suite(tmp_path: Path, url: str, model: str, extra: str = "") -> Path:
+    suite = tmp_path / f"{model}.yaml"
+    suite.write_text(
+        f"name: judged\nbase: builtin:tiny\ngeneration: {{max_new_tokens: 6}}\n"
+        "capabilities:\n  - name: facts\n    forgetting: {metric: judge.score, max_drop: 0.5}\n"
+        "    checks:\n"
+        "      - {type: judge, cases: [{prompt: 'Q: What is 2 plus 3? A:'}, {prompt: 'Q: Hi? A:'}], "
+        f"judges: [{{url: '{url}', model: {model}, backoff_s: 0.01, max_retries: 1{extra}}}]}}\n"
+        "candidates:\n  - {name: v2, model: builtin:tiny-v2}\n"
+    )
+    return suite
+
+
+@pytest.mark.parametrize("model", ["broken", "dropper"])
+def test_a_judge_that_fails_or_drops_the_connection_is_a_run_error(
+    judge_server: tuple[str, Judge], tmp_path: Path, model: str, tiny_dir: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    url, server = judge_server
+    db, summary = tmp_path / "h.duckdb", tmp_path / "s.json"
+    args = ["run", str(judged_suite(tmp_path, url, model)), "--db", str(db), "--json", str(summary)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3, result.output
+    data = json.loads(summary.read_text())
+    assert data["status"] == "error" and data["base"]["status"] == "error"
+    assert "calls failed" in data["base"]["error"]
+    assert data["candidates"][0]["status"] == "error"  # nothing to compare with: not a pass
+    assert len(server.requests) == 4  # each of 2 prompts tried twice (max_retries: 1)
+
+
+def test_an_unset_key_variable_is_an_input_error_before_anything_runs(
+    judge_server: tuple[str, Judge], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    url, server = judge_server
+    monkeypatch.delenv("JUDGE_KEY_FOR_TEST", raising=False)
+    suite = judged_suite(tmp_path, url, "needs-key", ", api_key_env: JUDGE_KEY_FOR_TEST")
+    db = tmp_path / "h.duckdb"
+    for command in (["validate", str(suite)], ["run", str(suite), "--db", str(db)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert f"{suite}:8:" in result.output and "api_key_env" in result.output
+        assert "JUDGE_KEY_FOR_TEST is not set" in result.output
+    assert not db.exists() and server.requests == []

@@ -37,12 +37,37 @@ def planned_check(tmp_path: Path, extra: str = "") -> Any:
     return planned
 
 
-def test_an_lm_eval_check_validates_without_data_or_lm_eval(tmp_path: Path) -> None:
+def test_an_lm_eval_check_validates_without_reading_its_data(tmp_path: Path) -> None:
     planned = planned_check(tmp_path)
     assert planned.cases == () and planned.check.own_cases
     assert planned.check.metrics == ("acc", "acc_norm")
     with pytest.raises(ValueError, match="drop `data`"):
         LmEvalParams(tasks=["x"], data="d")
+
+
+def test_a_rolling_perplexity_task_is_refused_at_validation(tmp_path: Path) -> None:
+    from harness.errors import HarnessError
+    from harness.suite import load_suite
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "texts.jsonl").write_text('{"text": "one two three"}\n')
+    (tasks / "rolling.yaml").write_text(
+        "task: local_rolling\ndataset_path: json\n"
+        f"dataset_kwargs: {{data_files: {{test: {tasks / 'texts.jsonl'}}}}}\n"
+        "test_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: ''\n"
+        "doc_to_target: '{{text}}'\nmetric_list: [{metric: word_perplexity}]\n"
+    )
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: lm\nbase: builtin:tiny\ncapabilities:\n  - name: c\n    checks:\n"
+        "      - {type: lm_eval, tasks: [local_rolling], include_path: tasks, metrics: [word_perplexity]}\n"
+    )
+    with pytest.raises(HarnessError) as info:
+        load_suite(suite)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{suite}:6:") and "capabilities[0].checks[0].tasks[0]" in problem
+    assert "loglikelihood_rolling" in problem and "use the `perplexity` check" in problem
 
 
 def test_metric_names_and_aggregations() -> None:

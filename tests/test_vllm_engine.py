@@ -435,9 +435,11 @@ def test_model_info_names_the_generating_engine(tiny: LoadedModel) -> None:
     from harness.runner import _model_info
 
     engine = Engine(tiny)
-    assert "generation_engine" not in _model_info(engine)
+    assert "generation_engine" not in _model_info(engine, {})
+    assert "engine" not in _model_info(engine, {})["evaluation"]
     engine.generate(["Q: hi? A:"], GenerationSettings(max_new_tokens=2))
-    assert _model_info(engine)["generation_engine"] == "transformers"
+    info = _model_info(engine, {})
+    assert info["generation_engine"] == info["evaluation"]["engine"] == "transformers"
 
 
 def test_the_module_imports_neither_vllm_nor_torch() -> None:

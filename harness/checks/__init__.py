@@ -164,6 +164,12 @@ class CheckType(Generic[P]):
     # Narrows the check to one suite entry at planning time (glue keeps the metrics of its task;
     # lm_eval learns the suite's directory). None: the check as registered.
     specialise: Callable[[CheckType[P], P, Path], CheckType[P]] | None = None
+    # What only a look beyond the suite file can tell is wrong with an entry (an unset key
+    # variable, an lm-eval task with no per-sample score), as (path within the entry, message):
+    # an input error before anything runs. Given the suite's directory; skipped by `harness gate`.
+    problems: Callable[[P, Path], list[tuple[tuple[str | int, ...], str]]] = (
+        lambda _params, _suite_dir: []
+    )
 
     def metrics_for(self, params: CheckSpec) -> tuple[str, ...]:
         """This check's metrics as configured: sampled checks add pass@k and the flaky rate."""

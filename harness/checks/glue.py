@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +56,8 @@ class Task:
     verbalisers: tuple[str, ...]  # one per label id (STS-B: one per score 0..5)
     template: str  # the prompt, with {role} placeholders
     metrics: tuple[str, ...]
+    # How lm-eval tidies an input before the template (MNLI's hypothesis), by role.
+    tidy: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
 
     @property
     def regression(self) -> bool:
@@ -71,6 +73,12 @@ def _pair(first: str, second: str, label: str) -> dict[str, tuple[str, ...]]:
     }
 
 
+def _sentence(text: str) -> str:
+    """MNLI's hypothesis as lm-eval writes it: stripped, ending with a period."""
+    text = text.strip()
+    return text if text.endswith(".") else text + "."
+
+
 _ENTAILMENT = ("entailment", "not_entailment")
 _NLI_TEMPLATE = "{sentence1}\nQuestion: {sentence2} True or False?\nAnswer:"
 _MNLI = Task(
@@ -83,6 +91,7 @@ _MNLI = Task(
     ("True", "Neither", "False"),
     "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:",
     ("acc",),
+    {"hypothesis": _sentence},  # lm-eval's glue/mnli/utils.py doc_to_text
 )
 
 TASKS: dict[str, Task] = {
@@ -226,10 +235,13 @@ def verbalisers(params: GlueParams) -> list[str]:
 
 
 def default_prompt(fields: Mapping[str, Any], params: GlueParams) -> str:
+    task = TASKS[params.task]
     try:
-        return TASKS[params.task].template.format_map(inputs(fields, params))
+        values = inputs(fields, params)
     except ValueError:
         return ""  # validate_row reports the missing column at the row's line
+    tidied = {role: task.tidy.get(role, str)(str(value)) for role, value in values.items()}
+    return task.template.format_map(tidied)
 
 
 # ---- predicting ---------------------------------------------------------------------------

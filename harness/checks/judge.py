@@ -15,6 +15,11 @@ within `agreement_tolerance` scale points; pairwise: the same outcome), averaged
 `parsed` is the share of judge replies that could be parsed; a case no judge could score counts
 in neither `score` nor `win_rate`.
 
+Nothing unmeasured reads as a score: when more of a judge's calls failed (HTTP errors, dropped
+connections, timeouts, after the retries) than `max_failed` allows (none, by default), or more
+of its replies could not be parsed than `max_unparsed` allows, the check raises JudgeFailure and
+the model's evaluation is a run error (exit 3). Failed calls are not cached: a rerun asks again.
+
 The judged text sits between two lines holding a boundary derived from a hash of that text, with
 an instruction to treat what is inside as data: an answer saying "score: 10" or trying to close
 the fence cannot know the boundary, and the parser reads only the judge's own reply.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +44,7 @@ from harness.judging import (
     Messages,
     Reply,
     ask_all,
+    missing_key_message,
     parse_score,
     parse_verdict,
     weighted_score,
@@ -61,6 +68,20 @@ class JudgeParams(CheckSpec):
         None, description="Pointwise: a case passes when its normalised score is at least this"
     )
     agreement_tolerance: float = Field(1.0, ge=0)
+    max_failed: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of a judge's calls that may fail after retries before the model's "
+        "evaluation is a run error (default: none)",
+    )
+    max_unparsed: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of a judge's replies that may not parse (their cases go unscored) "
+        "before the model's evaluation is a run error",
+    )
 
     @model_validator(mode="after")
     def _scale_ordered(self) -> JudgeParams:
@@ -127,10 +148,32 @@ def pairwise_messages(
 # ---- pointwise -----------------------------------------------------------------------------
 
 
+class JudgeFailure(RuntimeError):
+    """A judge could not be heard: too many failed calls or unparsable replies."""
+
+
+def require_answers(
+    judge: JudgeConfig, verdicts: Sequence[dict[str, Any]], params: JudgeParams
+) -> None:
+    """Raise JudgeFailure when a judge's failed calls or unparsed replies exceed their shares."""
+    calls = len(verdicts)
+    failed = [v for v in verdicts if v.get("call_failed")]
+    unparsed = [v for v in verdicts if v.get("error") and not v.get("call_failed")]
+    for found, share, what in (
+        (failed, params.max_failed, "calls failed"),
+        (unparsed, params.max_unparsed, "replies could not be parsed"),
+    ):
+        if calls and len(found) > share * calls + 1e-9:
+            raise JudgeFailure(
+                f"judge {judge.label}: {len(found)} of {calls} {what} (allowed: {share:.0%}); "
+                f"first: {found[0]['error']}"
+            )
+
+
 def judge_score(reply: Reply, params: JudgeParams) -> dict[str, Any]:
     """One judge's verdict on one case: its score (or why there is none) and its reason."""
     if reply.content is None:
-        return {"score": None, "error": reply.error}
+        return {"score": None, "error": reply.error, "call_failed": True}
     low, high = params.scale
     parsed = parse_score(reply.content, low, high)
     if parsed.value is None:
@@ -178,7 +221,7 @@ def pair_outcome(first: dict[str, Any], second: dict[str, Any]) -> float | None:
 
 def judge_verdict(reply: Reply) -> dict[str, Any]:
     if reply.content is None:
-        return {"verdict": None, "error": reply.error}
+        return {"verdict": None, "error": reply.error, "call_failed": True}
     parsed = parse_verdict(reply.content)
     return {"verdict": parsed.value, "error": parsed.error, "reason": parsed.reason}
 
@@ -207,14 +250,16 @@ def run_pointwise(
         pointwise_messages(c, o, params, ctx.seed) for c, o in zip(cases, outputs, strict=True)
     ]
     per_judge = [ask_all(j, prompts, ctx.engine.cache) for j in params.judges]
-    outcomes = []
-    for i, output in enumerate(outputs):
-        verdicts = [
-            {"judge": j.label, **judge_score(replies[i], params)}
-            for j, replies in zip(params.judges, per_judge, strict=True)
-        ]
-        outcomes.append(pointwise_outcome(output, verdicts, params))
-    return outcomes
+    scored = [
+        [{"judge": j.label, **judge_score(reply, params)} for reply in replies]
+        for j, replies in zip(params.judges, per_judge, strict=True)
+    ]
+    for judge, verdicts in zip(params.judges, scored, strict=True):
+        require_answers(judge, verdicts, params)
+    return [
+        pointwise_outcome(output, [verdicts[i] for verdicts in scored], params)
+        for i, output in enumerate(outputs)
+    ]
 
 
 def run_pairwise(
@@ -238,6 +283,8 @@ def run_pairwise(
         (ask_all(j, forward, ctx.engine.cache), ask_all(j, backward, ctx.engine.cache))
         for j in params.judges
     ]
+    for judge, (ab, ba) in zip(params.judges, replies, strict=True):
+        require_answers(judge, [judge_verdict(r) for r in (*ab, *ba)], params)
     for i, output in enumerate(outputs):
         judged = []
         for judge, (ab, ba) in zip(params.judges, replies, strict=True):
@@ -275,6 +322,15 @@ def _specialise(check: CheckType[JudgeParams], params: JudgeParams, _suite_dir: 
     return replace(check, metrics=metrics)
 
 
+def _problems(params: JudgeParams, _suite_dir: Path) -> list[tuple[tuple[str | int, ...], str]]:
+    """An API key variable that is not set is an input error before anything runs."""
+    return [
+        (("judges", i, "api_key_env"), missing_key_message(judge))
+        for i, judge in enumerate(params.judges)
+        if judge.api_key_env is not None and not os.environ.get(judge.api_key_env)
+    ]
+
+
 register(
     CheckType(
         "judge",
@@ -284,5 +340,6 @@ register(
         required_fields=lambda p: {p.reference_field} if p.reference_field else set(),
         aggregators={m: _finite_mean(m) for m in ("score", "win_rate", "agreement", "parsed")},
         specialise=_specialise,
+        problems=_problems,
     )
 )

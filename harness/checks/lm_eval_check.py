@@ -95,16 +95,91 @@ def evaluate_samples(lm: Any, params: LmEvalParams, include: Path | None) -> dic
 
 
 def check_aggregations(configs: dict[str, Any], params: LmEvalParams) -> None:
-    """Refuse metrics that lm-eval does not aggregate as a mean over samples."""
+    """Refuse tasks and metrics that lm-eval does not aggregate as a mean over samples."""
     for task, config in configs.items():
-        for entry in config.get("metric_list") or []:
-            metric = entry.get("metric")
-            wanted = {_key_parts(k)[0] for k in params.metrics}
-            aggregation = entry.get("aggregation", "mean")
-            if metric in wanted and aggregation != "mean":
-                raise ValueError(
-                    f"lm_eval: {task}'s metric {metric!r} aggregates by {aggregation!r}, not a mean over samples; it cannot be kept per sample"
-                )
+        if problem := task_problem(task, config, params):
+            raise ValueError(problem)
+
+
+def task_problem(task: str, config: dict[str, Any], params: LmEvalParams) -> str | None:
+    """Why a task's resolved config cannot be kept per sample, or None when it can."""
+    if config.get("output_type") == "loglikelihood_rolling":
+        return (
+            f"lm_eval: {task} scores perplexity over whole documents (loglikelihood_rolling), "
+            "which has no per-sample score to pair and gate; use the `perplexity` check on "
+            "the task's texts instead"
+        )
+    wanted = {_key_parts(k)[0] for k in params.metrics}
+    for entry in config.get("metric_list") or []:
+        metric = entry.get("metric")
+        aggregation = entry.get("aggregation") or _default_aggregation(metric)
+        if metric in wanted and aggregation != "mean":
+            return (
+                f"lm_eval: {task}'s metric {metric!r} aggregates by {aggregation!r}, not a mean "
+                "over samples; it cannot be kept per sample"
+            )
+    return None
+
+
+def _default_aggregation(metric: Any) -> str:
+    """How lm-eval aggregates a metric its task config leaves unsaid."""
+    try:
+        from lm_eval.api.registry import get_metric_aggregation
+
+        found = get_metric_aggregation(str(metric))
+    except Exception:  # an unregistered metric: lm-eval itself would use a mean
+        return "mean"
+    return str(getattr(found, "__name__", found)) if found is not None else "mean"
+
+
+def _problems(params: LmEvalParams, suite_dir: Path) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each task resolved as lm-eval resolves it (its YAML and includes; no data set is read),
+    so a task that cannot be kept per sample is refused before anything runs."""
+    try:
+        configs = resolved_configs(params, include_dir(params, suite_dir))
+    except ImportError:
+        return []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, task in enumerate(params.tasks):
+        config = configs.get(task)
+        if config is None:
+            problems.append((("tasks", index), f"lm_eval: no task or group named {task!r}"))
+        elif problem := task_problem(task, config, params):
+            problems.append((("tasks", index), problem))
+    return problems
+
+
+def resolved_configs(params: LmEvalParams, include: Path | None) -> dict[str, dict[str, Any]]:
+    """{task: its resolved config} for the tasks lm-eval knows (groups and tags map to {}).
+
+    Tasks found in `include_path` resolve without indexing lm-eval's own tasks (~8 s).
+    """
+    from lm_eval.tasks import TaskManager
+
+    include_arg = str(include) if include else None
+    local = TaskManager(include_path=include_arg, include_defaults=False) if include else None
+    everything: Any = None
+    found: dict[str, dict[str, Any]] = {}
+    for task in params.tasks:
+        entry = local._entry(task) if local is not None else None
+        if entry is None:
+            everything = everything or TaskManager(include_path=include_arg)
+            entry = everything._entry(task)
+        if entry is not None:
+            found[task] = _entry_config(entry)
+    return found
+
+
+def _entry_config(entry: Any) -> dict[str, Any]:
+    """A task entry's config as lm-eval resolves it; {} for groups, tags and what fails."""
+    if getattr(getattr(entry, "kind", None), "name", "") != "TASK":
+        return {}
+    try:
+        from lm_eval.tasks._factory import TaskFactory  # the config, without the data set
+
+        return dict(TaskFactory()._load_full_config(entry, None))
+    except Exception:  # lm-eval's internals moved: the run-time check still refuses it
+        return dict(getattr(entry, "cfg", None) or {})
 
 
 def sample_outcomes(
@@ -209,6 +284,7 @@ register(
         ("acc",),
         run_lm_eval,
         own_cases=True,
+        problems=_problems,
         default_range=None,  # a task's metrics: judged from the scores seen
         specialise=_specialise,
     )

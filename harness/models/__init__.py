@@ -32,6 +32,9 @@ class LazyModel:
     parameters: int | None
     load: Callable[[], LoadedModel]
     task: str = "causal_lm"  # known from the directory's config without loading
+    # harness.models.fingerprint.tokenizer_identity, remembered with the fingerprint (None:
+    # not known without loading, as for a random preset)
+    tokenizer: dict[str, str | None] | None = None
 
 
 # Public API, imported lazily: the submodules import LoadedModel from here, and `harness validate`

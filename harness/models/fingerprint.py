@@ -42,6 +42,23 @@ def tensor_bytes(tensor: Any) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
+def tokenizer_identity(tokenizer: Any) -> dict[str, str | None]:
+    """What must match for two models' outputs to be compared on the same footing: a hash of
+    the tokenizer's vocabulary and special tokens, and one of its chat template (None without)."""
+    vocabulary = sorted(tokenizer.get_vocab().items())
+    special = sorted(str(t) for t in getattr(tokenizer, "all_special_tokens", []))
+    text = json.dumps([vocabulary, special], ensure_ascii=False)
+    template = getattr(tokenizer, "chat_template", None)
+    return {
+        "tokenizer": hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS],
+        "chat_template": (
+            hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+            if template
+            else None
+        ),
+    }
+
+
 def combine_fingerprints(*parts: str) -> str:
     """One fingerprint from several (e.g. base + adapter)."""
     return hashlib.sha256("+".join(parts).encode()).hexdigest()[:FINGERPRINT_CHARS]
@@ -90,6 +107,7 @@ def adapter_layer_names(model: Any) -> set[str]:
 class Remembered:
     fingerprint: str
     parameters: int | None
+    tokenizer: dict[str, str | None] | None = None  # tokenizer_identity, when remembered
 
 
 def _file_stats(directory: Path) -> dict[str, list[int]]:
@@ -116,11 +134,15 @@ def recall_fingerprint(directory: Path, setting: str) -> Remembered | None:
         return None
     if memo.get("files") != _file_stats(directory):
         return None
-    return Remembered(memo["fingerprint"], memo.get("parameters"))
+    return Remembered(memo["fingerprint"], memo.get("parameters"), memo.get("tokenizer"))
 
 
 def remember_fingerprint(
-    directory: Path, setting: str, fingerprint: str, parameters: int | None
+    directory: Path,
+    setting: str,
+    fingerprint: str,
+    parameters: int | None,
+    tokenizer: dict[str, str | None] | None = None,
 ) -> None:
     path = _memo_path(directory, setting)
     memo: dict[str, Any] = {
@@ -128,7 +150,7 @@ def remember_fingerprint(
         "setting": setting,
         "files": _file_stats(directory),
     }
-    memo |= {"fingerprint": fingerprint, "parameters": parameters}
+    memo |= {"fingerprint": fingerprint, "parameters": parameters, "tokenizer": tokenizer}
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(f".tmp-{os.getpid()}")
     scratch.write_text(json.dumps(memo), encoding="utf-8")

@@ -27,6 +27,7 @@ from harness.models.fingerprint import (
     fingerprint_model,
     recall_fingerprint,
     remember_fingerprint,
+    tokenizer_identity,
 )
 from harness.models.presets import (
     count_parameters,
@@ -115,12 +116,16 @@ def open_model(
         return load()
     directory, setting = target
     remembered = recall_fingerprint(directory, setting)
-    if remembered is not None:
+    if remembered is not None and remembered.tokenizer is not None:
         task = directory_task(directory) or CAUSAL_LM
-        return LazyModel(reference, remembered.fingerprint, remembered.parameters, load, task)
+        return LazyModel(
+            reference, remembered.fingerprint, remembered.parameters, load, task,
+            remembered.tokenizer,
+        )  # fmt: skip
     loaded = load()
     parameters = sum(p.numel() for p in loaded.model.parameters())
-    remember_fingerprint(directory, setting, loaded.fingerprint, parameters)
+    identity = tokenizer_identity(loaded.tokenizer)
+    remember_fingerprint(directory, setting, loaded.fingerprint, parameters, identity)
     return loaded
 
 

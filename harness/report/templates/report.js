@@ -41,8 +41,11 @@
     return out;
   }
 
-  function diffNode(base, text) {
-    var pre = el("pre", "out");
+  // Words the candidate wrote that the base did not: green only when the candidate's answer is
+  // right, red when it is wrong, blue when the case has no pass/fail (never good by default).
+  function diffNode(base, text, passed) {
+    var tone = passed === true ? " diff-right" : passed === false ? " diff-wrong" : " diff-unscored";
+    var pre = el("pre", "out" + tone);
     if (base === null || base === undefined || base === text) { pre.textContent = text; return pre; }
     wordDiff(base, text).forEach(function (part) {
       var tag = part[0] === "+" ? "ins" : part[0] === "-" ? "del" : "span";
@@ -198,7 +201,7 @@
       box.appendChild(el("pre", "out muted", "(no output: this model has no result for this case)"));
       return box;
     }
-    box.appendChild(i === b || b < 0 ? el("pre", "out", row[4][i]) : diffNode(row[4][b], row[4][i]));
+    box.appendChild(i === b || b < 0 ? el("pre", "out", row[4][i]) : diffNode(row[4][b], row[4][i], row[5][i]));
     var scores = formatScores(row[6][i]);
     if (scores) box.appendChild(el("div", "scores", scores));
     var details = formatDetails(row[7][i]);

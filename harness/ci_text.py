@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from harness.gates import GATE_KINDS, cases_needed_text, gate_status
+from harness.gates import GATE_KINDS, cases_needed_text, gate_status, p_value_text
 from harness.records import GateResult, MetricValue
 
 
@@ -35,10 +35,11 @@ def interval(gate: GateResult, metric: MetricValue | None) -> str:
     """The uncertainty behind a verdict: the one-sided bounds at the gate's confidence, else the
     value's 95% interval."""
     confidence = gate.details.get("confidence", 0.95)
-    for key, what in (("gain_bounds", "gain"), ("value_bounds", "value")):
+    for key, what, sign in (("gain_bounds", "gain", "+"), ("value_bounds", "value", "")):
         bounds = gate.details.get(key)
         if bounds and None not in bounds:
-            return f"{what} in [{bounds[0]:+.3f}, {bounds[1]:+.3f}] ({confidence:.0%} one-sided bounds)"
+            low, high = (f"{b:{sign}.3f}" for b in bounds)
+            return f"{what} in [{low}, {high}] ({confidence:.0%} one-sided bounds)"
     if metric is not None:
         return f"value 95% CI [{metric.ci_low:.3f}, {metric.ci_high:.3f}]"
     return "no interval"
@@ -55,7 +56,7 @@ def p_text(gate: GateResult) -> str:
     p, hypothesis = gate.details.get("p_value"), gate.details.get("hypothesis")
     if p is None:
         return ""
-    return f"p={p:.2g} against {hypothesis}" if hypothesis else f"p={p:.2g}"
+    return f"{p_value_text(p)} against {hypothesis}" if hypothesis else p_value_text(p)
 
 
 def outcome_text(gate: GateResult) -> str:
@@ -175,3 +176,50 @@ def candidate_warnings(candidate: Any, *, inconclusive: bool = True) -> list[str
     lines = [f"{name} · {g.capability} · {g.metric}: {outcome_text(g)}" for g in undecided]
     lines += [f"{name} (warn-only) · {short_reason(g)}" for g in candidate.warned]
     return lines + [f"{name}: {w}" for w in candidate.warnings]
+
+
+def plain_summary(
+    verdict: str, gates: Sequence[GateResult], fail_on: Iterable[str], error: str | None
+) -> str:
+    """Why a candidate got its verdict, in one plain line (the report's lead)."""
+    if verdict == "error":
+        return error or "failed to run"
+    statuses = [(g, gate_status(g, fail_on)) for g in gates]
+    failed = [g for g, s in statuses if s == "fail"]
+    undecided = [g for g, s in statuses if s == "inconclusive"]
+    warned = [g for g, s in statuses if s == "warn"]
+    if failed:
+        line = "regressed on " + ", ".join(_change(g) for g in failed)
+    elif undecided:
+        line = "too few cases to tell: " + ", ".join(
+            f"{g.capability} {g.metric} ({_needed(g)})" for g in undecided
+        )
+    elif not gates:
+        line = "no gates to hold"
+    else:
+        sure = all(g.details.get("mode", "confidence") == "confidence" for g in gates)
+        held = "its gate held" if len(gates) == 1 else f"all {len(gates)} gates held"
+        line = held + (" with confidence" if sure else " (point estimates)")
+    if warned:
+        line += "; warn-only: " + ", ".join(_change(g) for g in warned)
+    return line
+
+
+def _change(gate: GateResult) -> str:
+    """'known_facts qa.em −1 (limit −0.1)' for a relative gate, 'number.acc 0.83 (min 0.9)'."""
+    where = f"{gate.capability} {gate.metric}"
+    if gate.value is None or (gate.kind != "threshold" and gate.delta is None):
+        return f"{where} (no value)"
+    if gate.kind == "threshold":
+        return f"{where} {gate.value:.3g} ({gate.details.get('bound', 'limit')} {gate.limit:g})"
+    worse = "+" if gate.details.get("lower_is_better") else "-"
+    better = "-" if worse == "+" else "+"
+    needed = f"{worse}{gate.limit:g}" if gate.kind == "forgetting" else f"{better}{gate.limit:g}"
+    return f"{where} {gate.delta:+.3g} (limit {needed})"
+
+
+def _needed(gate: GateResult) -> str:
+    needed, n = gate.details.get("cases_needed"), gate.details.get("n")
+    if n is None:
+        return "nothing to test it on"
+    return f"~{needed} cases needed, {n} given" if needed else f"{n} cases, more would not tell"

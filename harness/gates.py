@@ -173,7 +173,11 @@ def threshold_gate(
     outcome = _outcome(gate.mode, on_right_side, evidence)
     verb = "is" if on_right_side else "is not"
     message = f"{gate.metric} = {value:.4g} {verb} {relation}"
-    details: dict[str, Any] = {"mode": gate.mode, "confidence": gate.confidence}
+    details: dict[str, Any] = {
+        "mode": gate.mode,
+        "confidence": gate.confidence,
+        "bound": "min" if is_min else "max",
+    }
     if evidence is not None:
         sign = 1.0 if is_min else -1.0  # back from θ to the metric's own values
         value_bounds = sorted([sign * evidence.low, sign * evidence.high])
@@ -304,17 +308,19 @@ def _note(outcome: str, evidence: Evidence, confidence: float, details: dict[str
         p = evidence.p_wrong
         details["p_value"], details["hypothesis"] = p, details["h_fail"]
         if evidence.confident_wrong:
-            return f" — significant ({method}, p={p:.2g} against {details['h_fail']})"
-        return f" — not significant at n={evidence.n} ({method}, p={p:.2g} against {details['h_fail']})"
+            return f" — significant ({method}, {p_value_text(p)} against {details['h_fail']})"
+        return f" — not significant at n={evidence.n} ({method}, {p_value_text(p)} against {details['h_fail']})"
     p = evidence.p_right
     details["p_value"], details["hypothesis"] = p, details["h_pass"]
+    test = f"({method}, {p_value_text(p)} against {details['h_pass']})"
     if outcome == "pass":
-        return f" — {confidence:.0%} sure ({method}, p={p:.2g} against {details['h_pass']})"
-    return (
-        " — inconclusive: "
-        + cases_needed_text(evidence.n, evidence.cases_needed)
-        + (f" ({method}, p={p:.2g} against {details['h_pass']})")
-    )
+        return f" — {confidence:.0%} sure {test}"
+    return f" — inconclusive: {cases_needed_text(evidence.n, evidence.cases_needed)} {test}"
+
+
+def p_value_text(p: float) -> str:
+    """'p=0.03', or 'p<0.001' (an exact zero would read as certainty)."""
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
 def cases_needed_text(n: int, needed: int | None) -> str:

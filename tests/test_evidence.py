@@ -192,6 +192,36 @@ def test_perplexity_gates_are_judged_in_perplexity_points() -> None:
     assert evidence.confident_right  # a rise of ~0.03 points, well within 0.5
 
 
+def test_cases_needed_for_a_perplexity_gate_by_hand() -> None:
+    check = CHECKS.get("perplexity")
+    ratio = check.aggregator("perplexity")
+    tokens = [10, 20, 15, 10, 25, 10]
+    base_nll = [0.7 * t for t in tokens]
+    cand_nll = [0.7 * t + d for t, d in zip(tokens, [0.2, -0.3, 0.6, 0.1, -0.2, 0.4], strict=True)]
+    evidence = relative_evidence(
+        perplexity_outcomes(base_nll, tokens), perplexity_outcomes(cand_nll, tokens), ratio,
+        lower_is_better=True, limit=-0.03, confidence=0.95, declared_range=None,
+    )  # fmt: skip
+    total, mean_t = sum(tokens), sum(tokens) / len(tokens)
+
+    def influence(nll: list[float]) -> np.ndarray:
+        r = sum(nll) / total
+        return math.exp(r) * (np.array(nll) - r * np.array(tokens)) / mean_t
+
+    sd = float((-(influence(cand_nll) - influence(base_nll))).std(ddof=1))
+    # The per-case range, unbounded metric: the spread of the cases' own perplexities seen.
+    per_case = [math.exp(v / t) for v, t in zip(base_nll + cand_nll, tokens + tokens, strict=True)]
+    spread = max(per_case) - min(per_case)
+    room = evidence.estimate + 0.03  # rose by 0.018 points of the 0.03 allowed
+    assert room > 0 and not evidence.confident_right
+
+    def holds(n: int) -> bool:
+        half = scipy_stats.t.ppf(0.95, n - 1) * sd / math.sqrt(n)
+        return half <= room and (1 - 0.05 ** (1 / n)) * spread <= room
+
+    assert evidence.cases_needed == smallest_n(holds, 7)
+
+
 def test_corpus_metrics_use_the_paired_bootstrap() -> None:
     from harness.checks.glue import AGGREGATORS
 

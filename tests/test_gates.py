@@ -204,11 +204,13 @@ def test_acc_norm_gates_count_acc_norm_flips_and_cases() -> None:
     assert result.details["flips"] == {"basis": "metric", "worse": ["c0", "c1"], "better": ["c5"]}
     assert result.details["method"] == "exact_unconditional"
     assert result.details["estimate"] == pytest.approx(-1 / 12)
-    # acc itself did not move at all: its gate sees no flip.
+    # acc itself did not move at all: its gate sees no flip, and 12 cases cannot tell.
     acc = decide_cases(
         ForgettingGate(metric="choice.acc", max_drop=0.1), base, cand, "choice.acc", CHOICE
     )
     assert acc.details["flips"]["worse"] == [] and acc.details["estimate"] == 0.0
+    assert acc.inconclusive and acc.details["cases_needed"] == 29  # 0.9^n <= 0.05 from n = 29
+    assert acc.details["p_value"] == pytest.approx(0.9**12)
 
 
 def qa_case(output: str, gold: str) -> Outcome:

@@ -357,3 +357,90 @@ def empty_store(tmp_path: Path) -> Iterator[Store]:
 def test_report_of_an_empty_store_is_a_usage_error(empty_store: Store) -> None:
     result = CliRunner().invoke(main, ["report", "--db", str(empty_store.path)])
     assert result.exit_code == 2 and "no runs" in result.output
+
+
+# ------------------------------------------------------------------------------- layout
+
+# Measures, after the page's script ran, what a reader at 1400 px sees: whether the metric
+# matrix is wider than its box, and which chart labels overlap or leave their chart.
+LAYOUT_PROBE = (
+    "<script>window.addEventListener('load',function(){var h=document.documentElement;"
+    "var box=document.querySelector('table.matrix').parentElement;"
+    "h.setAttribute('data-matrix-overflow',String(box.scrollWidth-box.clientWidth));"
+    "var bad=[];document.querySelectorAll('svg.chart').forEach(function(svg,c){"
+    "var r=svg.getBoundingClientRect();"
+    "var ls=[].slice.call(svg.querySelectorAll('text.point-label')).map(function(t){"
+    "return [t.textContent,t.getBoundingClientRect()];});"
+    "ls.forEach(function(a,i){var b=a[1];"
+    "if(b.left<r.left||b.right>r.right||b.top<r.top||b.bottom>r.bottom)bad.push('out:'+a[0]);"
+    "ls.slice(i+1).forEach(function(o){var q=o[1];if(!(b.right<=q.left||q.right<=b.left||"
+    "b.bottom<=q.top||q.bottom<=b.top))bad.push(a[0]+'~'+o[0]);});});"
+    "h.setAttribute('data-labels-'+c,String(ls.length));});"
+    "h.setAttribute('data-label-problems',bad.join('|')||'none');});</script>"
+)
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Eight trained candidates whose points crowd one corner of the charts, one of them passing,
+    the rest regressed or inconclusive on five metrics."""
+    db = tmp_path_factory.mktemp("crowded") / "c.duckdb"
+    store = Store(db)
+    run_id = store.begin_run(
+        suite_name="crowded", suite_path="s.yaml", suite_text="name: c\n", suite_hash="h",
+        config={},
+    )  # fmt: skip
+    metrics = ("known_facts.qa_em", "arith.exact_acc", "arith.number_acc", "lm.ppl", "new.qa_f1")
+
+    def values(shift: float) -> list[MetricValue]:
+        return [MetricValue("capability", m, 0.9 - shift, 0.8 - shift, 1.0, 60) for m in metrics]
+
+    store.record_model_result(
+        run_id, ModelRecord("base", "base", "builtin:tiny", "f0", "ok"),
+        [_case("exact", "c1", "5", True)], values(0.0), [],
+    )  # fmt: skip
+    names = ["full", "lora", "lora+merged", "lora-replay", "qlora", "dpo", "grpo", "orpo"]
+    for index, name in enumerate(names):
+        passing = name == "lora-replay"
+        outcome = "pass" if passing else ("inconclusive" if index % 3 == 0 else "fail")
+        gates = [
+            GateResult("capability", "forgetting", m, 0.5, 0.9, -0.4, 0.05, outcome, "dropped")  # type: ignore[arg-type]
+            for m in metrics
+        ]
+        info = {"training": _training(5.0 + 0.05 * index, 700_000_000 + index, 69_600, "lora")}
+        store.record_model_result(
+            run_id, ModelRecord(name, "candidate", f"ckpt/{name}", f"f{index}", "ok", None, info),
+            [_case("exact", "c1", "6", False)], values(0.0 if passing else 0.4), gates,
+        )  # fmt: skip
+    store.finish_run(run_id, status="regressed", exit_code=1)
+    return db, run_id
+
+
+def test_the_matrix_fits_1400_px_and_chart_labels_stay_apart(
+    crowded: tuple[Path, str], chromium: str, tmp_path: Path
+) -> None:
+    db, run_id = crowded
+    html = build_report(Store(db), [run_id])
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("<head>", "<head>" + LAYOUT_PROBE, 1))
+    result = open_in_chromium(chromium, probe, tmp_path, "--dump-dom", "--window-size=1400,1000")
+    assert result.returncode == 0, result.stderr[-2000:]
+    root = re.search(r"<html[^>]*>", result.stdout)
+    assert root is not None
+    attributes = dict(re.findall(r'(data-[\w-]+)="([^"]*)"', root.group(0)))
+    assert int(attributes["data-matrix-overflow"]) <= 0, "the matrix is wider than the window"
+    assert attributes["data-label-problems"] == "none"
+    assert int(attributes["data-labels-0"]) >= 6  # grouped points share a label, none is lost
+    assert 'class="verdict passed" data-candidate="lora-replay"' in html
+
+
+def test_a_wrong_answer_is_never_coloured_as_good(
+    recorded: tuple[Path, str], chromium: str, tmp_path: Path
+) -> None:
+    db, run_id = recorded
+    report = tmp_path / "recorded.html"
+    report.write_text(build_report(Store(db), [run_id]))
+    dom = dump_dom(chromium, report, tmp_path)
+    # "full" answered wrong: its words that differ from the base are marked wrong, not right.
+    assert '<div class="model">full ✗</div><pre class="out diff-wrong">' in dom
+    assert '<div class="model">lora-r8 ✓</div><pre class="out diff-right">' in dom

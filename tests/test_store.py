@@ -271,6 +271,31 @@ def test_a_version_3_store_migrates_and_keeps_its_cached_outputs(db: Path) -> No
     assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
+def test_a_version_4_store_keeps_its_two_outcome_gates(db: Path) -> None:
+    from harness.store import MIGRATIONS
+
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+        )
+        for version, script in MIGRATIONS[:4]:
+            con.execute(script)
+            con.execute("INSERT INTO schema_migrations VALUES (?, now()::TIMESTAMP)", [version])
+        con.execute(
+            "INSERT INTO runs (id, suite_name, started_at, status) VALUES ('r1', 's', now(), 'passed')"
+        )
+        for seq, passed in enumerate((True, False)):
+            con.execute(
+                "INSERT INTO gates (run_id, model_name, seq, capability, kind, metric, value, "
+                "limit_value, passed, message) VALUES ('r1', 'c', ?, 'cap', 'threshold', 'm', 1, "
+                "0.5, ?, 'old')",
+                [seq, passed],
+            )
+    run = Store(db).load_run("r1")
+    assert [g.outcome for g in run.gates["c"]] == ["pass", "fail"]
+    assert (run.summary.gates_passed, run.summary.gates_failed) == (1, 1)
+
+
 def test_a_models_results_and_loss_curve_are_written_in_one_open(db: Path) -> None:
     store = Store(db)
     run_id = _begin(store)

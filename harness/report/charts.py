@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from markupsafe import Markup, escape
 
 PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626")
-VERDICT_COLOURS = {"passed": "#15803d", "regressed": "#b91c1c", "error": "#7e22ce"}
+VERDICT_COLOURS = {
+    "passed": "#15803d",
+    "inconclusive": "#a16207",
+    "regressed": "#b91c1c",
+    "error": "#7e22ce",
+}
+CHAR_WIDTH, LINE_HEIGHT = 6.6, 12.0  # a generous estimate of the 11 px label font
 WIDTH, HEIGHT = 520, 300
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 48
 
@@ -98,20 +104,97 @@ def scatter(
     xs = _Scale([p.x for p in points], LEFT, WIDTH - RIGHT)
     ys = _Scale(ys_values, HEIGHT - BOTTOM, TOP)
     body = []
+    placed: list[Box] = []
     if baseline is not None and math.isfinite(baseline):
         y = ys(baseline)
         body.append(
             f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" class="baseline"/>'
             f'<text x="{WIDTH - RIGHT - 4}" y="{y - 4}" text-anchor="end" class="note">base</text>'
         )
-    for p in points:
-        x, y = xs(p.x), ys(p.y)
+        placed.append(_box(WIDTH - RIGHT - 4, y - 4, 4 * CHAR_WIDTH, "end"))
+    groups = _groups(points, xs, ys)
+    for group in groups:  # labels keep clear of every point, not only of other labels
+        x, y = xs(group[0].x), ys(group[0].y)
+        placed.append(Box(x - 7, y - 7, x + 7, y + 7))
+    for group in groups:
+        x, y = xs(group[0].x), ys(group[0].y)
+        label = ", ".join(p.label for p in group)
+        tip = "; ".join(f"{p.label}: {axes.x_format(p.x)}, {axes.y_format(p.y)}" for p in group)
         body.append(
-            f'<circle cx="{x}" cy="{y}" r="6" fill="{escape(p.colour)}"><title>'
-            f"{escape(p.label)}: {escape(axes.x_format(p.x))}, {escape(axes.y_format(p.y))}"
-            f'</title></circle><text x="{x + 9}" y="{y - 8}">{escape(p.label)}</text>'
+            f'<circle cx="{x}" cy="{y}" r="6" fill="{escape(group[0].colour)}">'
+            f"<title>{escape(tip)}</title></circle>"
         )
+        body.append(_label(label, x, y, placed))
     return _frame(title, axes, xs, ys, body)
+
+
+@dataclass(frozen=True)
+class Box:
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    def overlaps(self, other: Box) -> bool:
+        return not (
+            self.right <= other.left
+            or other.right <= self.left
+            or self.bottom <= other.top
+            or other.bottom <= self.top
+        )
+
+
+def _groups(points: Sequence[Point], xs: _Scale, ys: _Scale) -> list[list[Point]]:
+    """Points drawn on the same spot share one label (`lora, lora+merged`)."""
+    groups: list[list[Point]] = []
+    for point in points:
+        spot = (xs(point.x), ys(point.y))
+        for group in groups:
+            there = (xs(group[0].x), ys(group[0].y))
+            if abs(spot[0] - there[0]) < 3 and abs(spot[1] - there[1]) < 3:
+                group.append(point)
+                break
+        else:
+            groups.append([point])
+    return groups
+
+
+def _label(text: str, x: float, y: float, placed: list[Box]) -> str:
+    """A point's label where it fits inside the plot and clears the labels placed before it:
+    beside the point, else ever further above and below it with a leader line to the point."""
+    width = len(text) * CHAR_WIDTH
+    offsets = [-6.0, 14.0, 4.0]
+    offsets += [sign * step for step in range(18, 160, 12) for sign in (-1.0, 1.0)]
+    for dy in offsets:
+        for tx, anchor in ((x + 9, "start"), (x - 9, "end")):
+            box = _box(tx, y + dy, width, anchor)
+            if not _inside(box) or any(box.overlaps(b) for b in placed):
+                continue
+            placed.append(box)
+            element = (
+                f'<text x="{tx}" y="{y + dy}" text-anchor="{anchor}" class="point-label">'
+                f"{escape(text)}</text>"
+            )
+            if abs(dy) <= 14:
+                return element
+            edge = box.left if anchor == "start" else box.right
+            middle = (box.top + box.bottom) / 2
+            return f'<line x1="{x}" y1="{y}" x2="{edge}" y2="{middle}" class="leader"/>' + element
+    return ""  # no room anywhere: the point's tooltip still names it
+
+
+def _box(x: float, baseline: float, width: float, anchor: str) -> Box:
+    left = x if anchor == "start" else x - width
+    return Box(left, baseline - LINE_HEIGHT + 2, left + width, baseline + 3)
+
+
+def _inside(box: Box) -> bool:
+    return (
+        box.left >= LEFT + 2
+        and box.right <= WIDTH - RIGHT - 2
+        and box.top >= TOP + 1
+        and box.bottom <= HEIGHT - BOTTOM - 1
+    )
 
 
 def lines(title: str, series: Sequence[Series], axes: Axes) -> Markup:

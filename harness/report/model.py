@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.ci_text import plain_summary
 from harness.gates import fail_on_of, verdict_of
 from harness.history import (
     Direction,
@@ -26,10 +27,12 @@ from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
 class CandidateVerdict:
     name: str
     reference: str
-    verdict: str  # passed / regressed / error
-    reason: str
-    failed_gates: tuple[GateResult, ...]
+    verdict: str  # passed / inconclusive / regressed / error
+    summary: str  # why, in one plain line
+    reason: str  # every deciding gate's full message
+    failed_gates: tuple[GateResult, ...]  # gates that did not pass (failed or inconclusive)
     gates_total: int
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,11 @@ class Cell:
 
     @property
     def failed(self) -> bool:
-        return any(not g.passed for g in self.gates)
+        return any(g.failed for g in self.gates)
+
+    @property
+    def undecided(self) -> bool:
+        return any(g.inconclusive for g in self.gates)
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,12 @@ class MatrixRow:
 
     @property
     def severity(self) -> int:
-        """2: a gate failed; 1: some candidate got worse beyond noise; 0: otherwise."""
+        """2: a gate failed; 1: a gate could not tell, or some candidate got worse beyond noise;
+        0: otherwise."""
         if any(c.failed for c in self.cells):
             return 2
-        return int(any(c.direction == "worse" and c.beyond_noise for c in self.cells))
+        worse = any(c.direction == "worse" and c.beyond_noise for c in self.cells)
+        return int(worse or any(c.undecided for c in self.cells))
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,15 @@ class RunView:
     methods: tuple[MethodRow, ...]
     loss_curves: Mapping[str, Sequence[tuple[int, float]]]
     cases: dict[str, Any] = field(repr=False)  # the JSON payload of the drill-down
+
+    @property
+    def overview(self) -> list[tuple[str, int]]:
+        """How many candidates got each verdict, worst first, e.g. [("regressed", 6), ...]."""
+        counts = [
+            (verdict, sum(v.verdict == verdict for v in self.verdicts))
+            for verdict in ("error", "regressed", "inconclusive", "passed")
+        ]
+        return [(verdict, count) for verdict, count in counts if count]
 
 
 def report_view(run: Any, cases: Mapping[str, Sequence[CaseResult]]) -> RunView:
@@ -129,13 +147,16 @@ def _verdict(
     record: ModelRecord, gates: Sequence[GateResult], fail_on: frozenset[str]
 ) -> CandidateVerdict:
     failed = tuple(g for g in gates if not g.passed)
+    verdict = verdict_of(record, gates, fail_on)
     return CandidateVerdict(
         record.name,
         record.reference,
-        verdict_of(record, gates, fail_on),
+        verdict,
+        plain_summary(verdict, gates, fail_on, record.error),
         verdict_reason(record, gates, fail_on),
         failed,
         len(gates),
+        tuple(record.info.get("warnings") or ()),
     )
 
 

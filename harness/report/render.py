@@ -48,6 +48,8 @@ def environment() -> Environment:
     env.filters.update(
         num=format_number,
         signed=lambda v: format_number(v, signed=True),
+        short=format_short,
+        short_signed=lambda v: format_short(v, signed=True),
         seconds=format_seconds,
         bytes=format_bytes,
         count=format_count,
@@ -78,6 +80,20 @@ def format_number(value: Any, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def format_short(value: Any, signed: bool = False) -> str:
+    """A number in at most ~7 characters, for the metric matrix: 0.117, 12.35, 465k, 1.2e+09."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    sign = "+" if signed and value >= 0 else ""
+    size = abs(value)
+    if size >= 1e6:
+        return f"{value:{sign}.2g}"
+    if size >= 1e3:
+        return f"{value / 1e3:{sign}.3g}k"
+    decimals = 3 if size < 10 else 2 if size < 100 else 1
+    return f"{value:{sign}.{decimals}f}"
 
 
 def format_seconds(value: Any) -> str:

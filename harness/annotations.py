@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from harness.ci_text import gate_evidence, short_reason
 from harness.gates import gate_status, index_metrics
 from harness.runner import RunResult
+from harness.safe_text import printable
 
 
 def under_github_actions(environ: Mapping[str, str] | None = None) -> bool:
@@ -20,7 +21,7 @@ def under_github_actions(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def _data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return printable(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _property(text: str) -> str:

@@ -19,19 +19,17 @@ from harness import __version__
 from harness.cli_ci import CiOutputs, check_summary_target, ci_options, finish, make_gating
 from harness.console import make_console
 from harness.errors import HarnessError
+from harness.safe_text import terminal
 
 DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
 db_option = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help=DB_HELP)
 
 
-def _db_path(db: Path | None) -> Path:
-    return db or Path(os.environ.get("HARNESS_DB", "harness.duckdb"))
+def _reader(db: Path | None):
+    """The store a reading command names; it must exist, and is not written to."""
+    from harness.store import open_store
 
-
-def _store(db: Path | None):
-    from harness.store import Store
-
-    return Store(_db_path(db))
+    return open_store(db, create=False, for_writing=False)
 
 
 def show_model_builds() -> None:
@@ -44,7 +42,11 @@ def show_model_builds() -> None:
 
 
 def quiet_library_progress_bars() -> None:
-    """Our progress display is the one to read; transformers' per-load bars only add noise."""
+    """Our progress display is the one to read; transformers' per-load bars only add noise, and
+    a few library messages are harmless here (harness.noise)."""
+    from harness.noise import quiet_harmless_messages
+
+    quiet_harmless_messages()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as transformers_logging
 
@@ -113,9 +115,14 @@ def run(
     loaded = load_suite(suite, base_override=base_override)
     selected = selected_candidates(loaded, only)  # a wrong --only is a usage error before any work
     check_summary_target(summary)
-    store = _store(db)
     names = candidate_names(loaded, selected)
-    gating = make_gating(store, loaded, names, baseline, baseline_model, fail_on, strict)
+    # A baseline is read from an existing store; only then is the store opened for writing, so
+    # a bad argument (--baseline nosuchrun) creates or changes nothing.
+    reader = _reader(db) if baseline else None
+    gating = make_gating(reader, loaded, names, baseline, baseline_model, fail_on, strict)
+    from harness.store import open_store
+
+    store = open_store(db)
     quiet_library_progress_bars()
     show_model_builds()
     console = make_console(stderr=True)
@@ -157,15 +164,15 @@ def schema() -> None:
 @click.option("--limit", default=20, show_default=True, help="How many runs to list.")
 def runs(db: Path | None, suite_name: str | None, limit: int) -> None:
     """List recorded runs, newest first."""
-    summaries = _store(db).list_runs(suite=suite_name, limit=limit)
+    summaries = _reader(db).list_runs(suite=suite_name, limit=limit)
     table = Table()
     gate_counts = "gates pass/fail/inconclusive"
     for column in ("run", "suite", "started (UTC)", "status", "exit", "models", gate_counts):
         table.add_column(column)
     for item in summaries:
         table.add_row(
-            item.id, item.suite_name, str(item.started_at)[:19], item.status,
-            "" if item.exit_code is None else str(item.exit_code), ", ".join(item.models),
+            item.id, terminal(item.suite_name), str(item.started_at)[:19], item.status,
+            "" if item.exit_code is None else str(item.exit_code), terminal(", ".join(item.models)),
             f"{item.gates_passed}/{item.gates_failed}/{item.gates_inconclusive}",
         )  # fmt: skip
     make_console().print(table if summaries else "no runs recorded yet")
@@ -178,7 +185,7 @@ def show(run_ref: str, db: Path | None) -> None:
     """Show one run's models, metrics and gate verdicts (RUN: id, unique prefix or 'last')."""
     from harness.show import render_run
 
-    store = _store(db)
+    store = _reader(db)
     make_console().print(*render_run(store.load_run(store.resolve_run(run_ref))))
 
 

@@ -7,7 +7,6 @@ harness.junit, harness.markdown and harness.annotations (imported lazily: `--hel
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ _DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
 
 
 def _store(db: Path | None) -> Any:
-    from harness.store import Store
+    """The store `gate` and `tag` read and write: it must exist already."""
+    from harness.store import open_store
 
-    return Store(db or Path(os.environ.get("HARNESS_DB", "harness.duckdb")))
+    return open_store(db, create=False)
 
 
 def parse_fail_on(_ctx: Any, _param: Any, values: tuple[str, ...]) -> frozenset[str]:

@@ -6,7 +6,6 @@ Every string from a suite, data or model goes into rich tables as `Text`, never 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from rich.text import Text
 
 from harness.console import make_console
 from harness.errors import HarnessError
+from harness.safe_text import printable
 
 _DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
 _db_option = click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help=_DB_HELP)
@@ -25,9 +25,10 @@ _VERDICT_STYLE = {"passed": "green", "regressed": "bold red", "error": "bold mag
 
 
 def _store(db: Path | None) -> Any:
-    from harness.store import Store
+    """The store `report`, `history` and `compare` read: it must exist, and is not written."""
+    from harness.store import open_store
 
-    return Store(db or Path(os.environ.get("HARNESS_DB", "harness.duckdb")))
+    return open_store(db, create=False, for_writing=False)
 
 
 def _num(value: float | None, signed: bool = False) -> str:
@@ -38,6 +39,7 @@ def _num(value: float | None, signed: bool = False) -> str:
 
 def _short(text: str | None, limit: int = 48) -> Text:
     flat = " ".join((text or "").split())
+    flat = printable(flat)
     return Text(flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
@@ -107,7 +109,7 @@ _HISTORY_COLUMNS = 8
 def history_table(suite: str, run_ids: Sequence[str], series: Sequence[Any]) -> Table:
     shown = list(run_ids[-_HISTORY_COLUMNS:])
     more = f" (last {len(shown)} of {len(run_ids)} runs)" if len(shown) < len(run_ids) else ""
-    table = Table(title=Text(f"history of {suite}{more}"), title_justify="left")
+    table = Table(title=Text(printable(f"history of {suite}{more}")), title_justify="left")
     for column in ("model", "capability", "metric"):
         table.add_column(column)
     for run_id in shown:
@@ -121,7 +123,7 @@ def history_table(suite: str, run_ids: Sequence[str], series: Sequence[Any]) -> 
             better = (change < 0) if s.lower_is_better else (change > 0)
             style = "green" if better else "red"
         table.add_row(
-            Text(s.model), Text(s.capability), Text(s.metric),
+            Text(printable(s.model)), Text(printable(s.capability)), Text(printable(s.metric)),
             *[_num(values.get(run_id)) for run_id in shown],
             Text(_num(change, signed=True), style=style),
         )  # fmt: skip
@@ -145,7 +147,7 @@ def compare(run_a: str, run_b: str, db: Path | None, limit: int, show_all: bool)
     a, b = (_side(store, store.resolve_run(ref)) for ref in (run_a, run_b))
     comparison = compare_runs(a, b)
     console = make_console()
-    console.print(Text(f"compare {comparison.run_a} → {comparison.run_b}", style="bold"))
+    console.print(Text(printable(f"compare {comparison.run_a} → {comparison.run_b}"), style="bold"))
     console.print(verdict_table(comparison))
     console.print(metric_table(comparison, show_all))
     console.print(flip_table(comparison, limit))
@@ -173,7 +175,7 @@ def verdict_table(comparison: Any) -> Table:
             Text(v or "(absent)", style=_VERDICT_STYLE.get(v or "", "dim"))
             for v in (change.a, change.b)
         ]
-        table.add_row(Text(change.model), *cells)
+        table.add_row(Text(printable(change.model)), *cells)
     return table
 
 
@@ -192,7 +194,7 @@ def metric_table(comparison: Any, show_all: bool) -> Table | Text:
     for c in sorted(changes, key=lambda c: order[c.direction]):
         word = c.direction + (" (beyond noise)" if c.beyond_noise else "")
         table.add_row(
-            Text(c.model), Text(c.capability), Text(c.metric),
+            Text(printable(c.model)), Text(printable(c.capability)), Text(printable(c.metric)),
             _num(c.a.value if c.a else None), _num(c.b.value if c.b else None),
             _num(c.delta, signed=True), Text(word, style=_STYLE[c.direction]),
         )  # fmt: skip
@@ -206,7 +208,7 @@ def flip_table(comparison: Any, limit: int) -> Table | Text:
         f"{len(comparison.fixes)} fail → pass; {comparison.outputs_changed} outputs changed"
     )
     if not flips:
-        return Text(title)
+        return Text(printable(title))
     if len(flips) > limit:
         title += f" (first {limit} shown; --limit to see more)"
     table = Table(title=title, title_justify="left")
@@ -215,7 +217,7 @@ def flip_table(comparison: Any, limit: int) -> Table | Text:
     for f in flips[:limit]:
         word = Text("fail → pass", style="green") if f.fixed else Text("pass → FAIL", style="red")
         table.add_row(
-            Text(f.model), Text(f"{f.capability}/{f.check}"), Text(f.case_id), word,
+            Text(printable(f.model)), Text(printable(f"{f.capability}/{f.check}")), Text(printable(f.case_id)), word,
             _short(f.prompt), _short(f.output_a, 32), _short(f.output_b, 32),
         )  # fmt: skip
     return table

@@ -87,6 +87,7 @@ def no_effect_warning(candidate: Sequence[CaseResult], base: Sequence[CaseResult
         ):
             return None
     return (
-        f"its training had no effect: all {len(candidate)} outputs, scores and log-likelihoods "
-        "equal the base's (check the adapter's target modules, the learning rate and the steps)"
+        f"its training changed nothing measured: all {len(candidate)} outputs, scores and "
+        "log-likelihoods equal the base's (check the adapter's target modules, the learning rate "
+        "and the steps)"
     )

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -20,6 +19,7 @@ from rich.table import Table
 from harness.ci_text import candidate_warnings, number, short_reason, status_cell
 from harness.gates import gate_status
 from harness.runner import Reporter, RunResult
+from harness.safe_text import printable, terminal
 
 VERDICT_STYLE = {
     "passed": "green",
@@ -38,7 +38,7 @@ class ConsoleReporter(Reporter):
         self.console = console
         self.live = console.is_terminal
         self.progress = Progress(
-            TextColumn("{task.fields[model]:<16} {task.fields[stage]:<11}"),
+            TextColumn("{task.fields[model]:<16} {task.fields[stage]:<11}", markup=False),
             BarColumn(),
             TextColumn("{task.completed:>6.0f}/{task.total:<6.0f}"),
             TimeElapsedColumn(),
@@ -56,12 +56,16 @@ class ConsoleReporter(Reporter):
         self.started.setdefault(model, time.perf_counter())
         if model not in self.tasks:
             self.tasks[model] = self.progress.add_task(
-                "", total=total or 1, model=model, stage=stage
+                "", total=total or 1, model=printable(model), stage=printable(stage)
             )
-        self.progress.update(self.tasks[model], stage=stage, total=total or 1, completed=0)
+        self.progress.update(
+            self.tasks[model], stage=printable(stage), total=total or 1, completed=0
+        )
         if not self.live:
             count = f" ({total} cases)" if total else ""
-            self.console.print(f"[{model}] {stage}{count}", markup=False, highlight=False)
+            self.console.print(
+                printable(f"[{model}] {stage}{count}"), markup=False, highlight=False
+            )
 
     def advance(self, model: str, completed: float) -> None:
         self.progress.update(self.tasks[model], completed=completed)
@@ -72,7 +76,9 @@ class ConsoleReporter(Reporter):
         if not self.live and (step == total or step % max(total // 5, 1) == 0):
             shown = "" if loss is None else f", loss {loss:.4f}"
             self.console.print(
-                f"[{model}] training step {step}/{total}{shown}", markup=False, highlight=False
+                printable(f"[{model}] training step {step}/{total}{shown}"),
+                markup=False,
+                highlight=False,
             )
 
     def done(self, model: str, verdict: str) -> None:
@@ -82,7 +88,7 @@ class ConsoleReporter(Reporter):
         if not self.live:
             seconds = time.perf_counter() - self.started.get(model, time.perf_counter())
             self.console.print(
-                f"[{model}] {verdict} in {seconds:.1f}s", markup=False, highlight=False
+                printable(f"[{model}] {verdict} in {seconds:.1f}s"), markup=False, highlight=False
             )
 
     def close(self) -> None:
@@ -98,7 +104,7 @@ def make_console(*, stderr: bool = False) -> Console:
 
 def summary_table(result: RunResult) -> Table:
     """Candidate x gate: metric, base, value, delta with the candidate's 95% interval, verdict."""
-    table = Table(title=f"{result.suite} · run {result.run_id}", title_justify="left")
+    table = Table(title=terminal(f"{result.suite} · run {result.run_id}"), title_justify="left")
     for column in (
         "candidate",
         "capability",
@@ -121,20 +127,19 @@ def summary_table(result: RunResult) -> Table:
 def _add_candidate_rows(table: Table, candidate: Any) -> None:
     name = candidate.record.name
     if candidate.record.status == "error":
-        table.add_row(
-            name, "", "", "", "", "", "", "", f"[magenta]error[/]: {candidate.record.error}"
-        )
+        error = terminal(candidate.record.error or "")
+        table.add_row(terminal(name), "", "", "", "", "", "", "", f"[magenta]error[/]: {error}")
         return
     intervals = {(m.capability, m.metric): m for m in candidate.metrics}
     if not candidate.gates:
-        table.add_row(name, "", "(no gates)", "", "", "", "", "", "[green]passed[/]")
+        table.add_row(terminal(name), "", "(no gates)", "", "", "", "", "", "[green]passed[/]")
     for gate in candidate.gates:
         metric = intervals.get((gate.capability, gate.metric))
         ci = f"[{metric.ci_low:.3f}, {metric.ci_high:.3f}]" if metric else "—"
         style = STATUS_STYLE[gate_status(gate, candidate.fail_on)]
-        verdict = f"[{style}]{escape(status_cell(gate, candidate.fail_on))}[/]"
+        verdict = f"[{style}]{terminal(status_cell(gate, candidate.fail_on))}[/]"
         table.add_row(
-            escape(name), escape(gate.capability), gate.kind, escape(gate.metric),
+            terminal(name), terminal(gate.capability), gate.kind, terminal(gate.metric),
             number(gate.base_value), number(gate.value), ci, number(gate.delta, signed=True), verdict,
         )  # fmt: skip
 
@@ -175,8 +180,8 @@ def _method_row(candidate: Any, gated: list[tuple[str, str]]) -> list[str]:
     values = {(m.capability, m.metric): m.value for m in candidate.metrics}
     verdict = candidate.verdict
     return [
-        escape(candidate.record.name),
-        training["backend"],
+        terminal(candidate.record.name),
+        terminal(training["backend"]),
         *[number(values.get(k)) for k in gated],
         f"{training['wall_seconds']:.1f}"
         + (" (cached)" if training.get("reused_artifact") else ""),
@@ -199,15 +204,15 @@ def print_verdicts(console: Console, result: RunResult) -> None:
         else:
             why = ", ".join(map(short_reason, candidate.inconclusive))
         style = VERDICT_STYLE[verdict]
-        line = f"[{style}]{verdict.upper():<12}[/] {escape(candidate.record.name)}"
-        console.print(line + (f" — {escape(why)}" if why else ""))
+        line = f"[{style}]{verdict.upper():<12}[/] {terminal(candidate.record.name)}"
+        console.print(line + (f" — {terminal(why)}" if why else ""))
     warnings = [
         w
         for c in result.candidates
         for w in candidate_warnings(c, inconclusive=c.verdict != "inconclusive")
     ] + result.warnings
     for warning in warnings:
-        console.print(f"[yellow]WARNING[/]      {escape(warning)}")
+        console.print(f"[yellow]WARNING[/]      {terminal(warning)}")
     if result.base.record.status == "error":
-        console.print(f"[magenta]ERROR[/]        base — {escape(result.base.record.error or '')}")
+        console.print(f"[magenta]ERROR[/]        base — {terminal(result.base.record.error or '')}")
     console.print(f"exit {result.exit_code} ({result.status})")

@@ -50,6 +50,21 @@ def read_rows(path: Path, fmt: str | None = None, columns: list[str] | None = No
     return reader[fmt](path, fmt)
 
 
+def read_text(path: Path) -> str:
+    """A data file's text; DataError at the line and column of a byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise DataError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def _object_row(value: Any, source: str) -> Row:
     if not isinstance(value, dict):
         raise DataError(
@@ -60,7 +75,7 @@ def _object_row(value: Any, source: str) -> Row:
 
 def _jsonl(path: Path, _fmt: str) -> list[Row]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -73,7 +88,7 @@ def _jsonl(path: Path, _fmt: str) -> list[Row]:
 
 def _json(path: Path, _fmt: str) -> list[Row]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
     if not isinstance(value, list):
@@ -99,6 +114,9 @@ def _delimited(path: Path, fmt: str, columns: list[str] | None = None) -> list[R
             header=None if columns else "infer",
             names=columns,
         )
+    except UnicodeDecodeError:
+        read_text(path)  # names the line and column of the first byte that is not UTF-8
+        raise
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot parse as {fmt}: {exc}") from exc
     # Line numbers count the header line, so the first data row is line 2 (1 without a header).
@@ -112,7 +130,11 @@ def _delimited(path: Path, fmt: str, columns: list[str] | None = None) -> list[R
 def _parquet(path: Path, _fmt: str) -> list[Row]:
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own types (ArrowInvalid, ArrowIOError, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable Parquet file ({first})") from None
     records = json.loads(frame.to_json(orient="records"))  # plain Python values, not numpy scalars
     return [Row(record, f"{path}#{i + 1}") for i, record in enumerate(records)]
 

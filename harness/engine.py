@@ -375,21 +375,22 @@ class Engine:
 
     def _generate_chunk(self, rows: list[list[int]], settings: GenerationSettings) -> list[str]:
         import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         input_ids, attention_mask = _left_pad(rows, self._pad_id(), self._device())
         width = input_ids.shape[1]
-        sampling = settings.temperature > 0
+        # Greedy decoding; with a temperature, each row samples with its own seeded generator
+        # (SeededSampling), so a prompt draws the same text in any batch, cached or not.
         config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
-            do_sample=sampling,
-            temperature=settings.temperature if sampling else None,
-            top_k=0 if sampling else None,  # plain temperature sampling, nothing truncated
+            do_sample=False,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self._pad_id(),
         )
-        if sampling:  # reproducible: the same seed, sample number and batch give the same text
-            torch.manual_seed(hash((settings.seed, settings.sample, len(rows), width)) % 2**31)
+        processors = LogitsProcessorList()
+        if settings.temperature > 0:
+            seeds = [sample_seed(settings.seed, row, settings.sample) for row in rows]
+            processors.append(SeededSampling(seeds, settings.temperature))
         criteria = StoppingCriteriaList()
         if settings.stop:
             criteria.append(_StopStrings(self.tokenizer, settings.stop, width))
@@ -398,6 +399,7 @@ class Engine:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 generation_config=config,
+                logits_processor=processors,
                 stopping_criteria=criteria,
             )
         return [decode_new(self.tokenizer, row[width:].tolist(), settings.stop) for row in out]
@@ -575,6 +577,46 @@ def _sum_windows(
     )
 
 
+def sample_seed(seed: int, prompt_ids: Sequence[int], sample: int) -> int:
+    """The seed of one prompt's sample number `sample`: a stable hash (Python's hash() of a
+    string changes with every process)."""
+    text = json.dumps([seed, sample, list(prompt_ids)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") & (2**63 - 1)
+
+
+class SeededSampling:
+    """A logits processor that samples each row at `temperature` with the row's own generator
+    and leaves only the drawn token finite, so greedy decoding takes it.
+
+    transformers seeds sampling once per batch, which would make a prompt's samples depend on
+    the prompts batched with it (and on which were already cached); one generator per row,
+    seeded by (seed, prompt, sample), does not.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float) -> None:
+        self.seeds = list(seeds)
+        self.temperature = temperature
+        self.generators: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if not self.generators:
+            self.generators = [
+                torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds
+            ]
+        probabilities = torch.softmax(scores.float() / self.temperature, dim=-1)
+        picks = torch.cat(
+            [
+                torch.multinomial(probabilities[row], 1, generator=generator)
+                for row, generator in enumerate(self.generators)
+            ]
+        )
+        chosen = torch.full_like(scores, float("-inf"))
+        chosen[torch.arange(len(picks), device=scores.device), picks] = 0.0
+        return chosen
+
+
 def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
     # itertools.batched arrives only in Python 3.12.
     for start in range(0, len(items), size):
@@ -630,6 +672,10 @@ def generation_key(settings: GenerationSettings, engine: str = "transformers") -
     del key["engine"]
     if engine != "transformers":
         key["engine"] = engine
+    if settings.temperature > 0 and engine == "transformers":
+        # Samples are drawn per prompt since harness 0.1.0's store schema 5; samples cached
+        # before were drawn per batch and are not reused.
+        key["sampling"] = "per-prompt"
     return key
 
 

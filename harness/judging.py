@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from harness.schema_base import Strict
+from harness.schema_base import Name, Strict
 
 Messages = list[dict[str, str]]
 
@@ -34,7 +34,7 @@ Messages = list[dict[str, str]]
 class JudgeConfig(Strict):
     """One judge. `url` + `model` for an HTTP endpoint, or `local` for a transformers model."""
 
-    name: str | None = None
+    name: Name | None = None
     url: str | None = Field(
         None, description="Base URL of an OpenAI-compatible API, e.g. http://host:8000/v1"
     )
@@ -104,6 +104,19 @@ def api_key(config: JudgeConfig) -> str | None:
     return key
 
 
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_KEY_LIKE = re.compile(r"\b(sk|pk|rk|key|api|tok)[-_][A-Za-z0-9_-]{12,}\b", re.IGNORECASE)
+
+
+def redact(text: str, key: str | None) -> str:
+    """`text` without the API key, bearer tokens or key-shaped strings: many APIs echo the key
+    in a 401 body, and error texts are stored and printed."""
+    if key:
+        text = text.replace(key, "***")
+    text = _BEARER.sub(lambda m: m.group(1) + "***", text)
+    return _KEY_LIKE.sub("***", text)
+
+
 def missing_key_message(config: JudgeConfig) -> str:
     return (
         f"judge {config.label}: environment variable {config.api_key_env} is not set "
@@ -127,10 +140,11 @@ def post_once(config: JudgeConfig, messages: Messages) -> Reply:
     except urllib.error.HTTPError as exc:
         if exc.code == 429 or exc.code >= 500:
             raise TransientError(f"HTTP {exc.code}", _retry_after(exc)) from None
-        return Reply(None, error=f"HTTP {exc.code}: {exc.read()[:300].decode('utf-8', 'replace')}")
+        body = exc.read()[:300].decode("utf-8", "replace")
+        return Reply(None, error=f"HTTP {exc.code}: {redact(body, key)}")
     except (OSError, http.client.HTTPException) as exc:  # timeouts, refused or dropped
         # connections (IncompleteRead, RemoteDisconnected): a retry may get through
-        raise TransientError(f"{type(exc).__name__}: {exc}", None) from None
+        raise TransientError(redact(f"{type(exc).__name__}: {exc}", key), None) from None
     except json.JSONDecodeError:
         return Reply(None, error="the endpoint's response is not JSON")
     return _reply_of(payload)
@@ -281,15 +295,24 @@ def plain_verdict(text: str) -> str | None:
     return None
 
 
+MAX_REPLY_CHARS = 20_000  # a verdict fits in far less; past this a reply is read truncated
+_MAX_OBJECT_STARTS = 20  # `{` positions tried: bounded work on a reply made of braces
+
+
 def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The reply's JSON object: whole text, a ```json block, or the first {...} that parses."""
-    candidates = [text.strip(), *_FENCED.findall(text)]
+    """The reply's JSON object: whole text, a ```json block, or the first {...} that parses.
+
+    Bounded: the reply is cut at MAX_REPLY_CHARS and at most _MAX_OBJECT_STARTS `{` positions
+    are tried, so a reply of 60,000 `{` takes milliseconds, not the quadratic minutes it could.
+    """
+    text = text[:MAX_REPLY_CHARS]
     decoder = json.JSONDecoder()
-    candidates += [text[i:] for i, ch in enumerate(text) if ch == "{"]
-    for candidate in candidates:
+    starts = [i for i, ch in enumerate(text) if ch == "{"][:_MAX_OBJECT_STARTS]
+    fenced = _FENCED.findall(text) if "```" in text else []
+    for candidate in [text.strip(), *fenced, *(text[i:] for i in starts)]:
         try:
             value, _ = decoder.raw_decode(candidate)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(value, dict):
             return value
@@ -304,6 +327,7 @@ class Parsed:
 
 
 def parse_score(text: str, low: float, high: float) -> Parsed:
+    text = text[:MAX_REPLY_CHARS]
     found = parse_json_object(text)
     raw: Any = found.get("score") if found else None
     if raw is None:
@@ -320,6 +344,7 @@ def parse_score(text: str, low: float, high: float) -> Parsed:
 
 
 def parse_verdict(text: str) -> Parsed:
+    text = text[:MAX_REPLY_CHARS]
     found = parse_json_object(text)
     raw: Any = (found or {}).get("verdict", (found or {}).get("winner"))
     if raw is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.ci_text import candidate_warnings, gate_evidence, gate_keys, gate_name, short_reason
 from harness.gates import gate_status, index_metrics
 from harness.runner import ModelResult, RunResult
+from harness.safe_text import xml_text
 
 
 def junit_xml(result: RunResult, capabilities: Sequence[object]) -> ET.ElementTree:
@@ -27,8 +28,19 @@ def junit_xml(result: RunResult, capabilities: Sequence[object]) -> ET.ElementTr
         root.append(_testsuite(result, candidate, defined))
     for attribute in ("tests", "failures", "errors", "skipped"):
         root.set(attribute, str(sum(int(s.get(attribute, "0")) for s in root)))
+    _sanitise(root)
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def _sanitise(root: ET.Element) -> None:
+    """Show characters XML cannot hold (NUL, ESC, ...) as escapes, so any JUnit parser reads the
+    file; ElementTree itself escapes only markup."""
+    for element in root.iter():
+        for name, value in element.attrib.items():
+            element.set(name, xml_text(value))
+        if element.text:
+            element.text = xml_text(element.text)
 
 
 def write_junit(result: RunResult, capabilities: Sequence[object], path: Path) -> None:

@@ -24,6 +24,7 @@ from harness.ci_text import (
 from harness.errors import HarnessError
 from harness.gates import index_metrics
 from harness.runner import ModelResult, RunResult
+from harness.safe_text import printable
 
 GITHUB = "github"
 _ICON = {"passed": "✅", "inconclusive": "❔", "regressed": "❌", "error": "💥"}
@@ -31,7 +32,7 @@ _ICON = {"passed": "✅", "inconclusive": "❔", "regressed": "❌", "error": "�
 
 def md(text: object) -> str:
     """A user-controlled string made safe in a table cell: no HTML, no pipes, one line."""
-    escaped = html.escape(" ".join(str(text).split()), quote=False)
+    escaped = html.escape(" ".join(printable(text).split()), quote=False)
     return escaped.replace("|", "\\|").replace("`", "\\`")
 
 

@@ -16,9 +16,29 @@ from harness.errors import HarnessError
 T = TypeVar("T")
 
 
+# Names people write from other tools, and what they are called here.
+_ALIASES = {
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "steps": "max_steps",
+    "seq_len": "max_length",
+    "max_seq_length": "max_length",
+}
+
+
 def did_you_mean(name: str, options: list[str] | tuple[str, ...]) -> str:
-    """' (did you mean "x"?)' when a close option exists, else ''."""
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    """' (did you mean "x"?)' when a close option exists, else ''.
+
+    Close in spelling (`lerning_rate`), or an option that holds the name as whole words
+    (`batch_size` -> `per_device_train_batch_size`), or a known alias (`lr`).
+    """
+    choices = list(options)
+    alias = _ALIASES.get(name)
+    close = [alias] if alias in choices else []
+    close = close or difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if not close and "_" in name:
+        containing = [o for o in choices if f"_{name}" in f"_{o}_" or f"_{name}_" in f"_{o}_"]
+        close = sorted(containing, key=len)[:1]
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from harness.ci_text import status_cell
 from harness.gates import fail_on_of, gate_status
+from harness.safe_text import terminal
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "warn": "yellow"}
 
@@ -21,8 +21,8 @@ def _models_table(run: Any) -> Table:
         counts = run.case_counts.get(model.name)
         cases = f"{counts.passed}/{counts.total} passed" if counts else ""
         table.add_row(
-            escape(model.name), model.role, escape(model.reference), (model.fingerprint or "")[:12],
-            model.status, cases, escape(model.error or ""),
+            terminal(model.name), model.role, terminal(model.reference), (model.fingerprint or "")[:12],
+            model.status, cases, terminal(model.error or ""),
         )  # fmt: skip
     return table
 
@@ -40,9 +40,9 @@ def _metrics_table(run: Any) -> Table:
             )
             ci = f"[{m.ci_low:.3f}, {m.ci_high:.3f}]"
             table.add_row(
-                escape(model.name),
-                escape(m.capability),
-                escape(m.metric),
+                terminal(model.name),
+                terminal(m.capability),
+                terminal(m.metric),
                 f"{m.value:.3f}",
                 ci,
                 delta,
@@ -58,16 +58,20 @@ def _gates_table(run: Any) -> Table:
     for name, gates in run.gates.items():
         for gate in gates:
             status = gate_status(gate, fail_on)
-            verdict = f"[{STATUS_STYLE[status]}]{escape(status_cell(gate, fail_on))}[/]"
+            verdict = f"[{STATUS_STYLE[status]}]{terminal(status_cell(gate, fail_on))}[/]"
             table.add_row(
-                escape(name), escape(gate.capability), gate.kind, verdict, escape(gate.message)
+                terminal(name),
+                terminal(gate.capability),
+                gate.kind,
+                verdict,
+                terminal(gate.message),
             )
     return table
 
 
 def render_run(run: Any) -> list[Any]:
     s = run.summary
-    header = escape(
+    header = terminal(
         f"run {s.id} · suite {s.suite_name} · {s.status} (exit {s.exit_code}) · started {str(s.started_at)[:19]} UTC"
     )
     return [header, _models_table(run), _metrics_table(run), _gates_table(run)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -44,7 +45,9 @@ __all__ = [
     "RunSummary",
     "Store",
     "StoreBusyError",
+    "StoreDamagedError",
     "StoredRun",
+    "open_store",
     "redact_secrets",
 ]
 
@@ -191,9 +194,27 @@ _LIBRARIES = (
     "numpy",
 )
 _LOCK_PATTERN = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
+# What DuckDB says when a file's blocks cannot be read back.
+_DAMAGE_PATTERN = re.compile(
+    r"could not read enough bytes|corrupt|checksum|not a valid duckdb|failed to read|"
+    r"serialization error|invalid (block|database)",
+    re.IGNORECASE,
+)
 _PID_PATTERN = re.compile(r"\(PID (\d+)\)")
 _REDACTED = "***"
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
+
+
+class StoreDamagedError(HarnessError):
+    """The store file cannot be read whole (truncated, overwritten): refused, never written."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"results store {path} is damaged and cannot be read whole; harness will not write "
+            "to it. Restore it from a backup, or point --db / HARNESS_DB at another file.",
+            problems=[detail.strip().splitlines()[0] if detail.strip() else "unreadable"],
+        )
+        self.path = path
 
 
 class StoreBusyError(HarnessError):
@@ -278,19 +299,45 @@ class StoredRun:
         raise KeyError(name)
 
 
+def open_store(db: str | Path | None, *, create: bool = True, for_writing: bool = True) -> Store:
+    """The store a command names: `--db`, else `$HARNESS_DB`, else ./harness.duckdb."""
+    path = Path(db) if db is not None else Path(os.environ.get("HARNESS_DB", "harness.duckdb"))
+    return Store(path, create=create, for_writing=for_writing)
+
+
 class Store:
     """The results store in one DuckDB file; safe to share between processes (see module doc)."""
 
-    def __init__(self, path: str | Path, *, lock_timeout_s: float = 60.0) -> None:
-        """Open (creating if needed) the store at `path` and apply pending migrations.
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lock_timeout_s: float = 60.0,
+        create: bool = True,
+        for_writing: bool = True,
+    ) -> None:
+        """Open the store at `path` and apply pending migrations.
 
-        Raises HarnessError when the file was written by a newer harness or is not a DuckDB file,
-        StoreBusyError when another process holds it for longer than `lock_timeout_s`.
+        `create`: make the file when it is missing (else that is an error). `for_writing`: read
+        the existing file whole once before the first write, so a damaged file is refused and
+        never written to; the reading commands skip that, and damage is reported when a read
+        meets it.
+        Raises HarnessError when the file is missing (without `create`), damaged, written by a
+        newer harness or not a DuckDB file; StoreBusyError when another process holds it for
+        longer than `lock_timeout_s`.
         """
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
         self.opens = 0  # times this object opened the file: what tests and benchmarks count
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise HarnessError(
+                    f"no results store at {self.path}: run `harness run SUITE` first, or point "
+                    "--db / HARNESS_DB at the store"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif for_writing:
+            self._check_intact()
         with self._connection() as con:
             _migrate(con, self.path)
 
@@ -298,14 +345,50 @@ class Store:
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the file (waiting for the lock), yield the connection, close it whatever happens."""
+        """Open the file (waiting for the lock), yield the connection, close it whatever happens.
+
+        A read that meets a damaged block is a StoreDamagedError naming the file."""
         con = self._connect()
         try:
             yield con
+        except duckdb.Error as exc:
+            if _DAMAGE_PATTERN.search(str(exc)):
+                raise StoreDamagedError(self.path, str(exc)) from exc
+            raise
         finally:
             # Closing the last connection checkpoints the WAL into the file; a process killed
             # before that leaves the WAL, which DuckDB replays on the next open.
             con.close()
+
+    def _check_intact(self) -> None:
+        """Read every column of every table once, read-only, before this store is written to.
+
+        Remembered by the file's size and time (and the WAL's), so an unchanged store, or one
+        this harness wrote last (see `_remember_intact`), is not read again.
+        """
+        if _intact_memo(self.path).read() == _file_state(self.path):
+            return
+        try:
+            con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error as exc:
+            if _LOCK_PATTERN.search(str(exc)):
+                return  # another harness holds it; it checked it before its own writes
+            if _DAMAGE_PATTERN.search(str(exc)) and "not a valid duckdb" not in str(exc).lower():
+                raise StoreDamagedError(self.path, str(exc)) from exc
+            raise HarnessError(f"cannot open results store {self.path}: {exc}") from exc
+        try:
+            _read_everything(con)
+        except duckdb.Error as exc:
+            raise StoreDamagedError(self.path, str(exc)) from exc
+        finally:
+            con.close()
+        self._remember_intact()
+
+    def _remember_intact(self) -> None:
+        """The store as it is now was read whole, or written by this harness: no need to
+        read it again until something else changes it."""
+        with suppress(OSError):
+            _intact_memo(self.path).write(_file_state(self.path))
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -445,6 +528,7 @@ class Store:
                 "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? WHERE id = ?",
                 [status, exit_code, _now(), run_id],
             )
+        self._remember_intact()
 
     # ----------------------------------------------------------------- output cache
 
@@ -509,6 +593,7 @@ class Store:
             previous = _scalar(con, "SELECT run_id FROM tags WHERE name = ?", [name])
             con.execute("DELETE FROM tags WHERE name = ?", [name])
             con.execute("INSERT INTO tags VALUES (?, ?, ?)", [name, run_id, _now()])
+        self._remember_intact()
         return None if previous == run_id else previous
 
     def delete_tag(self, name: str) -> None:
@@ -517,6 +602,7 @@ class Store:
             if _scalar(con, "SELECT count(*) FROM tags WHERE name = ?", [name]) == 0:
                 raise HarnessError(f"no tag {name!r} in {self.path}")
             con.execute("DELETE FROM tags WHERE name = ?", [name])
+        self._remember_intact()
 
     def list_tags(self) -> list[tuple[str, str, datetime]]:
         """Every tag as (name, run id, when it was set, UTC), by name."""
@@ -621,6 +707,61 @@ class Store:
         with self._transaction() as con:
             rows = con.execute(sql, [run_id, model_name, model_name]).fetchall()
         return [(r[0], _case(r[1:])) for r in rows]
+
+
+# --------------------------------------------------------------------- integrity
+
+
+def _read_everything(con: duckdb.DuckDBPyConnection) -> None:
+    """Make DuckDB read every block of every table (a truncated file fails here)."""
+    tables = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()
+    for (table,) in tables:
+        columns = con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()
+        reads = ", ".join(f'max(length(CAST("{c}" AS VARCHAR)))' for (c,) in columns)
+        con.execute(f'SELECT count(*), {reads} FROM "{table}"').fetchall()
+
+
+def _file_state(path: Path) -> list[list[int]]:
+    """Size and modification time of the store and its WAL: what would show a change."""
+    state = []
+    for candidate in (path, path.with_name(path.name + ".wal")):
+        try:
+            stat = candidate.stat()
+        except OSError:
+            state.append([-1, -1])
+        else:
+            state.append([stat.st_size, stat.st_mtime_ns])
+    return state
+
+
+@dataclass(frozen=True)
+class _IntactMemo:
+    """The file state at which a store was last known to be whole, under $HARNESS_HOME."""
+
+    file: Path
+
+    def read(self) -> Any:
+        try:
+            return json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def write(self, state: list[list[int]]) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.file.with_suffix(f".tmp-{os.getpid()}")
+        scratch.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(scratch, self.file)
+
+
+def _intact_memo(path: Path) -> _IntactMemo:
+    from harness.home import harness_home
+
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    return _IntactMemo(harness_home() / "stores" / f"{key}.json")
 
 
 # --------------------------------------------------------------------- migrations

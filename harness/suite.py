@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,7 +22,7 @@ from harness.checks import CHECKS, Case, CheckSpec, CheckType
 from harness.data import FORMATS, DataError, Row, read_dataset, read_rows
 from harness.errors import HarnessError
 from harness.registry import did_you_mean
-from harness.schema_base import Strict
+from harness.schema_base import Name, Strict
 from harness.yaml_source import PathKey, YamlDocument, load_yaml
 
 
@@ -108,7 +109,7 @@ class ImproveGate(Strict):
 
 
 class CapabilityBase(Strict):
-    name: str = Field(min_length=1)
+    name: Name
     description: str | None = None
     threshold: ThresholdGate | None = None
     forgetting: ForgettingGate | None = None
@@ -154,7 +155,7 @@ class TrainingSchedule(Strict):
 
 
 class Candidate(Strict):
-    name: str = Field(min_length=1)
+    name: Name
     model: str | None = Field(None, description="An already trained model: evaluated only")
     backend: str | None = Field(None, description="A trainer backend that trains from the base")
     data: str | None = Field(None, description="The training data set (for `backend`)")
@@ -175,7 +176,7 @@ class Candidate(Strict):
 
 
 class SuiteBase(Strict):
-    name: str = Field(min_length=1)
+    name: Name
     description: str | None = None
     base: str = Field(
         description="Model reference: hub id, directory, builtin:<name>, random:<preset>"
@@ -184,13 +185,13 @@ class SuiteBase(Strict):
     allow_python: bool = Field(
         False, description="Allow suite-named Python code (GRPO rewards, `python` checks)"
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds bootstrap intervals and sampling")
     joint_gates: bool = Field(
         False,
         description="A candidate's passes must hold jointly: Holm's adjustment over its gates",
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    data: dict[str, DataSource] = Field(default_factory=dict)
+    data: dict[Name, DataSource] = Field(default_factory=dict)
     training: TrainingSchedule = Field(default_factory=TrainingSchedule)
     candidates: list[Candidate] = Field(default_factory=list)
 
@@ -263,14 +264,18 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            lines = [
-                f"{self.doc.path}:{line}:{col}: {msg}" for line, col, msg in sorted(self.items)
-            ]
+            ordered = sorted(self.items, key=lambda item: (item[0], item[1], _natural(item[2])))
+            lines = [f"{self.doc.path}:{line}:{col}: {msg}" for line, col, msg in ordered]
             count = len(lines)
             raise HarnessError(
                 f"{self.doc.path}: {count} problem{'s' if count > 1 else ''} in the suite",
                 problems=lines,
             )
+
+
+def _natural(text: str) -> list[Any]:
+    """A sort key that orders `file:10` after `file:9`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def _dotted(path: PathKey) -> str:
@@ -527,13 +532,11 @@ def _cases(
 ) -> list[Case]:
     needed = check.fields_needed(entry)
     cases = []
+    lacking: dict[tuple[str, ...], list[Row]] = {}
     for index, row in enumerate(rows):
-        missing = sorted(needed - set(row.fields))
+        missing = tuple(sorted(needed - set(row.fields)))
         if missing:
-            problems.add(
-                where,
-                f"{row.source}: row has no field {', '.join(map(repr, missing))} (it has: {', '.join(row.fields) or 'nothing'})",
-            )
+            lacking.setdefault(missing, []).append(row)
             continue
         case = Case(
             str(row.fields.get("id", f"{index + 1}")),
@@ -547,9 +550,23 @@ def _cases(
             problems.add(where, f"{row.source}: {exc}")
             continue
         cases.append(case)
+    for missing, bad_rows in lacking.items():
+        problems.add(where, _missing_fields_message(missing, bad_rows))
     if len({c.id for c in cases}) < len(cases):
         problems.add(where, "case ids repeat; give each row a unique `id`")
     return cases
+
+
+def _missing_fields_message(missing: tuple[str, ...], rows: list[Row]) -> str:
+    """One line for every row lacking the same fields: how many, where, and what they have."""
+    names = ", ".join(map(repr, missing))
+    shown = ", ".join(r.source for r in rows[:3]) + (" …" if len(rows) > 3 else "")
+    have = sorted({f for r in rows for f in r.fields})
+    hints = "".join(did_you_mean(m, have).replace(" (did", f" ({m!r}: did") for m in missing)
+    count = "1 row lacks" if len(rows) == 1 else f"{len(rows)} rows lack"
+    return (
+        f"{count} {names} ({shown}); they have {', '.join(map(repr, have)) or 'no fields'}{hints}"
+    )
 
 
 def _prompt(check: CheckType[Any], entry: Any, row: Row) -> str:

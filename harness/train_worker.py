@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.launch import TrainingJob, is_main_process, report_error, report_progress
+from harness.noise import quiet_harmless_messages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m harness.train_worker JOB.json", file=sys.stderr)
         return 2
     job = TrainingJob.read(Path(args[0]))
+    quiet_harmless_messages()
     try:
         train(job)
     except BaseException as exc:  # every failure goes back to the parent, in words

@@ -161,6 +161,26 @@ def test_a_candidate_that_failed_to_run_is_a_junit_error_on_each_gate(tmp_path: 
     assert isinstance(case.result[0], Error) and case.result[0].message == "OOM <boom>"
 
 
+def test_control_characters_never_break_junit_markdown_or_annotations(tmp_path: Path) -> None:
+    """A model's error can hold anything (NUL, ESC): every CI output stays readable."""
+    from harness.annotations import workflow_commands
+    from harness.junit import junit_xml
+    from harness.markdown import markdown_summary
+    from harness.records import ModelRecord
+    from harness.runner import ModelResult, RunResult
+
+    base = ModelResult(ModelRecord("base", "base", "builtin:tiny", "f", "ok"))
+    error = "died\x00 here \x1b[2J\x1b]0;owned\x07 <b>"
+    broken = ModelResult(ModelRecord("broken", "candidate", "x", None, "error", error))
+    result = RunResult("r1", "s", base, [broken])
+    path = tmp_path / "j.xml"
+    junit_xml(result, []).write(path, encoding="utf-8", xml_declaration=True)
+    (case,) = list(next(iter(JUnitXml.fromfile(str(path)))))  # a strict parser reads it
+    assert case.result[0].message == "died\\x00 here \\x1b[2J\\x1b]0;owned\\x07 <b>"
+    for text in (markdown_summary(result), "\n".join(workflow_commands(result))):
+        assert "\x00" not in text and "\x1b" not in text and "\x07" not in text
+
+
 @pytest.mark.slow  # shares one real run of two models (~40 s on 2 cores)
 def test_fail_on_makes_an_improve_failure_a_warning_with_exit_0(stored: Stored) -> None:
     """The faithful copy gains nothing: an improve gate fails; --fail-on decides what that means."""

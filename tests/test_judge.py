@@ -64,6 +64,8 @@ class Judge:
             attempt = self.attempts[key]
         if model == "needs-key" and auth != f"Bearer {SECRET}":
             return 401, {"error": "bad key"}
+        if model == "echo-key":  # as several APIs do: the rejected key, quoted back
+            return 401, {"error": f"Incorrect API key provided: {auth}. You sent {SECRET}."}
         if model == "flaky" and attempt == 1:
             return 429, {"error": "slow down"}
         if model == "broken":
@@ -486,3 +488,23 @@ def test_an_unset_key_variable_is_an_input_error_before_anything_runs(
         assert f"{suite}:8:" in result.output and "api_key_env" in result.output
         assert "JUDGE_KEY_FOR_TEST is not set" in result.output
     assert not db.exists() and server.requests == []
+
+
+def test_a_key_echoed_in_an_error_body_is_never_stored_or_printed(
+    judge_server: tuple[str, Judge], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    url, _ = judge_server
+    monkeypatch.setenv("JUDGE_KEY_FOR_TEST", SECRET)
+    suite = judged_suite(tmp_path, url, "echo-key", ", api_key_env: JUDGE_KEY_FOR_TEST")
+    db, summary = tmp_path / "h.duckdb", tmp_path / "s.json"
+    result = CliRunner().invoke(main, ["run", str(suite), "--db", str(db), "--json", str(summary)])
+    assert result.exit_code == 3, result.output
+    assert "HTTP 401: " in result.output and "***" in result.output
+    assert SECRET not in result.output
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path

@@ -203,6 +203,32 @@ def test_usage_errors_exit_2_before_any_work(tmp_path: Path, tiny_dir: Path) -> 
     )
     assert not db.exists()  # nothing ran, nothing was recorded
     assert harness("run", str(tmp_path / "missing.yaml")).returncode == 2
+    unknown = harness("run", str(suite), "--db", str(db), "--baseline", "nosuchrun")
+    assert unknown.returncode == 2 and not db.exists(), unknown.stderr  # no store created
+    for reading in (("runs",), ("show", "last"), ("report",), ("tag",)):
+        assert harness(*reading, "--db", str(db)).returncode == 2
+        assert not db.exists(), reading
+
+
+def test_a_damaged_store_is_refused_by_name_and_never_written(tmp_path: Path) -> None:
+    db = tmp_path / "h.duckdb"
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(
+        "name: quick\nbase: builtin:tiny\ncapabilities:\n  - name: c\n"
+        "    checks: [{type: exact, cases: [{prompt: 'Q: What is 2 plus 3? A:', expected: '5'}]}]\n"
+    )
+    for _ in range(3):  # enough rows that the file has several blocks
+        assert harness("run", str(quick), "--db", str(db)).returncode == 0
+    with db.open("r+b") as handle:
+        handle.truncate(db.stat().st_size // 2)
+    before = (db.stat().st_size, db.stat().st_mtime_ns)
+    for command in (("runs",), ("run", str(quick)), ("tag", "last", "x"), ("report",)):
+        result = harness(*command, "--db", str(db))
+        assert result.returncode == 2, (command, result.stdout + result.stderr)
+        assert f"results store {db} is damaged" in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert (db.stat().st_size, db.stat().st_mtime_ns) == before  # never written to
+    assert not db.with_name("h.duckdb.wal").exists()
 
 
 def many_sums(path: Path, count: int) -> Path:
@@ -273,3 +299,43 @@ def _wait_for_second_run(db: Path, finished: str, process: subprocess.Popen[byte
             return
         time.sleep(0.2)
     raise AssertionError("the second run never wrote its first batches")
+
+
+@pytest.mark.slow  # trains two LoRA candidates, one of them killed with SIGKILL halfway
+def test_a_run_killed_while_training_reuses_the_finished_candidate(tmp_path: Path) -> None:
+    db, summary = tmp_path / "h.duckdb", tmp_path / "s.json"
+    suite = tmp_path / "train.yaml"
+    suite.write_text(
+        f"name: killed\nbase: builtin:tiny\ndata: {{train: {{path: {DATA / 'new_facts_train.jsonl'}}}}}\n"
+        "capabilities:\n  - name: c\n    checks: [{type: exact, cases: [{prompt: 'Q: What is 2 plus 3? A:', expected: '5'}]}]\n"
+        "candidates:\n"
+        "  - {name: quick, backend: lora, data: train, args: {max_steps: 5}}\n"
+        "  - {name: slow, backend: lora, data: train, args: {max_steps: 1500}}\n"
+    )
+    env = os.environ.copy()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(suite), "--db", str(db)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # "quick" is recorded: "slow" is training now
+        assert process.poll() is None, "the run ended before it could be killed"
+        try:
+            runs = Store(db, lock_timeout_s=1, create=False, for_writing=False).list_runs()
+            if runs and "quick" in runs[0].models:
+                break
+        except Exception:  # not created yet, or held by the run between its writes
+            pass
+        time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)  # the slow candidate is training
+    process.wait()
+    killed = Store(db).list_runs()[0]
+    assert killed.status == "interrupted" and "slow" not in killed.models, killed
+
+    rerun = harness("run", str(suite), "--db", str(db), "--json", str(summary))
+    assert rerun.returncode in (0, 1), rerun.stdout + rerun.stderr
+    trained = {c["name"]: c["training"] for c in json.loads(summary.read_text())["candidates"]}
+    assert trained["quick"]["reused_artifact"] is True  # finished before the kill: not redone
+    assert trained["slow"]["reused_artifact"] is False  # killed halfway: trained again, whole
+    run = Store(db).load_run(json.loads(summary.read_text())["run_id"])
+    assert len(run.loss_curves["slow"]) == 1500

@@ -73,3 +73,24 @@ def test_samples_need_a_temperature_and_a_generating_check(tmp_path: Path) -> No
     with pytest.raises(HarnessError) as caught:
         load_suite(path)
     assert "`samples` needs a check that generates text" in caught.value.problems[0]
+
+
+def test_each_prompt_samples_the_same_text_whatever_else_is_in_its_batch(tmp_path: Path) -> None:
+    """A fresh run, a resumed run (some outputs cached) and a cached rerun sample alike: each
+    prompt's samples are seeded by (seed, prompt, sample), not by its batch."""
+    from harness.engine import DictCache, Engine, GenerationSettings
+    from harness.models.loading import load_model
+
+    lm = load_model("builtin:tiny")
+    prompts = [f"Q: What is {a} plus {b}? A:" for a, b in ((22, 39), (25, 14), (47, 48), (3, 9))]
+    settings = GenerationSettings(max_new_tokens=6, temperature=1.5, sample=2, seed=3)
+    together = Engine(lm, DictCache(), batch_size=4).generate(prompts, settings)
+    resumed_cache = DictCache()
+    Engine(lm, resumed_cache, batch_size=4).generate(prompts[1:3], settings)  # killed after these
+    resumed = Engine(lm, resumed_cache, batch_size=4).generate(prompts, settings)
+    one_by_one = [Engine(lm, DictCache(), batch_size=1).generate([p], settings)[0] for p in prompts]
+    assert together == resumed == one_by_one
+    other_sample = Engine(lm, DictCache(), batch_size=4).generate(
+        prompts, GenerationSettings(max_new_tokens=6, temperature=1.5, sample=3, seed=3)
+    )
+    assert other_sample != together  # sample numbers draw differently

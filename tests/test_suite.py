@@ -112,7 +112,20 @@ def test_bad_rows_are_reported_at_their_file_line(tmp_path: Path) -> None:
         "    path: rows.jsonl\n",
     )
     found = problems(tmp_path, text)
-    assert f"{tmp_path / 'rows.jsonl'}:2: row has no field 'answers'" in found[0]
+    assert f"1 row lacks 'answers' ({tmp_path / 'rows.jsonl'}:2); they have 'prompt'" in found[0]
+
+
+def test_rows_lacking_a_field_are_reported_once_with_a_suggestion(tmp_path: Path) -> None:
+    rows = "".join(f'{{"prompt": "q{i}", "answer": "a"}}\n' for i in range(12))
+    (tmp_path / "rows.jsonl").write_text(rows)
+    text = GOOD.replace(
+        '    rows:\n      - {id: a, prompt: "Q: x? A:", answers: ["y"]}\n      - {id: b, prompt: "Q: z? A:", answers: ["w"]}\n',
+        "    path: rows.jsonl\n",
+    )
+    (found,) = [p for p in problems(tmp_path, text) if "lack" in p]
+    source = tmp_path / "rows.jsonl"
+    assert f"12 rows lack 'answers' ({source}:1, {source}:2, {source}:3 …)" in found
+    assert "they have 'answer', 'prompt' ('answers': did you mean \"answer\"?)" in found
 
 
 def test_invalid_jsonl_names_line_and_column(tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ def test_bad_args_fail_validation_at_their_line(tmp_path: Path) -> None:
     assert 'did you mean "lora_alpha"' in found[0]
     wrong_type = problems(tmp_path, "- {name: l, backend: lora, data: train, args: {r: many}}\n")
     assert "candidates[0].args.r" in wrong_type[0] and "'many'" in wrong_type[0]
+    batch = problems(tmp_path, "- {name: l, backend: lora, data: train, args: {batch_size: 8}}\n")
+    assert 'did you mean "per_device_train_batch_size"' in batch[0]
+    rate = problems(tmp_path, "- {name: l, backend: lora, data: train, args: {lr: 0.1}}\n")
+    assert 'did you mean "learning_rate"' in rate[0]
 
 
 def test_impossible_combinations_are_refused_before_training(tmp_path: Path) -> None:

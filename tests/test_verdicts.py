@@ -156,9 +156,9 @@ def test_a_training_that_changed_nothing_is_warned_about(tmp_path: Path) -> None
     summary = tmp_path / "s.json"
     result = harness("run", str(path), "--db", str(tmp_path / "h.duckdb"), "--json", str(summary))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "inert: its training had no effect" in result.stdout
+    assert "inert: its training changed nothing measured" in result.stdout
     warnings = json.loads(summary.read_text())["candidates"][0]["warnings"]
-    assert any("had no effect" in w for w in warnings)
+    assert any("changed nothing measured" in w for w in warnings)
 
 
 @pytest.mark.slow  # a real run killed with SIGKILL

@@ -206,8 +206,10 @@ def test_transformers_cache_keys_are_unchanged(monkeypatch: pytest.MonkeyPatch) 
     prompt = "Q: 2+2? A:"
     before = "ed2e23371ea0fbf28d7a7533ef9170ee8504166eea922f0243eaed0a15c28f11"
     assert engine._key("generate", key_settings(greedy), prompt) == before
+    # Sampled outputs cached before samples were seeded per prompt are not reused.
     before = "328c8569ee243a8a5d766ce77c4908d319332ec6ffc74ec62abfc7ade4438e81"
-    assert engine._key("generate", key_settings(sampled), prompt) == before
+    assert key_settings(sampled)["sampling"] == "per-prompt"
+    assert engine._key("generate", key_settings(sampled), prompt) != before
     # Whatever was asked for, a transformers generation has the same key; vLLM's differs.
     for asked in ("auto", "vllm"):
         assert key_settings(GenerationSettings(max_new_tokens=12, engine=asked)) == key_settings(

@@ -17,7 +17,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import Field, model_validator
 
 from harness.registry import Registry
-from harness.schema_base import Strict
+from harness.schema_base import Name, Strict
 
 
 class GenerationOverride(Strict):
@@ -33,7 +33,9 @@ class GenerationOverride(Strict):
 class CheckSpec(Strict):
     """Keys every check accepts. A check's own `Params` subclasses this."""
 
-    name: str | None = Field(None, description="Label for this check's metrics (default: its type)")
+    name: Name | None = Field(
+        None, description="Label for this check's metrics (default: its type)"
+    )
     data: str | None = Field(None, description="Name of a data set under the suite's `data:`")
     cases: list[dict[str, Any]] | None = Field(None, description="Inline cases (rows)")
     prompt: str | None = Field(None, description="Prompt template with {field} placeholders")

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.corpus import CORPUS_NAMES, corpus_rows, corpus_text
 from harness.errors import HarnessError
+from harness.home import harness_home
 from harness.models.tinylm import (
     Architecture,
     Progress,
@@ -104,11 +105,6 @@ def builtin_recipe(name: str) -> BuiltinRecipe:
             f"unknown builtin model {name!r}{hint}; known: {', '.join(known_builtins())}"
         )
     return RECIPES[name]
-
-
-def harness_home() -> Path:
-    """`$HARNESS_HOME`, default `~/.cache/harness`."""
-    return Path(os.environ.get("HARNESS_HOME") or "~/.cache/harness").expanduser()
 
 
 def recipe_hash(recipe: BuiltinRecipe) -> str:

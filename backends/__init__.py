@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 
 @dataclass(frozen=True)

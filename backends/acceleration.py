@@ -48,8 +48,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.errors import HarnessError
-from harness.schema_base import Strict
+from harness.core.errors import HarnessError
+from harness.core.strict import Strict
 
 Precision = Literal["bf16", "fp32"]
 Attention = Literal["sdpa", "eager", "flash_attention_2"]

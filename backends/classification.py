@@ -31,9 +31,9 @@ from harness.backends.common import (
     train_with,
     trainer_arguments,
 )
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.core.strict import Strict
 from harness.models.tasks import HEAD_CONFIG
-from harness.schema_base import Strict
 
 Task = Literal["causal_lm", "classification"]
 CLASSIFICATION_FIELDS = frozenset({"text", "label"})

@@ -30,7 +30,7 @@ from harness.backends.acceleration import (
     base_model_type,
     installed_libraries,
 )
-from harness.schema_base import Strict
+from harness.core.strict import Strict
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback

@@ -24,7 +24,7 @@ Peak memory is `torch.cuda.max_memory_allocated()` over the training (reset befo
 model's load included, the CUDA context not). Tokens/s counts trained tokens (no padding) over
 steps 2..N (the first step's compilation and autotuning left out: average tokens per step x
 (N - 1) / the time from the end of step 1 to the end of step N). The plan is `harness plan`'s
-training estimate for the same config, rows and device (harness.memory_plan.training_setup),
+training estimate for the same config, rows and device (harness.plan._suite.training_setup),
 which follows the same `acceleration_plan` decision as the backend.
 
 Without CUDA it stops with a message; `--device cpu --models builtin:tiny --steps 2` runs the
@@ -275,8 +275,8 @@ def estimate(
     """`harness plan`'s training estimate for this config, rows and device."""
     from transformers import AutoTokenizer
 
-    from harness.memory_plan import BaseModel, DeviceInfo, read_config, training_setup
-    from harness.planner import model_shape, training_breakdown
+    from harness.plan._estimate import model_shape, training_breakdown
+    from harness.plan._suite import BaseModel, DeviceInfo, read_config, training_setup
 
     base = BaseModel(model, read_config(base_dir), AutoTokenizer.from_pretrained(base_dir))
     dtype = "float32"

@@ -48,9 +48,9 @@ def suite_text(base: str, candidates: int, steps: int, parallel: int) -> str:
 
 
 def run(directory: Path, base: str, candidates: int, steps: int, parallel: int) -> float:
-    from harness.runner import run_suite
-    from harness.store import Store
-    from harness.suite import load_suite
+    from harness.run._runner import run_suite
+    from harness.store._store import Store
+    from harness.suite._load import load_suite
 
     path = directory / f"parallel-{parallel}.yaml"
     path.write_text(suite_text(base, candidates, steps, parallel))
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
 
-    from harness.scheduling import visible_gpus
+    from harness.training._schedule import visible_gpus
 
     directory = Path(tempfile.mkdtemp(prefix="bench-parallel-"))
     run(directory, args.base, 1, 1, 1)  # warm-up: base built, libraries imported

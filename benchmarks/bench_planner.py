@@ -13,7 +13,7 @@ process, and the child reports its peak resident memory above a baseline:
   default dynamic threshold, the warm-up's freed blocks would be reused unseen).
 
 So `measured = peak RSS - baseline RSS`: the model's memory, not the Python/torch runtime. The
-estimate is harness.planner's training breakdown for the same config and rows (float32 on CPU).
+estimate is harness.plan._estimate's training breakdown for the same config and rows (float32 on CPU).
 
 Cases: `tiny-*` train builtin:tiny on the qa suite's 20 new facts; `small-*` a random Llama
 (8 layers, 512 wide, vocabulary 8192, 29M parameters) on 16 rows of about 200 tokens.
@@ -111,11 +111,11 @@ def config_for(case: dict[str, Any], steps: int) -> Any:
 
 
 def estimate(name: str, directory: Path) -> dict[str, Any]:
-    """harness.planner's breakdown for the case, as `harness plan` computes it on the CPU."""
+    """harness.plan._estimate's breakdown for the case, as `harness plan` computes it on the CPU."""
     from transformers import AutoTokenizer
 
-    from harness.memory_plan import BaseModel, device_info, read_config, training_setup
-    from harness.planner import model_shape, training_breakdown
+    from harness.plan._estimate import model_shape, training_breakdown
+    from harness.plan._suite import BaseModel, device_info, read_config, training_setup
 
     case = CASES[name]
     base = BaseModel(

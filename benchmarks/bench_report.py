@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.report import build_report
-from harness.store import Store
+from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.outputs.html import build_report
+from harness.store._store import Store
 
 CHECKS = [("facts", "qa"), ("facts", "mc"), ("arithmetic", "exact"), ("format", "json"), ("safety", "judge")]  # fmt: skip
 WORDS = [

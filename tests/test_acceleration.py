@@ -303,8 +303,8 @@ def test_recorded_acceleration_is_the_plan(tiny_dir: Path, tmp_path: Path) -> No
 def test_training_statistics_carry_the_acceleration(tiny_dir: Path, tmp_path: Path) -> None:
     """Through the harness: training.json (the store's, the JSON summary's and the report's
     `training` record) has an `acceleration` entry."""
-    from harness.suite import load_suite
-    from harness.training import train_candidate
+    from harness.suite._load import load_suite
+    from harness.training._train import train_candidate
 
     path = write(
         tmp_path,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-import harness.corpus
+import harness.models.corpus
 from harness.backends import BACKENDS, TrainProgress, TrainRequest, TrainResult
 from harness.backends.common import (
     FULL_4BIT,
@@ -33,7 +33,7 @@ PROMPTS = [
 
 
 def new_facts() -> list[dict[str, Any]]:
-    path = Path(harness.corpus.__file__).parent / "update_facts.jsonl"
+    path = Path(harness.models.corpus.__file__).parent / "update_facts.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][:16]
 
 
@@ -92,7 +92,7 @@ def file_hash(path: Path) -> str:
 
 
 def greedy(reference: str, prompts: list[str]) -> list[str]:
-    from harness.engine import Engine, GenerationSettings
+    from harness.generation._engine import Engine, GenerationSettings
     from harness.models.loading import load_model
 
     engine = Engine(load_model(reference))
@@ -300,7 +300,7 @@ def test_qlora_adapts_4bit_layers(tiny_dir: Path, tmp_path: Path) -> None:
 
 def margins(reference: str, rows: list[dict[str, Any]]) -> list[float]:
     """log p(chosen | prompt) - log p(rejected | prompt), per pair."""
-    from harness.engine import Engine
+    from harness.generation._engine import Engine
     from harness.models.loading import load_model
 
     engine = Engine(load_model(reference))

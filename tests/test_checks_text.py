@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from harness.checks import CHECKS, Case, EvalContext
-from harness.engine import DictCache, GenerationSettings
-from harness.errors import HarnessError
-from harness.stats import estimate
+from harness.core.errors import HarnessError
+from harness.evaluation._stats import estimate
+from harness.generation._engine import DictCache, GenerationSettings
 
 HYPOTHESES = [
     "The cat sat on the mat.",
@@ -221,7 +221,7 @@ capabilities:
 
 
 def test_python_check_needs_the_suite_to_opt_in(tmp_path: Path) -> None:
-    from harness.suite import load_suite
+    from harness.suite._load import load_suite
 
     (tmp_path / "scorer.py").write_text("raise SystemExit('never imported')\n")
     suite = tmp_path / "suite.yaml"
@@ -236,7 +236,7 @@ def test_python_check_needs_the_suite_to_opt_in(tmp_path: Path) -> None:
 
 
 def test_python_check_scores_with_the_users_function(tmp_path: Path) -> None:
-    from harness.suite import load_suite
+    from harness.suite._load import load_suite
 
     (tmp_path / "scorer.py").write_text(
         "def score(output, row):\n    return {'hit': float(output.strip() == row['expected']), 'size': len(output)}\n"
@@ -311,7 +311,7 @@ def test_validating_a_suite_imports_no_heavy_library() -> None:
     import sys
 
     code = (
-        "import sys; from harness.suite import load_suite; "
+        "import sys; from harness.suite._load import load_suite; "
         "load_suite('suites/checks.yaml'); "
         "heavy = ['torch', 'sacrebleu', 'rouge_score', 'bert_score', 'sklearn', 'scipy', "
         "'lm_eval', 'evaluate', 'transformers']; "

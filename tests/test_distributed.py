@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 from accelerate.commands.launch import launch_command_parser
 
-from harness.errors import HarnessError
-from harness.launch import (
-    AccelerateConfig,
+from harness.core.errors import HarnessError
+from harness.run._runner import Reporter, run_suite
+from harness.store._store import Store
+from harness.suite import AccelerateConfig
+from harness.suite._load import load_suite
+from harness.training._launch import (
     Placement,
     TrainingJob,
     WorkerFailed,
@@ -23,10 +26,7 @@ from harness.launch import (
     worker_command,
     worker_environment,
 )
-from harness.runner import Reporter, run_suite
-from harness.scheduling import DevicePool, parallel_slots, visible_gpus
-from harness.store import Store
-from harness.suite import load_suite
+from harness.training._schedule import DevicePool, parallel_slots, visible_gpus
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
@@ -74,7 +74,7 @@ def test_an_fsdp_candidate_launches_through_accelerate_with_its_config(tmp_path:
     command = worker_command(tmp_path / "job.json", launch, placement, port=29611)
 
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
-    assert command[-3:] == ["-m", "harness.train_worker", str(tmp_path / "job.json")]
+    assert command[-3:] == ["-m", "harness.training.worker", str(tmp_path / "job.json")]
     # accelerate's own parser accepts every flag, and reads what we meant
     parsed = launch_command_parser().parse_args(command[3:])
     assert parsed.config_file == str(config)
@@ -82,7 +82,7 @@ def test_an_fsdp_candidate_launches_through_accelerate_with_its_config(tmp_path:
     assert parsed.gpu_ids == "all"  # our CUDA_VISIBLE_DEVICES decides, not the config's ids
     assert parsed.main_process_port == 29611
     assert parsed.fsdp_activation_checkpointing == "true"  # passed through as written
-    assert parsed.training_script == "harness.train_worker" and parsed.module
+    assert parsed.training_script == "harness.training.worker" and parsed.module
     assert worker_environment(placement)["CUDA_VISIBLE_DEVICES"] == "2,3,4,5"
 
 
@@ -99,7 +99,7 @@ def test_without_a_config_file_the_launch_is_plain_data_parallel(tmp_path: Path)
 
 def test_a_one_device_child_runs_the_worker_alone(tmp_path: Path) -> None:
     command = worker_command(tmp_path / "job.json", None, Placement(gpus=("1",)), port=1)
-    assert command[1:] == ["-m", "harness.train_worker", str(tmp_path / "job.json")]
+    assert command[1:] == ["-m", "harness.training.worker", str(tmp_path / "job.json")]
 
 
 # --- placements ------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_accelerate_and_parallel_are_validated_at_their_lines(tmp_path: Path) ->
 
 
 def test_the_launch_is_part_of_the_artifact_key(tmp_path: Path) -> None:
-    from harness.training import artifact_key
+    from harness.training._train import artifact_key
 
     config = tmp_path / "ddp.yaml"
     config.write_text("distributed_type: MULTI_GPU\n")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.engine import DictCache, Engine, GenerationSettings
+from harness.generation._engine import DictCache, Engine, GenerationSettings
 from harness.models import LoadedModel
 
 CHAT_TEMPLATE = (

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from harness.checks import CHECKS, Outcome, Ratio
-from harness.evidence import (
+from harness.evaluation._evidence import (
     exact_paired,
     paired_p_at_most,
     relative_evidence,

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from harness.checks import CHECKS, Case, Outcome
-from harness.gates import (
+from harness.core.records import GateResult, MetricValue, ModelRecord
+from harness.evaluation._gates import (
     STRICT,
     GateInputs,
     MetricCases,
@@ -18,9 +19,8 @@ from harness.gates import (
     gate_status,
     verdict_of,
 )
-from harness.history import verdict_reason
-from harness.records import GateResult, MetricValue, ModelRecord
-from harness.suite import CapabilityBase, ForgettingGate, ImproveGate, ThresholdGate
+from harness.outputs._history import verdict_reason
+from harness.suite._load import CapabilityBase, ForgettingGate, ImproveGate, ThresholdGate
 
 CHOICE = CHECKS.get("choice")
 QA = CHECKS.get("qa")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.history import (
+from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.outputs._history import (
     RunMetrics,
     RunSide,
     compare_runs,
@@ -17,8 +18,7 @@ from harness.history import (
     verdict_of,
     verdict_reason,
 )
-from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.store import Store
+from harness.store._store import Store
 
 BASE = ModelRecord("base", "base", "builtin:tiny", "f0", "ok")
 CAND = ModelRecord("lora", "candidate", "ckpt", "f1", "ok")

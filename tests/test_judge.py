@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 
 from harness.checks import CHECKS, Case, EvalContext, Outcome
-from harness.checks.judge import JudgeFailure
-from harness.engine import DictCache, GenerationSettings
-from harness.judging import (
+from harness.checks._judging import (
     JudgeConfig,
     parse_json_object,
     parse_score,
     parse_verdict,
     weighted_score,
 )
-from harness.stats import estimate
+from harness.checks.judge import JudgeFailure
+from harness.evaluation._stats import estimate
+from harness.generation._engine import DictCache, GenerationSettings
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-very-secret-4711"
@@ -372,9 +372,9 @@ def test_a_missing_key_variable_is_named_not_guessed(
 def test_the_key_is_sent_and_never_written(
     judge_server: tuple[str, Judge], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_dir: Path
 ) -> None:
-    from harness.runner import run_suite
-    from harness.store import Store
-    from harness.suite import load_suite
+    from harness.run._runner import run_suite
+    from harness.store._store import Store
+    from harness.suite._load import load_suite
 
     url, server = judge_server
     monkeypatch.setenv("JUDGE_KEY_FOR_TEST", SECRET)

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.suite import load_suite
+from harness.core.errors import HarnessError
+from harness.suite._load import load_suite
 
 VALID = """\
 name: valid

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.corpus import corpus_rows
-from harness.errors import HarnessError, ModelNotFoundError
+from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.models import builtin, fingerprint, load_model, parse_reference
+from harness.models.corpus import corpus_rows
 from harness.models.fingerprint import fingerprint_model
 from harness.models.presets import count_parameters, published_parameters
 from harness.models.tinylm import answer_accuracy

@@ -1,4 +1,4 @@
-"""harness.planner: parameter counts against real models, the breakdown arithmetic on hand-computed
+"""harness.plan._estimate: parameter counts against real models, the breakdown arithmetic on hand-computed
 cases, `harness plan` offline on the example suite, and the estimate against a measured CPU peak."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness.memory_plan import DeviceInfo
-from harness.planner import (
+from harness.plan._estimate import (
     FP32,
     NF4_BYTES_PER_PARAM,
     LoraShape,
@@ -26,6 +25,7 @@ from harness.planner import (
     parameter_count,
     training_breakdown,
 )
+from harness.plan._suite import DeviceInfo
 
 REPO = Path(__file__).resolve().parent.parent
 # A small hand-checkable shape: h 8, 2 layers, i 16, 2 heads of 4, vocabulary 10, tied.
@@ -52,7 +52,7 @@ def test_parameter_count_matches_builtin_tiny() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.memory_plan import model_config
+    from harness.plan._suite import model_config
 
     config = model_config("builtin:tiny")
     with torch.device("meta"):
@@ -67,7 +67,7 @@ def test_lora_parameters_match_peft() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from harness.memory_plan import model_config
+    from harness.plan._suite import model_config
 
     config = model_config("builtin:tiny")
     with torch.device("meta"):
@@ -123,12 +123,12 @@ def test_qlora_weights_are_nf4_linears_plus_float32_rest() -> None:
 
 
 def test_dpo_reference_copy_only_without_an_adapter() -> None:
-    from harness.memory_plan import DeviceInfo, training_setup
+    from harness.plan._suite import DeviceInfo, training_setup
 
     cpu = DeviceInfo("cpu", "float32", None, "")
     rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}]
     from harness.backends import BACKENDS
-    from harness.memory_plan import BaseModel
+    from harness.plan._suite import BaseModel
 
     base = BaseModel("x", {}, None)
     dpo = BACKENDS.get("dpo").Config
@@ -205,7 +205,7 @@ def test_qlora_adapter_trains_in_bf16() -> None:
 
 
 def test_liger_and_flash_attention_keep_fewer_activations() -> None:
-    from harness.planner import layer_activation_bytes
+    from harness.plan._estimate import layer_activation_bytes
 
     # per token and layer, by hand (SHAPE: h 8, i 16, q = kv = 8; float32 residual, bf16 compute):
     # norms 2 x 8 x (4 + 8) = 192; RoPE 2(8 + 8) = 32, attention 5 x 8 = 40, MLP 4 x 16 = 64
@@ -245,7 +245,7 @@ GPU_INFO = DeviceInfo("cuda", "bfloat16", None, "")  # `harness plan --device cu
 def test_plan_follows_the_backends_decision() -> None:
     from harness.backends import BACKENDS
     from harness.backends.acceleration import acceleration_plan, installed_libraries
-    from harness.memory_plan import BaseModel, training_device, training_setup
+    from harness.plan._suite import BaseModel, training_device, training_setup
 
     cpu, gpu = CPU_INFO, GPU_INFO
     base = BaseModel("x", {"model_type": "llama"}, None)
@@ -275,7 +275,7 @@ def test_plan_follows_the_backends_decision() -> None:
 def test_plan_of_settings_this_machine_cannot_honour() -> None:
     from harness.backends import BACKENDS
     from harness.backends.acceleration import installed_libraries
-    from harness.memory_plan import BaseModel, training_setup
+    from harness.plan._suite import BaseModel, training_setup
 
     cpu, gpu = CPU_INFO, GPU_INFO
     base = BaseModel("x", {"model_type": "llama"}, None)
@@ -299,7 +299,7 @@ def test_plan_of_packed_and_padding_free_batches(tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     from harness.backends import BACKENDS
-    from harness.memory_plan import BaseModel, read_config, sft_row_lengths, training_setup
+    from harness.plan._suite import BaseModel, read_config, sft_row_lengths, training_setup
 
     cpu = CPU_INFO
     base = BaseModel("tiny", read_config(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir))
@@ -327,7 +327,7 @@ def test_plan_of_packed_and_padding_free_batches(tiny_dir: Path) -> None:
 
 
 def test_plan_command_shows_the_acceleration(tmp_path: Path) -> None:
-    from harness.cli_plan import plan
+    from harness.cli._plan import plan
 
     out = tmp_path / "plan.json"
     result = CliRunner().invoke(
@@ -357,7 +357,7 @@ def test_plan_command_shows_the_acceleration(tmp_path: Path) -> None:
 
 
 def test_plan_command_on_the_example_suite_offline(tmp_path: Path) -> None:
-    from harness.cli_plan import plan
+    from harness.cli._plan import plan
 
     out = tmp_path / "plan.json"
     result = CliRunner().invoke(
@@ -374,7 +374,7 @@ def test_plan_command_on_the_example_suite_offline(tmp_path: Path) -> None:
 
 
 def test_plan_says_no_when_it_does_not_fit(tmp_path: Path) -> None:
-    from harness.cli_plan import plan
+    from harness.cli._plan import plan
 
     result = CliRunner().invoke(plan, [str(REPO / "suites" / "qa.yaml"), "--memory", "780MiB"])
     assert result.exit_code == 1
@@ -382,7 +382,7 @@ def test_plan_says_no_when_it_does_not_fit(tmp_path: Path) -> None:
 
 
 def test_parse_size() -> None:
-    from harness.memory_plan import parse_size
+    from harness.plan._suite import parse_size
 
     assert parse_size("80GiB") == parse_size("80gb") == 80 * 2**30
     assert parse_size("512MiB") == 512 * 2**20
@@ -417,7 +417,7 @@ def test_estimate_within_3x_of_measured_cpu_peak(tmp_path: Path) -> None:
 
 
 def test_sharding_divides_what_each_zero_stage_shards() -> None:
-    from harness.planner import Sharding, sharded
+    from harness.plan._estimate import Sharding, sharded
 
     full = training_breakdown(SHAPE, TrainingSetup("full", 2, 6, FP32))
     ddp = sharded(full, Sharding(4))
@@ -454,8 +454,8 @@ def test_sharding_divides_what_each_zero_stage_shards() -> None:
 def test_launch_sharding_is_read_from_the_accelerate_config(
     tmp_path: Path, config: str | None, expected: tuple[str, bool, bool, bool]
 ) -> None:
-    from harness.launch import AccelerateConfig
-    from harness.memory_plan import launch_sharding
+    from harness.plan._suite import launch_sharding
+    from harness.suite import AccelerateConfig
 
     path = None
     if config is not None:
@@ -467,8 +467,8 @@ def test_launch_sharding_is_read_from_the_accelerate_config(
 
 
 def test_plan_of_a_candidate_sharded_over_gpus(tmp_path: Path) -> None:
-    from harness.memory_plan import plan_suite
-    from harness.suite import load_suite
+    from harness.plan._suite import plan_suite
+    from harness.suite._load import load_suite
 
     (tmp_path / "fsdp.yaml").write_text(
         "distributed_type: FSDP\nfsdp_config: {fsdp_sharding_strategy: FULL_SHARD}\n"

@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.report import build_history, build_report, load_view
-from harness.report.render import json_script
-from harness.store import Store
+from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.outputs.html import build_history, build_report, load_view
+from harness.outputs.html._render import json_script
+from harness.store._store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"

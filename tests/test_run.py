@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import Store
+from harness.store._store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
@@ -178,8 +178,8 @@ def test_a_candidate_that_cannot_load_exits_3_and_the_rest_are_recorded(
 
 
 def test_a_fully_cached_rerun_never_loads_the_models(tmp_path: Path, tiny_dir: Path) -> None:
-    from harness.runner import run_suite
-    from harness.suite import load_suite
+    from harness.run._runner import run_suite
+    from harness.suite._load import load_suite
 
     suite = load_suite(suite_with(tmp_path, {"same": tiny_dir}))
     store = Store(tmp_path / "h.duckdb")
@@ -306,7 +306,9 @@ def test_a_run_killed_while_training_reuses_the_finished_candidate(tmp_path: Pat
     db, summary = tmp_path / "h.duckdb", tmp_path / "s.json"
     suite = tmp_path / "train.yaml"
     suite.write_text(
-        f"name: killed\nbase: builtin:tiny\ndata: {{train: {{path: {DATA / 'new_facts_train.jsonl'}}}}}\n"
+        # A seed of its own: artifacts trained by an earlier session must not be found.
+        f"name: killed\nbase: builtin:tiny\nseed: {time.time_ns() % 2**31}\n"
+        f"data: {{train: {{path: {DATA / 'new_facts_train.jsonl'}}}}}\n"
         "capabilities:\n  - name: c\n    checks: [{type: exact, cases: [{prompt: 'Q: What is 2 plus 3? A:', expected: '5'}]}]\n"
         "candidates:\n"
         "  - {name: quick, backend: lora, data: train, args: {max_steps: 5}}\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.suite import load_suite
+from harness.core.errors import HarnessError
+from harness.suite._load import load_suite
 
 GOOD = """\
 name: demo
@@ -187,7 +187,10 @@ def test_yaml_syntax_error_and_unsafe_tags(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

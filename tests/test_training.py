@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.store import Store
-from harness.suite import load_suite
+from harness.core.errors import HarnessError
+from harness.store._store import Store
+from harness.suite._load import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
@@ -84,7 +84,7 @@ def test_impossible_combinations_are_refused_before_training(tmp_path: Path) -> 
 
 
 def test_grpo_reward_is_the_suites_check(tmp_path: Path) -> None:
-    from harness.training import build_reward
+    from harness.training._train import build_reward
 
     suite = load_suite(
         write(
@@ -110,7 +110,7 @@ class ExplodingBackend:
     needs_reward = False
 
     def __init__(self) -> None:
-        from harness.schema_base import Strict
+        from harness.core.strict import Strict
 
         self.Config = Strict
 
@@ -139,7 +139,7 @@ LORA = "- {name: lora, backend: lora, data: train, merge: true, args: {r: 4, lea
 def test_a_failing_backend_leaves_the_others_intact_and_reruns_reuse_artifacts(
     tmp_path: Path, exploding: None, harness_home: Path
 ) -> None:
-    from harness.runner import run_suite
+    from harness.run._runner import run_suite
 
     suite = load_suite(write(tmp_path, "- {name: boom, backend: exploding, data: train}\n" + LORA))
     store = Store(tmp_path / "h.duckdb")

@@ -17,12 +17,16 @@ import pytest
 
 import harness
 from harness.checks import GenerationOverride
-from harness.engine import DictCache, Engine, GenerationSettings, decode_new, encode_prompts
-from harness.engine import generation_key as key_settings
-from harness.errors import HarnessError
-from harness.models import LazyModel, LoadedModel
-from harness.suite import GenerationConfig, load_suite
-from harness.vllm_engine import (
+from harness.core.errors import HarnessError
+from harness.generation._engine import (
+    DictCache,
+    Engine,
+    GenerationSettings,
+    decode_new,
+    encode_prompts,
+)
+from harness.generation._engine import generation_key as key_settings
+from harness.generation._vllm import (
     LORA_RANKS,
     VllmGenerator,
     VllmServing,
@@ -41,6 +45,8 @@ from harness.vllm_engine import (
     stopped_early,
     vllm_installed,
 )
+from harness.models import LazyModel, LoadedModel
+from harness.suite._load import GenerationConfig, load_suite
 
 no_vllm = pytest.mark.skipif(vllm_installed(), reason="checks behaviour without the vllm package")
 
@@ -101,7 +107,7 @@ def test_auto_without_vllm_generates_with_transformers(
     tiny: LoadedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     prompts = ["Q: What is 2 plus 3? A:", ""]
-    caplog.set_level(logging.DEBUG, logger="harness.engine")
+    caplog.set_level(logging.DEBUG, logger="harness.generation._engine")
     engine = Engine(tiny)
     auto = engine.generate(prompts, GenerationSettings(max_new_tokens=6, engine="auto"))
     plain = Engine(tiny).generate(prompts, GenerationSettings(max_new_tokens=6))
@@ -118,7 +124,7 @@ def test_explicit_vllm_without_the_package_is_a_run_error(tiny: LoadedModel) -> 
 
 @no_vllm
 def test_serving_says_why_once_and_loads_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="harness.engine")
+    caplog.set_level(logging.DEBUG, logger="harness.generation._engine")
     serving = VllmServing(LazyModel("builtin:tiny", "fp", None, never_loads), hf_loaded=_never)
     assert serving.generator("auto") is None
     assert serving.generator("auto") is None
@@ -149,7 +155,7 @@ def write_suite(tmp_path: Path, engine: str, check: str = "auto") -> Path:
 
 
 def test_engine_setting_defaults_to_auto_and_reaches_the_settings(tmp_path: Path) -> None:
-    from harness.runner import generation_settings
+    from harness.run._runner import generation_settings
 
     assert GenerationConfig().engine == "auto"
     suite = load_suite(write_suite(tmp_path, "transformers", "auto"))
@@ -434,7 +440,7 @@ def test_generated_token_ids_decode_to_the_engine_s_text(tiny: LoadedModel) -> N
 
 
 def test_model_info_names_the_generating_engine(tiny: LoadedModel) -> None:
-    from harness.runner import _model_info
+    from harness.run._runner import _model_info
 
     engine = Engine(tiny)
     assert "generation_engine" not in _model_info(engine, {})
@@ -448,7 +454,7 @@ def test_the_module_imports_neither_vllm_nor_torch() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import harness.suite, harness.vllm_engine
+        import harness.suite._load, harness.generation._vllm
         print("vllm" in sys.modules, "torch" in sys.modules)
         """
     )

@@ -16,8 +16,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import Field, model_validator
 
-from harness.registry import Registry
-from harness.schema_base import Name, Strict
+from harness.core.registry import Registry
+from harness.core.strict import Name, Strict
 
 
 class GenerationOverride(Strict):
@@ -93,8 +93,10 @@ class Outcome:
 class EvalContext:
     """What a check may use while it runs."""
 
-    engine: Any  # harness.engine.Engine; kept untyped so validation never imports torch
-    generation: Any  # harness.engine.GenerationSettings (suite defaults + the check's override)
+    engine: Any  # harness.generation._engine.Engine; kept untyped so validation never imports torch
+    generation: (
+        Any  # harness.generation._engine.GenerationSettings (suite defaults + the check's override)
+    )
     # When a candidate is evaluated: the base's output for each case id of this check (pairwise
     # judges compare against it). Empty while the base itself is evaluated.
     base_outputs: Mapping[str, str] = field(default_factory=dict)
@@ -115,7 +117,9 @@ class Ratio:
 
 
 def _not_a_ratio(_: Outcome) -> float:
-    raise TypeError("a Corpus metric has no per-case numerator; use harness.stats.estimate")
+    raise TypeError(
+        "a Corpus metric has no per-case numerator; use harness.evaluation._stats.estimate"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +129,7 @@ class Corpus(Ratio):
     `stats(outcome)` gives each case's row of numbers (e.g. n-gram match counts, or
     [prediction, gold]); `compute(array)` maps an array of shape (..., cases, k) to the metric
     (shape (...)), so one call scores every bootstrap resample at once. It subclasses Ratio only
-    so that code typed for Ratio keeps working; harness.stats.estimate dispatches on it.
+    so that code typed for Ratio keeps working; harness.evaluation._stats.estimate dispatches on it.
     """
 
     numerator: Callable[[Outcome], float] = _not_a_ratio
@@ -147,7 +151,7 @@ class CheckType(Generic[P]):
     lower_is_better: frozenset[str] = frozenset()
     aggregators: Mapping[str, Ratio] = field(default_factory=dict)
     # How far one case's score can range, per metric (gates never claim more certainty than n
-    # cases allow for changes of that size; harness.evidence). `default_range` covers the rest;
+    # cases allow for changes of that size; harness.evaluation._evidence). `default_range` covers the rest;
     # None: unbounded or unknown, judged from the spread of the scores seen.
     ranges: Mapping[str, tuple[float, float] | None] = field(default_factory=dict)
     default_range: tuple[float, float] | None = (0.0, 1.0)
@@ -231,7 +235,7 @@ def generative_check(
     def decorator(score: Callable[[str, Case, P], Outcome]) -> Callable[[str, Case, P], Outcome]:
         def run(cases: Sequence[Case], spec: P, ctx: EvalContext) -> list[Outcome]:
             if spec.samples > 1:
-                from harness.sampling import run_sampled
+                from harness.checks._sampling import run_sampled
 
                 return run_sampled(cases, spec, ctx, score)
             outputs = ctx.engine.generate([case.prompt for case in cases], ctx.generation)

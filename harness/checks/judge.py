@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, Ratio, register
-from harness.judging import (
+from harness.checks._judging import (
     JudgeConfig,
     Messages,
     Reply,

@@ -25,9 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.corpus import CORPUS_NAMES, corpus_rows, corpus_text
-from harness.errors import HarnessError
-from harness.home import harness_home
+from harness.core.errors import HarnessError
+from harness.core.home import harness_home
+from harness.core.registry import did_you_mean
+from harness.models.corpus import CORPUS_NAMES, corpus_rows, corpus_text
 from harness.models.tinylm import (
     Architecture,
     Progress,
@@ -37,7 +38,6 @@ from harness.models.tinylm import (
     train,
     train_tokenizer,
 )
-from harness.registry import did_you_mean
 
 __all__ = [
     "RECIPES",

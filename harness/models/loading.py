@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError, ModelNotFoundError
+from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.models import LazyModel, LoadedModel
 from harness.models.builtin import builtin_path, ensure_builtin, known_builtins
 from harness.models.fingerprint import (

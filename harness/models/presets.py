@@ -11,8 +11,8 @@ import hashlib
 import json
 from typing import Any
 
-from harness.errors import HarnessError
-from harness.registry import did_you_mean
+from harness.core.errors import HarnessError
+from harness.core.registry import did_you_mean
 
 _LLAMA3_ROPE = {
     "factor": 8.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from harness.errors import HarnessError, ModelNotFoundError
+from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.models.builtin import builtin_recipe
 from harness.models.presets import preset_fields
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.corpus import corpus_rows, training_line
+from harness.models.corpus import corpus_rows, training_line
 
 log = logging.getLogger("harness.models")
 

@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 
 
 def corpus(name: str) -> list[dict]:
-    text = files("harness.corpus").joinpath(name).read_text(encoding="utf-8")
+    text = files("harness.models.corpus").joinpath(name).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

@@ -1,0 +1,617 @@
+"""`harness plan`'s work: read a suite, its base's config and token lengths, and estimate each
+candidate's peak memory with the pure formulas of harness/planner.py. No weights are loaded.
+
+The sequence lengths are measured, not assumed: trl pads each batch to its longest row, so the
+peak comes from the longest rows of the data, tokenized by the base's tokenizer (capped at the
+backend's `max_length`). Without a tokenizer (a hub id offline) the configured maximum is used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness.backends.acceleration import (
+    OPTIONAL_LIBRARIES,
+    Acceleration,
+    AccelerationError,
+    Device,
+    acceleration_plan,
+    config_model_type,
+    installed_libraries,
+)
+from harness.core.errors import HarnessError, ModelNotFoundError
+from harness.plan._estimate import (
+    DTYPE_BYTES,
+    FP32,
+    Breakdown,
+    EvaluationSetup,
+    LoraShape,
+    ModelShape,
+    Sharding,
+    TrainingSetup,
+    evaluation_breakdown,
+    lora_parameters,
+    model_shape,
+    sharded,
+    training_breakdown,
+)
+
+# What the process needs besides the estimate: Python + torch + trl resident on the CPU (about
+# 0.7 GB RSS measured for the tiny suite), the CUDA context and cuBLAS workspace on a GPU.
+RUNTIME_ALLOWANCE = {"cpu": 768 * 2**20, "cuda": 512 * 2**20}
+FALLBACK_PROMPT_TOKENS = 512  # trl's prompt truncation default, when nothing can be tokenized
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str  # "cpu" or "cuda"
+    dtype: str  # evaluation weights; training compute (autocast) dtype
+    available: float | None  # bytes free for the job, None when unknown
+    description: str
+
+    @property
+    def allowance(self) -> int:
+        return RUNTIME_ALLOWANCE[self.name]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One model of the suite: its training peak (trained candidates) and its evaluation peak."""
+
+    name: str
+    backend: str | None
+    evaluation: Breakdown
+    training: Breakdown | None = None
+    seq_len: int | None = None  # the training sequence length the estimate used
+    notes: tuple[str, ...] = ()
+    acceleration: dict[str, Any] | None = None  # what the backend will train with (its record)
+
+    @property
+    def peak(self) -> Breakdown:
+        """The phase with the larger total (training, when there is one, in practice)."""
+        if self.training is not None and self.training.total >= self.evaluation.total:
+            return self.training
+        return self.evaluation
+
+
+@dataclass
+class SuitePlan:
+    suite: str
+    base: str
+    shape: ModelShape
+    device: DeviceInfo
+    rows: list[PlanRow] = field(default_factory=list)
+
+    def fits(self, row: PlanRow) -> bool | None:
+        if self.device.available is None:
+            return None
+        return row.peak.total + self.device.allowance <= self.device.available
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "base": self.base,
+            "device": {
+                "name": self.device.name,
+                "dtype": self.device.dtype,
+                "available_bytes": self.device.available,
+                "runtime_allowance_bytes": self.device.allowance,
+                "description": self.device.description,
+            },
+            "model": {**self.shape.__dict__},
+            "rows": [self._row_dict(row) for row in self.rows],
+        }
+
+    def _row_dict(self, row: PlanRow) -> dict[str, Any]:
+        return {
+            "name": row.name,
+            "backend": row.backend,
+            "peak_bytes": row.peak.total,
+            "fits": self.fits(row),
+            "training": row.training.as_dict() if row.training else None,
+            "evaluation": row.evaluation.as_dict(),
+            "training_seq_len": row.seq_len,
+            "acceleration": row.acceleration,
+            "notes": list(row.notes),
+        }
+
+
+# ---- device ----------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | None) -> str:
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parse_size(text: str) -> float:
+    """'24GiB', '80GB', '16g', '512MiB' -> bytes (GB and GiB both binary: what nvidia-smi shows)."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not match:
+        raise HarnessError(f"--memory {text!r}: give a size such as 24GiB, 80GB or 512MiB")
+    scale = 1024 ** "bkmgt".index(match.group(2) or "b")
+    return float(match.group(1)) * scale
+
+
+def device_info(device: str, dtype: str | None, memory: str | None) -> DeviceInfo:
+    """The device planned for, its default dtype (float32 on CPU, bfloat16 on a GPU, float16 on
+    a visible GPU without bf16) and the memory free on it now (CUDA: `mem_get_info`; CPU:
+    psutil's available memory)."""
+    if device not in RUNTIME_ALLOWANCE:
+        raise HarnessError(f"--device {device!r}: use cpu or cuda")
+    dtype = dtype or ("float32" if device == "cpu" else default_gpu_dtype())
+    if dtype not in DTYPE_BYTES:
+        raise HarnessError(f"--dtype {dtype!r}: use one of {', '.join(DTYPE_BYTES)}")
+    if memory is not None:
+        return DeviceInfo(device, dtype, parse_size(memory), f"{memory} (--memory)")
+    available, description = visible_memory(device)
+    return DeviceInfo(device, dtype, available, description)
+
+
+def default_gpu_dtype() -> str:
+    """bfloat16, unless a visible GPU lacks it (a T4, a V100): float16 then."""
+    import torch
+
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "float16"
+    return "bfloat16"
+
+
+def training_device(info: DeviceInfo) -> Device:
+    """The device as the backends see it: a GPU has bf16 when the plan's dtype is bfloat16
+    (`--dtype float32` or `float16` on cuda: a GPU without it, so `precision: auto` is fp32)."""
+    return Device(info.name, info.name == "cuda" and info.dtype == "bfloat16")
+
+
+def visible_memory(device: str) -> tuple[float | None, str]:
+    if device == "cpu":
+        import psutil
+
+        memory = psutil.virtual_memory()
+        return float(memory.available), f"CPU RAM: {memory.available / 2**30:.1f} GiB available"
+    import torch
+
+    if not torch.cuda.is_available():
+        return None, "no CUDA device visible (give --memory to plan for one)"
+    free, total = torch.cuda.mem_get_info()
+    name = torch.cuda.get_device_name()
+    return float(free), f"{name}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+
+
+# ---- the base model, without weights --------------------------------------------------------
+
+
+@dataclass
+class BaseModel:
+    reference: str
+    config: dict[str, Any]
+    tokenizer: Any | None  # None when it cannot be had offline
+
+
+def model_config(reference: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """A model's config as a dict, read without its weights: builtin (built if missing), random
+    preset, local directory (an adapter's base), or hub id (when reachable)."""
+    from harness.models.references import check_reference
+
+    kind, name = check_reference(reference)
+    if kind == "random":
+        from harness.models.presets import preset_config
+
+        return dict(preset_config(name).to_dict())
+    if kind == "builtin":
+        from harness.models.builtin import ensure_builtin
+
+        return read_config(ensure_builtin(name))
+    if kind == "directory":
+        return read_config(Path(name))
+    return hub_config(name, trust_remote_code)
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    adapter = directory / "adapter_config.json"
+    if not (directory / "config.json").is_file() and adapter.is_file():
+        base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        return model_config(str(base))
+    path = directory / "config.json"
+    if not path.is_file():
+        raise ModelNotFoundError(f"no config.json in {directory}")
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def hub_config(name: str, trust_remote_code: bool) -> dict[str, Any]:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(
+            f"cannot read the config of {name!r} (not a local directory, and the hub is not "
+            f"reachable or has no such model): {str(error).splitlines()[0]}"
+        ) from error
+    return dict(config.to_dict())
+
+
+def model_tokenizer(reference: str) -> Any | None:
+    """The tokenizer that lengths are measured with; None when it cannot be had offline."""
+    from harness.models.references import check_reference
+
+    kind, name = check_reference(reference)
+    if kind == "random":
+        from harness.models.tinylm import train_tokenizer
+
+        return train_tokenizer(vocab_size=400)  # what random presets are fed (presets.py)
+    from transformers import AutoTokenizer
+
+    source = name
+    if kind == "builtin":
+        from harness.models.builtin import ensure_builtin
+
+        source = str(ensure_builtin(name))
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):
+        return None
+
+
+def load_base(reference: str, trust_remote_code: bool = False) -> BaseModel:
+    return BaseModel(
+        reference, model_config(reference, trust_remote_code), model_tokenizer(reference)
+    )
+
+
+# ---- token lengths ---------------------------------------------------------------------------
+
+
+def longest(tokenizer: Any, texts: Iterable[str]) -> int:
+    """Tokens of the longest text (no special tokens), 0 for none."""
+    batch = [t for t in texts if t]
+    if not batch:
+        return 0
+    ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+    return max(len(row) for row in ids)
+
+
+def capped(length: int, cap: int | None) -> int:
+    return min(length, cap) if cap else length
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def lora_shape(config: Any) -> LoraShape | None:
+    """The adapter a config trains, or None when all weights train."""
+    if getattr(config, "adapter", "lora") == "full" or not hasattr(config, "r"):
+        return None
+    targets = config.target_modules
+    return LoraShape(
+        config.r, targets if isinstance(targets, str) else tuple(targets), config.use_dora
+    )
+
+
+def training_lengths(
+    backend: str, config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any | None
+) -> tuple[int, list[str]]:
+    """(sequence length, notes) of a candidate's longest training rows (GRPO: prompt +
+    max_completion_length)."""
+    max_length = getattr(config, "max_length", None)
+    if tokenizer is None:
+        fallback = max_length or FALLBACK_PROMPT_TOKENS
+        return fallback, [f"no tokenizer offline: {fallback} tokens assumed"]
+    prompt = longest(tokenizer, (str(r.get("prompt", "")) for r in rows))
+    if backend == "grpo":
+        return prompt + config.max_completion_length, []
+    answers = ("chosen", "rejected") if backend == "dpo" else ("completion",)
+    pieces = [str(r.get("prompt", "")) + str(r.get(a, "")) for r in rows for a in answers]
+    return capped(longest(tokenizer, pieces) + 1, max_length), []  # + eos
+
+
+def sft_row_lengths(config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any) -> list[int]:
+    """Tokens of each SFT row (prompt + completion + eos), capped at max_length."""
+    texts = [str(r.get("prompt", "")) + str(r.get("completion", "")) for r in rows]
+    ids = tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"] if texts else []
+    max_length = getattr(config, "max_length", None)
+    return [capped(len(row) + 1, max_length) for row in ids]
+
+
+def padding_free_tokens(
+    acceleration: Acceleration, config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any
+) -> int:
+    """Tokens of the largest flattened micro-batch: the batch's longest rows one after another,
+    or with packing its bins of max_length (at most every token of the data). 0: padded."""
+    if not acceleration.padding_free or tokenizer is None:
+        return 0
+    lengths = sorted(sft_row_lengths(config, rows, tokenizer), reverse=True)
+    batch = config.per_device_train_batch_size
+    if acceleration.packing:
+        return int(min(batch * config.max_length, sum(lengths)))
+    return sum(lengths[:batch])
+
+
+def planned_acceleration(
+    config: Any, device: Device, model_type: str | None
+) -> tuple[Acceleration, list[str]]:
+    """What the backend would decide on `device`. An explicit setting this machine cannot
+    honour (liger: true without liger_kernel here) is planned as where it trains; one the
+    device cannot (flash attention on a CPU) is noted and planned as `auto`."""
+    try:
+        return acceleration_plan(device, config, installed_libraries(), model_type), []
+    except AccelerationError as error:
+        missing_here = str(error)
+    try:
+        plan = acceleration_plan(device, config, OPTIONAL_LIBRARIES, model_type)
+        return plan, [f"{missing_here} here: planned as if it is where the candidate trains"]
+    except AccelerationError as error:
+        relaxed = config.model_copy(
+            update={"precision": "auto", "attention": "auto", "liger": "auto"}
+        )
+        plan = acceleration_plan(device, relaxed, installed_libraries(), model_type)
+        return plan, [f"cannot train on {device.name}: {error}; planned with auto settings"]
+
+
+def training_setup(
+    backend: str, config: Any, rows: Sequence[dict[str, Any]], base: BaseModel, device: DeviceInfo
+) -> tuple[TrainingSetup, list[str]]:
+    """A candidate's config and data, reduced to the numbers its memory depends on; precision,
+    attention, batch layout and Liger as `harness.backends.acceleration` decides them."""
+    seq_len, notes = training_lengths(backend, config, rows, base.tokenizer)
+    acceleration, why = planned_acceleration(
+        config, training_device(device), config_model_type(base.config)
+    )
+    notes += why
+    lora = lora_shape(config)
+    full = lora is None
+    grpo = backend == "grpo"
+    quantized = backend == "qlora" or getattr(config, "quantization", None) == "4bit"
+    generation = 0
+    if grpo:
+        from harness.backends.grpo import generation_batch
+
+        generation = generation_batch(config)
+    return TrainingSetup(
+        method=backend if backend in ("full", "lora", "qlora", "dpo", "grpo") else "full",  # type: ignore[arg-type]
+        batch_size=config.per_device_train_batch_size,
+        seq_len=seq_len,
+        compute_bytes=2 if acceleration.precision == "bf16" else FP32,
+        gradient_checkpointing=acceleration.gradient_checkpointing,
+        lora=lora,
+        quantized=quantized,
+        weight_bytes=2 if acceleration.weights == "bfloat16" else FP32,
+        adapter_bytes=2 if quantized else FP32,  # trl 1.16 casts a 4-bit base's adapter to bf16
+        attention=acceleration.attention,
+        liger=acceleration.liger,
+        padding_free_tokens=padding_free_tokens(acceleration, config, rows, base.tokenizer),
+        reference_copy=full and (backend == "dpo" or (grpo and config.beta > 0)),
+        generation_sequences=generation,
+        generation_len=seq_len if grpo else 0,
+        completion_len=config.max_completion_length if grpo else 0,
+        gpu=device.name == "cuda",
+    ), notes
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalLengths:
+    prompt: int  # longest generation prompt
+    scored: int  # longest log-likelihood input (prompt + answer); 0 when no check scores
+    max_new_tokens: int
+    generates: bool
+
+
+def evaluation_lengths(suite: Any, tokenizer: Any | None, max_positions: int) -> EvalLengths:
+    """The longest generation prompt and scored text over every case of the suite."""
+    generation = suite.spec.generation
+    generative = [p for p in suite.checks if p.check.score is not None]
+    scoring = [p for p in suite.checks if p.check.score is None]
+    new_tokens = max(
+        [generation.max_new_tokens]
+        + [p.spec.generation.max_new_tokens or 0 for p in generative if p.spec.generation]
+    )
+    if tokenizer is None:
+        return EvalLengths(FALLBACK_PROMPT_TOKENS, FALLBACK_PROMPT_TOKENS, new_tokens, True)
+    prompt = longest(tokenizer, (c.prompt for p in generative for c in p.cases))
+    scored = longest(tokenizer, (_scored_text(c) for p in scoring for c in p.cases))
+    return EvalLengths(prompt, min(scored, max_positions), new_tokens, bool(generative))
+
+
+def _scored_text(case: Any) -> str:
+    """A case's prompt and its longest string field: a log-likelihood check scores prompt +
+    one choice (or a whole text), so this bounds the input of one forward row."""
+    values = [v for v in case.fields.values() if isinstance(v, str)]
+    values += [
+        x for v in case.fields.values() if isinstance(v, list) for x in v if isinstance(x, str)
+    ]
+    return case.prompt + " " + max(values, key=len, default="")
+
+
+def evaluation_setup(
+    lengths: EvalLengths, batch_size: int, device: DeviceInfo, adapter: int = 0
+) -> EvaluationSetup:
+    return EvaluationSetup(
+        batch_size=batch_size,
+        weight_bytes=DTYPE_BYTES[device.dtype],
+        prompt_len=lengths.prompt,
+        max_new_tokens=lengths.max_new_tokens,
+        score_len=lengths.scored,
+        generates=lengths.generates,
+        adapter_parameters=adapter,
+    )
+
+
+# ---- the suite -------------------------------------------------------------------------------
+
+
+def plan_suite(
+    suite: Any,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    memory: str | None = None,
+) -> SuitePlan:
+    """Estimate the base's evaluation and every candidate's training and evaluation peak."""
+    info = device_info(resolve_device(device), dtype, memory)
+    base_ref = suite.models["base"]
+    base = load_base(base_ref, suite.spec.trust_remote_code)
+    shape = model_shape(base.config)
+    lengths = evaluation_lengths(suite, base.tokenizer, shape.max_positions)
+    batch = suite.spec.generation.batch_size
+    plan = SuitePlan(suite.name, base_ref, shape, info)
+    plan.rows.append(
+        PlanRow("base", None, evaluation_breakdown(shape, evaluation_setup(lengths, batch, info)))
+    )
+    for candidate in suite.spec.candidates:
+        if candidate.name in suite.trainings:
+            plan.rows.append(
+                trained_row(
+                    candidate, suite.trainings[candidate.name], base, shape, lengths, batch, info
+                )
+            )
+        elif candidate.name in suite.models:
+            plan.rows.append(evaluated_row(candidate.name, suite, lengths, batch, info))
+    return plan
+
+
+def trained_row(
+    candidate: Any, planned: Any, base: BaseModel, shape: ModelShape,
+    lengths: EvalLengths, batch: int, info: DeviceInfo,
+) -> PlanRow:  # fmt: skip
+    config = planned.config
+    notes: list[str] = []
+    if getattr(config, "task", "causal_lm") == "classification":
+        notes.append("classification head: estimated as the causal LM (an upper bound)")
+    setup, length_notes = training_setup(candidate.backend, config, planned.rows, base, info)
+    acceleration, _ = planned_acceleration(
+        config, training_device(info), config_model_type(base.config)
+    )
+    adapter = lora_parameters(shape, setup.lora) if setup.lora and not planned.merge else 0
+    evaluation = evaluation_breakdown(shape, evaluation_setup(lengths, batch, info, adapter))
+    training = training_breakdown(shape, setup)
+    notes.append(f"trains with {acceleration.describe()}")
+    if planned.accelerate is not None:
+        sharding = launch_sharding(planned.accelerate)
+        training = sharded(training, sharding)
+        notes.append(sharding_note(sharding))
+    return PlanRow(
+        candidate.name, candidate.backend, evaluation, training, setup.seq_len,
+        tuple(notes + length_notes), acceleration.record(),
+    )  # fmt: skip
+
+
+def evaluated_row(
+    name: str, suite: Any, lengths: EvalLengths, batch: int, info: DeviceInfo
+) -> PlanRow:
+    """An already trained candidate: its own config (an adapter directory: its base's + the adapter)."""
+    reference = suite.models[name]
+    shape = model_shape(model_config(reference, suite.spec.trust_remote_code))
+    adapter = saved_adapter_parameters(reference, shape)
+    return PlanRow(
+        name, None, evaluation_breakdown(shape, evaluation_setup(lengths, batch, info, adapter))
+    )
+
+
+def saved_adapter_parameters(reference: str, shape: ModelShape) -> int:
+    path = Path(reference) / "adapter_config.json"
+    if not path.is_file():
+        return 0
+    config = json.loads(path.read_text(encoding="utf-8"))
+    targets = config.get("target_modules") or "all-linear"
+    lora = LoraShape(
+        int(config.get("r", 8)),
+        targets if isinstance(targets, str) else tuple(targets),
+        bool(config.get("use_dora", False)),
+    )
+    return lora_parameters(shape, lora)
+
+
+__all__ = ["FP32", "DeviceInfo", "PlanRow", "SuitePlan", "plan_suite"]
+
+
+# --- accelerate launches -----------------------------------------------------------------------
+
+# FSDP1's sharding strategies by name and by the numbers older accelerate configs write.
+FSDP_STRATEGIES = {
+    "1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD",
+    "5": "HYBRID_SHARD_ZERO2",
+}  # fmt: skip
+
+
+def launch_sharding(launch: Any) -> Sharding:
+    """What an `accelerate:` launch shards, read from its accelerate config file (plain data
+    parallel without one). On one machine a hybrid strategy shards like its plain form."""
+    config = _accelerate_config(launch.config_file)
+    n = launch.num_processes
+    kind = str(config.get("distributed_type", "MULTI_GPU")).upper()
+    if n < 2:
+        return Sharding(n, "one process")
+    if kind == "FSDP":
+        return _fsdp_sharding(n, config.get("fsdp_config") or {})
+    if kind == "DEEPSPEED":
+        return _zero_sharding(n, _zero_stage(config.get("deepspeed_config") or {}))
+    return Sharding(n, "DDP")
+
+
+def _accelerate_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    loaded = (
+        json.loads(path.read_text(encoding="utf-8"))
+        if path.suffix == ".json"
+        else yaml.safe_load(path.read_text(encoding="utf-8"))
+    )
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _fsdp_sharding(n: int, fsdp: dict[str, Any]) -> Sharding:
+    if str(fsdp.get("fsdp_version", 1)) == "2":
+        # FSDP2 shards everything at rest; not resharding after forward keeps the weights whole.
+        whole = fsdp.get("fsdp_reshard_after_forward", True) in (False, "false", "False")
+        strategy = "SHARD_GRAD_OP" if whole else "FULL_SHARD"
+    else:
+        raw = str(fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")).upper()
+        strategy = FSDP_STRATEGIES.get(raw, raw).removeprefix("HYBRID_")
+        strategy = {"SHARD": "FULL_SHARD", "SHARD_ZERO2": "SHARD_GRAD_OP"}.get(strategy, strategy)
+    stage = {"FULL_SHARD": 3, "SHARD_GRAD_OP": 2}.get(strategy, 0)
+    return replace(_zero_sharding(n, stage), name=f"FSDP {strategy}")
+
+
+def _zero_stage(deepspeed: dict[str, Any]) -> int:
+    if "zero_stage" in deepspeed:
+        return int(deepspeed["zero_stage"])
+    config_file = deepspeed.get("deepspeed_config_file")
+    if config_file and Path(config_file).is_file():
+        ds = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        return int((ds.get("zero_optimization") or {}).get("stage", 0))
+    return 0
+
+
+def _zero_sharding(n: int, stage: int) -> Sharding:
+    return Sharding(
+        n, f"ZeRO-{stage}", optimizer=stage >= 1, gradients=stage >= 2, weights=stage >= 3
+    )
+
+
+def sharding_note(sharding: Sharding) -> str:
+    divided = [
+        name
+        for name, flag in (
+            ("weights", sharding.weights),
+            ("gradients", sharding.gradients),
+            ("optimizer states", sharding.optimizer),
+        )
+        if flag
+    ]
+    what = (
+        ", ".join(divided) + f" divided by {sharding.processes}" if divided else "nothing sharded"
+    )
+    return f"accelerate, {sharding.processes} processes, {sharding.name}: per GPU ({what})"

@@ -1,0 +1,113 @@
+"""`harness gate RUN`: decide a stored run's gates again, under the suite file as it is now.
+
+After a threshold changes (or a gate is added), the models need not run again: every case they
+answered is in the store. The new verdicts are recorded as a NEW run whose `source_run` is the
+original, which stays untouched (its verdicts were true under the suite it ran with). The new run
+holds copies of the original's models, cases, metrics and loss curves, so `show`, `report`,
+`compare`, `--baseline` and `last-pass` treat it like any other run, and its `suite_text` is the
+suite that decided it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any
+
+from harness.core.errors import HarnessError
+from harness.core.records import CaseResult, ModelRecord
+from harness.evaluation._baseline import candidate_names
+from harness.evaluation._gates import unmeasured_gates
+from harness.run._runner import Gating, ModelResult, RunResult, decide_candidate_gates
+from harness.suite._load import LoadedSuite
+
+
+def regate_run(
+    store: Any, run_id: str, suite: LoadedSuite, gating: Gating | None = None
+) -> RunResult:
+    """Re-decide run `run_id`'s gates under `suite` and record the verdicts as a new run."""
+    gating = gating or Gating()
+    stored = store.load_run(run_id)
+    if stored.status == "running":
+        raise HarnessError(f"run {run_id} is still running; gate it once it has finished")
+    cases = _cases_by_model(store, run_id)
+    base = _stored_model(stored, "base", cases, role="base")
+    new_id = store.begin_run(
+        suite_name=suite.name,
+        suite_path=str(suite.path),
+        suite_text=suite.text,
+        suite_hash=suite.hash,
+        config={"regated_from": run_id, **gating.config()},
+        source_run=run_id,
+    )
+    store.record_model_result(new_id, base.record, base.cases, base.metrics, [])
+    candidates = []
+    for name in _candidate_names(stored, suite):
+        candidate = _stored_model(stored, name, cases)
+        candidates.append(_regated(store, new_id, suite, stored, candidate, base, gating))
+    result = RunResult(
+        new_id,
+        suite.name,
+        base,
+        candidates,
+        baseline=gating.config()["baseline"],
+        warnings=list(gating.warnings),
+        source_run=run_id,
+        suite_path=str(suite.path),
+    )
+    store.finish_run(new_id, status=result.status, exit_code=result.exit_code)
+    return result
+
+
+def _cases_by_model(store: Any, run_id: str) -> dict[str, list[CaseResult]]:
+    grouped: dict[str, list[CaseResult]] = defaultdict(list)
+    for name, case in store.load_cases(run_id):
+        grouped[name].append(case)
+    return grouped
+
+
+def _candidate_names(stored: Any, suite: LoadedSuite) -> list[str]:
+    """The run's candidates, then those of the suite it never recorded (an interrupted run)."""
+    recorded = [m.name for m in stored.models if m.role == "candidate"]
+    expected = candidate_names(suite, list(suite.spec.candidates))
+    return recorded + [name for name in expected if name not in recorded]
+
+
+def _stored_model(
+    stored: Any, name: str, cases: dict[str, list[CaseResult]], role: str = "candidate"
+) -> ModelResult:
+    """A model as the run recorded it; a model the run never recorded is a run error: its gates
+    were never decided, which is not a pass."""
+    try:
+        record = stored.model(name)
+    except KeyError:
+        why = "interrupted before it was evaluated" if stored.status == "interrupted" else "ended"
+        message = f"not in run {stored.id}: the run {why} without recording it"
+        return ModelResult(ModelRecord(name, role, "", None, "error", message))  # type: ignore[arg-type]
+    return ModelResult(record, list(stored.metrics.get(name, ())), [], cases.get(name, []))
+
+
+def _regated(
+    store: Any,
+    run_id: str,
+    suite: LoadedSuite,
+    stored: Any,
+    candidate: ModelResult,
+    base: ModelResult,
+    gating: Gating,
+) -> ModelResult:
+    """One candidate with new verdicts (a model that failed to run stays an error)."""
+    name = candidate.record.name
+    record, gates = candidate.record, []
+    if record.status != "error" and base.record.status == "error":
+        record = replace(
+            record, status="error", error="the base model failed, so nothing could be compared"
+        )
+    elif record.status != "error":
+        gates = decide_candidate_gates(suite, store, candidate, base, gating)
+        if unmeasured := unmeasured_gates(gates):
+            record = replace(record, status="error", error="not measured: " + "; ".join(unmeasured))
+    result = ModelResult(record, candidate.metrics, gates, candidate.cases, gating.fail_on)
+    curve = list(stored.loss_curves.get(name) or []) or None
+    store.record_model_result(run_id, result.record, result.cases, result.metrics, gates, curve)
+    return result

@@ -1,0 +1,22 @@
+"""The suite file: its schema, its YAML source with positions, data sets, and planning.
+
+    from harness.suite import load_suite
+    suite = load_suite("suites/qa.yaml")   # HarnessError listing every FILE:LINE:COL problem
+
+`load_suite` validates everything that can be known without loading a model and resolves the
+checks (with their cases), the trained candidates and the model references.
+"""
+
+from harness.suite._load import LoadedSuite, PlannedCheck, dump_schema, json_schema, load_suite
+from harness.suite._trainings import AccelerateConfig, PlannedTraining, reward_checks
+
+__all__ = [
+    "AccelerateConfig",
+    "LoadedSuite",
+    "PlannedCheck",
+    "PlannedTraining",
+    "dump_schema",
+    "json_schema",
+    "load_suite",
+    "reward_checks",
+]

@@ -1,0 +1,212 @@
+"""Trained candidates, checked before anything runs: backend, `args:`, data rows and reward.
+
+Everything a backend will refuse is found here, at `harness validate` time, and reported at its
+FILE:LINE:COL like any other suite error: unknown or mistyped args (with did-you-mean),
+impossible combinations, rows missing a field the backend needs, a reward that names nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.core.errors import HarnessError
+from harness.core.registry import did_you_mean
+from harness.suite._data import Row
+from harness.suite._load import PlannedCheck, Problems, _pydantic_problems
+from harness.suite._source import PathKey
+
+
+@dataclass(frozen=True)
+class AccelerateConfig:
+    """A candidate's `accelerate:` block, resolved against the suite's directory."""
+
+    num_processes: int
+    config_file: Path | None
+    args: tuple[str, ...] = ()
+
+    def key(self) -> dict[str, Any]:
+        """What of the launch decides the weights: the process count (the global batch) and
+        the config's content (FSDP vs DDP, its precision), not where the file lives."""
+        text = self.config_file.read_bytes() if self.config_file is not None else b""
+        return {
+            "num_processes": self.num_processes,
+            "config": hashlib.sha256(text).hexdigest(),
+            "args": list(self.args),
+        }
+
+
+@dataclass(frozen=True)
+class PlannedTraining:
+    backend: Any  # a harness.backends.Backend
+    config: Any  # an instance of backend.Config
+    rows: tuple[dict[str, Any], ...]
+    data_hash: str
+    reward: Any  # a RewardSpec, or None
+    merge: bool
+    accelerate: AccelerateConfig | None = None  # train through `accelerate launch`
+
+
+def plan_trainings(
+    spec: Any, datasets: dict[str, list[Row]], checks: Sequence[PlannedCheck], problems: Problems
+) -> dict[str, PlannedTraining]:
+    plans = {}
+    for index, candidate in enumerate(spec.candidates):
+        if candidate.backend is not None:
+            where: PathKey = ("candidates", index)
+            plan = _plan(spec, candidate, where, datasets, checks, problems)
+            if plan is not None:
+                plans[candidate.name] = plan
+    return plans
+
+
+def _plan(
+    spec: Any,
+    candidate: Any,
+    where: PathKey,
+    datasets: dict[str, list[Row]],
+    checks: Sequence[PlannedCheck],
+    problems: Problems,
+) -> PlannedTraining | None:
+    from harness.backends import BACKENDS
+
+    try:
+        backend = BACKENDS.get(candidate.backend)
+    except HarnessError as exc:
+        problems.add((*where, "backend"), str(exc))
+        return None
+    config = _config(backend, candidate, where, problems)
+    rows = _rows(backend, config, candidate, where, datasets, problems)
+    _check_reward(spec, backend, candidate, where, checks, problems)
+    if config is None or rows is None:
+        return None
+    if candidate.merge and not _trains_adapter(candidate):
+        problems.add(
+            (*where, "merge"),
+            f"`merge` needs an adapter; the {candidate.backend} backend trains all weights",
+        )
+    data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+    accelerate = _accelerate(candidate, where, problems)
+    return PlannedTraining(
+        backend, config, tuple(rows), data_hash, candidate.reward, candidate.merge, accelerate
+    )
+
+
+def _accelerate(candidate: Any, where: PathKey, problems: Problems) -> AccelerateConfig | None:
+    """The `accelerate:` block with its config file found (relative to the suite)."""
+    launch = candidate.accelerate
+    if launch is None:
+        return None
+    config_file = None
+    if launch.config_file is not None:
+        config_file = (problems.doc.path.parent / launch.config_file).resolve()
+        if not config_file.is_file():
+            problems.add(
+                (*where, "accelerate", "config_file"),
+                f"no accelerate config file {config_file} (write one with `accelerate config`)",
+            )
+            return None
+    return AccelerateConfig(launch.num_processes, config_file, tuple(launch.args))
+
+
+def _trains_adapter(candidate: Any) -> bool:
+    return candidate.backend != "full" and candidate.args.get("adapter", "lora") != "full"
+
+
+def _config(backend: Any, candidate: Any, where: PathKey, problems: Problems) -> Any:
+    try:
+        config = backend.Config.model_validate(candidate.args)
+    except ValidationError as exc:
+        for path, message, key in _pydantic_problems(candidate.args, exc, backend.Config):
+            problems.add((*where, "args", *path), message, key=key)
+        return None
+    for message in backend.problems(config):
+        problems.add((*where, "args"), message)
+    return config
+
+
+def _rows(
+    backend: Any,
+    config: Any,
+    candidate: Any,
+    where: PathKey,
+    datasets: dict[str, list[Row]],
+    problems: Problems,
+) -> list[dict[str, Any]] | None:
+    if candidate.data is None:
+        problems.add(where, f"a `{candidate.backend}` candidate needs `data:` (its training set)")
+        return None
+    if candidate.data not in datasets or config is None:
+        return None  # an unknown data set was reported with the other candidate checks
+    needed = backend.required_fields(config)
+    for row in datasets[candidate.data]:
+        missing = sorted(needed - set(row.fields))
+        if missing:
+            problems.add(
+                (*where, "data"),
+                f"{row.source}: row has no field {', '.join(map(repr, missing))} needed by the {candidate.backend} backend",
+            )
+            return None
+    if not datasets[candidate.data]:
+        problems.add((*where, "data"), f'data set "{candidate.data}" has no rows')
+        return None
+    return [row.fields for row in datasets[candidate.data]]
+
+
+def _check_reward(
+    spec: Any,
+    backend: Any,
+    candidate: Any,
+    where: PathKey,
+    checks: Sequence[PlannedCheck],
+    problems: Problems,
+) -> None:
+    reward = candidate.reward
+    if getattr(backend, "needs_reward", False) and reward is None:
+        problems.add(
+            where,
+            f"the {candidate.backend} backend needs a `reward:` (a check of this suite, or python)",
+        )
+    if reward is None:
+        return
+    if reward.python is not None:
+        _check_python_reward(spec, reward.python, (*where, "reward", "python"), problems)
+        return
+    matched = reward_checks(reward.check, checks)
+    if not matched:
+        names = sorted({p.capability for p in checks} | {p.label for p in checks})
+        problems.add(
+            (*where, "reward", "check"),
+            f'no capability or check "{reward.check}"{did_you_mean(reward.check, names)}',
+        )
+    elif any(p.check.score is None for p in matched):
+        problems.add(
+            (*where, "reward", "check"),
+            f'"{reward.check}" includes a check that does not generate (rewards score generated text)',
+        )
+    elif reward.metric is not None and any(reward.metric not in p.check.metrics for p in matched):
+        problems.add(
+            (*where, "reward", "metric"), f'"{reward.metric}" is not a metric of "{reward.check}"'
+        )
+
+
+def _check_python_reward(spec: Any, target: str, where: PathKey, problems: Problems) -> None:
+    if not spec.allow_python:
+        problems.add(
+            where,
+            "a Python reward runs code named by the suite: set `allow_python: true` at the top of the suite to allow it",
+        )
+    elif ":" not in target:
+        problems.add(where, f'"{target}" is not of the form module:function')
+
+
+def reward_checks(name: str, checks: Sequence[PlannedCheck]) -> list[PlannedCheck]:
+    """The checks a `reward: {check: NAME}` means: those of capability NAME, else labelled NAME."""
+    by_capability = [p for p in checks if p.capability == name]
+    return by_capability or [p for p in checks if p.label == name]

@@ -1,0 +1,325 @@
+"""Training a candidate through its backend: cached artifacts, and what the training cost.
+
+Artifacts live under $HARNESS_HOME/artifacts/, keyed by everything that decides the weights
+(base fingerprint, backend, args, training data, seed, library versions), so a rerun reuses
+them and `--retrain` forces a new one. The cost (wall time, peak memory, tokens/s, size on disk)
+is measured here, the same way for every backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.checks import Case
+from harness.core.errors import HarnessError
+from harness.models.builtin import build_lock, harness_home, remove_stale_builds
+from harness.suite._load import LoadedSuite
+from harness.suite._trainings import PlannedTraining, reward_checks
+
+if TYPE_CHECKING:
+    from harness.training._launch import Placement
+
+TRAINING_RECORD = "training.json"
+VERSIONED_LIBRARIES = (
+    "harness",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "bitsandbytes",
+    "accelerate",
+)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model_dir: Path  # a full model or an adapter, loadable by load_model
+    merged_dir: Path | None  # the adapter merged into its base, when the suite asks
+    stats: dict[str, Any]  # recorded as the candidate's info["training"]
+    loss_curve: list[tuple[int, float]]
+    reused: bool  # served from the artifact cache
+
+
+def library_versions() -> dict[str, str]:
+    return dict(_installed_versions())  # a copy: callers may add to it
+
+
+@functools.cache  # installed versions do not change within a process; ~60 ms a rerun
+def _installed_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+@functools.cache
+def training_device() -> str:
+    """The kind of device a candidate trains on here (the backends' own pick): cpu, cuda, or
+    cuda-bf16."""
+    from harness.backends.common import pick_device
+
+    device = pick_device()
+    return f"{device.name}-bf16" if device.bf16 else device.name
+
+
+def artifact_key(
+    plan: PlannedTraining, base_fingerprint: str, seed: int, chat_template: bool
+) -> str:
+    """A hash of everything that decides the trained weights."""
+    parts = {
+        "base": base_fingerprint,
+        "backend": plan.backend.name,
+        "args": plan.config.model_dump(mode="json"),
+        "data": plan.data_hash,
+        "seed": seed,
+        "chat_template": chat_template,
+        "merge": plan.merge,
+        "reward": plan.reward.model_dump(mode="json") if plan.reward else None,
+        "libraries": library_versions(),
+        # bf16 autocast on a GPU and float32 on the CPU train other weights from the same args
+        "device": training_device(),
+    }
+    if plan.accelerate is not None:  # data parallel changes the global batch, FSDP the maths
+        parts["accelerate"] = plan.accelerate.key()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def train_candidate(
+    suite: LoadedSuite,
+    name: str,
+    base_dir: Path,
+    base_fingerprint: str,
+    *,
+    retrain: bool = False,
+    progress: Callable[[Any], None] = lambda _: None,
+    placement: Placement | None = None,
+) -> TrainedModel:
+    """The trained artifact of candidate `name`: from the cache, or trained now, in this
+    process or (with a `placement`) in a child process on the devices it names."""
+    plan = suite.trainings[name]
+    chat = bool(suite.spec.generation.chat_template)
+    key = artifact_key(plan, base_fingerprint, suite.spec.seed, chat)
+    target = harness_home() / "artifacts" / f"{plan.backend.name}-{key}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(target):  # two runs training the same candidate: the second waits, reuses
+        if target.is_dir() and not retrain:
+            return _reuse(target)
+        remove_stale_builds(target)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            if placement is None:
+                train_into(scratch, suite, name, base_dir, progress)
+            else:
+                _train_in_child(scratch, suite, name, base_dir, placement, progress)
+            if target.is_dir():
+                shutil.rmtree(target)  # --retrain replaces the old artifact
+            os.rename(scratch, target)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+    return _reuse(target, reused=False)
+
+
+def _reuse(target: Path, *, reused: bool = True) -> TrainedModel:
+    record = json.loads((target / TRAINING_RECORD).read_text(encoding="utf-8"))
+    merged = target / "merged"
+    curve = [(int(step), float(loss)) for step, loss in record.pop("loss_curve")]
+    return TrainedModel(
+        target / "model", merged if merged.is_dir() else None, record, curve, reused
+    )
+
+
+def _train_in_child(
+    scratch: Path,
+    suite: LoadedSuite,
+    name: str,
+    base_dir: Path,
+    placement: Placement,
+    progress: Callable[[Any], None],
+) -> None:
+    from harness.training._launch import TrainingJob, train_in_child
+
+    job = TrainingJob(
+        suite_path=str(suite.path),
+        suite_hash=suite.hash,
+        base_reference=suite.models["base"],
+        candidate=name,
+        base_dir=str(base_dir),
+        scratch=str(scratch),
+    )
+    train_in_child(job, suite.trainings[name].accelerate, placement, progress)
+
+
+def train_into(
+    scratch: Path,
+    suite: LoadedSuite,
+    name: str,
+    base_dir: Path,
+    progress: Callable[[Any], None],
+) -> None:
+    """Train candidate `name` into `scratch`: the model (or adapter), the merged model when
+    asked, and the training record. Under `accelerate launch` every process trains and the
+    main one alone writes what follows the training."""
+    from harness.backends import TrainRequest
+    from harness.training._launch import is_main_process
+
+    plan = suite.trainings[name]
+    request = TrainRequest(
+        base_dir=base_dir,
+        rows=plan.rows,
+        config=plan.config,
+        seed=suite.spec.seed,
+        output_dir=scratch / "model",
+        progress=progress,
+        reward=build_reward(suite, plan),
+        chat_template=bool(suite.spec.generation.chat_template),
+    )
+    request.output_dir.mkdir(exist_ok=True)  # every process of a launch makes it
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        result = plan.backend.train(request)
+        wall = time.perf_counter() - started
+    if not is_main_process():
+        return
+    if plan.merge and result.is_adapter:
+        from harness.backends.common import merge_adapter
+
+        merge_adapter(result.model_dir, scratch / "merged")
+    stats = _stats(plan, result, wall, memory, suite.spec.seed)
+    # Where it trained: the process count of a launch, and the GPUs a child was given.
+    stats["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        stats["visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    (scratch / TRAINING_RECORD).write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    if result.model_dir.resolve() != request.output_dir.resolve():
+        raise HarnessError(
+            f"backend {plan.backend.name} saved to {result.model_dir}, not {request.output_dir}"
+        )
+
+
+def _stats(
+    plan: PlannedTraining, result: Any, wall: float, memory: PeakMemory, seed: int
+) -> dict[str, Any]:
+    return {
+        "backend": plan.backend.name,
+        "args": plan.config.model_dump(mode="json"),
+        "wall_seconds": round(wall, 3),
+        "train_tokens": result.train_tokens,
+        "tokens_per_second": round(result.train_tokens / wall, 1) if wall > 0 else None,
+        "peak_memory_bytes": memory.peak_bytes,
+        "peak_memory_kind": memory.kind,
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "artifact_bytes": directory_bytes(result.model_dir),
+        "final_loss": result.final_loss,
+        "loss_curve": [list(point) for point in result.loss_curve],
+        "seed": seed,
+        "data_hash": plan.data_hash,
+        "data_rows": len(plan.rows),
+        "device": result.device,
+        "acceleration": getattr(result, "acceleration", {}),  # precision, attention, batches, ...
+        "libraries": library_versions(),
+    }
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class PeakMemory:
+    """Peak memory while training: CUDA max allocated on a GPU, else the process's peak RSS.
+
+    On the CPU the RSS is sampled every 20 ms by a thread: the kernel's own maximum (ru_maxrss)
+    covers the whole process lifetime, so it could not tell one candidate from the one before.
+    """
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self.kind = "process_peak_rss"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if torch.cuda.is_available():
+            self.kind = "cuda_max_allocated"
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, process.memory_info().rss)
+            self._stop.wait(0.02)
+
+    def __exit__(self, *_exc: object) -> None:
+        import torch
+
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        else:
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+
+
+# --- GRPO rewards ----------------------------------------------------------------------------
+
+Reward = Callable[[list[str], list[dict[str, Any]]], list[float]]
+
+
+def build_reward(suite: LoadedSuite, plan: PlannedTraining) -> Reward | None:
+    """The suite's reward as a function of (completions, rows)."""
+    if plan.reward is None:
+        return None
+    if plan.reward.python is not None:
+        module, _, function = plan.reward.python.partition(":")
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    checks = reward_checks(plan.reward.check, suite.checks)
+    return lambda completions, rows: [
+        _score(c, row, checks, plan.reward.metric) for c, row in zip(completions, rows, strict=True)
+    ]
+
+
+def _score(
+    completion: str, row: dict[str, Any], checks: Sequence[Any], metric: str | None
+) -> float:
+    """The mean, over the rewarding checks, of one metric of this completion."""
+    case = Case(str(row.get("id", "")), str(row.get("prompt", "")), row, "training row")
+    scores = []
+    for planned in checks:
+        outcome = planned.check.score(completion, case, planned.spec)
+        scores.append(outcome.scores[metric or planned.check.metrics[0]])
+    return sum(scores) / len(scores)
+
+
+def training_info(trained: TrainedModel) -> dict[str, Any]:
+    """What a trained candidate records about its training (info["training"])."""
+    return trained.stats | {
+        "reused_artifact": trained.reused,
+        "artifact": str(trained.model_dir.parent),
+    }
+
+
+__all__ = ["TrainedModel", "artifact_key", "build_reward", "train_candidate", "training_info"]

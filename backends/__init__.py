@@ -60,6 +60,9 @@ class TrainResult:
     acceleration: dict[str, Any] = field(default_factory=dict)
 
 
+BUILTIN_NAMES = ("full", "lora", "qlora", "dpo", "grpo")
+
+
 class Backend(Protocol):
     name: str
     Config: type[BaseModel]
@@ -78,11 +81,10 @@ class Backend(Protocol):
     def train(self, request: TrainRequest) -> TrainResult: ...
 
 
-BACKENDS: Registry[Backend] = Registry("backend", "harness.backends")
-
-
-# Built-in backends register themselves on import (their heavy imports wait inside `train`).
-from harness.backends import dpo, full, grpo, lora, qlora  # noqa: E402
+# The built-in backends: "module:attr" targets, loaded on first use exactly as a plugin's entry
+# point (group `harness.backends`) is. Their heavy imports wait inside `train`.
+BUILTIN_BACKENDS = {name: f"harness.backends.{name}:BACKEND" for name in BUILTIN_NAMES}
+BACKENDS: Registry[Backend] = Registry("backend", "harness.backends", BUILTIN_BACKENDS)
 
 __all__ = [
     "BACKENDS",
@@ -90,9 +92,4 @@ __all__ = [
     "TrainProgress",
     "TrainRequest",
     "TrainResult",
-    "dpo",
-    "full",
-    "grpo",
-    "lora",
-    "qlora",
 ]

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from harness.core.device import Device
 from harness.core.errors import HarnessError
 from harness.core.strict import Strict
 
@@ -75,12 +76,6 @@ LIGER_TYPES = frozenset(
 
 class AccelerationError(HarnessError):
     """An explicit setting the device or the installed libraries cannot honour (at train time)."""
-
-
-@dataclass(frozen=True)
-class Device:
-    name: str  # "cpu" or "cuda"
-    bf16: bool  # a CUDA GPU with bf16 support: `precision: auto` trains in bf16 there
 
 
 # ---- config pieces ---------------------------------------------------------------------------

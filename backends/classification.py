@@ -26,11 +26,11 @@ from harness.backends.common import (
     SFTArgs,
     load_tokenizer,
     lora_config,
-    pick_device,
     plan_acceleration,
     train_with,
     trainer_arguments,
 )
+from harness.core.device import pick_device
 from harness.core.errors import HarnessError
 from harness.core.strict import Strict
 from harness.models.tasks import HEAD_CONFIG

@@ -30,6 +30,7 @@ from harness.backends.acceleration import (
     base_model_type,
     installed_libraries,
 )
+from harness.core.device import pick_device
 from harness.core.strict import Strict
 
 if TYPE_CHECKING:
@@ -131,14 +132,6 @@ class TrainerBackend:
 
 
 # ---- devices, arguments ----------------------------------------------------------------------
-
-
-def pick_device() -> Device:
-    import torch
-
-    if torch.cuda.is_available():
-        return Device("cuda", bool(torch.cuda.is_bf16_supported()))
-    return Device("cpu", False)
 
 
 def plan_acceleration(config: TrainingArgs, request: TrainRequest, device: Device) -> Acceleration:

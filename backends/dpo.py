@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends import TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
     FULL_4BIT,
@@ -23,13 +23,13 @@ from harness.backends.common import (
     lora_config,
     lora_problems,
     model_init_kwargs,
-    pick_device,
     plan_acceleration,
     quantization_config,
     train_with,
     trainer_arguments,
     uses_chat,
 )
+from harness.core.device import pick_device
 
 # trl 1.16's DPO losses that need no extra settings (exo_pair needs label smoothing).
 DPOLoss = Literal[
@@ -101,4 +101,4 @@ def train(request: TrainRequest) -> TrainResult:
     return train_with(make_trainer, request, plan)
 
 
-BACKEND = BACKENDS.register("dpo")(TrainerBackend("dpo", Config, required_fields, problems, train))
+BACKEND = TrainerBackend("dpo", Config, required_fields, problems, train)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends import TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.classification import (
     TaskArgs,
@@ -41,6 +41,4 @@ def train(request: TrainRequest) -> TrainResult:
     return train_sft(request, config, lora=None, quantize=False)
 
 
-BACKEND = BACKENDS.register("full")(
-    TrainerBackend("full", Config, required_fields, problems, train)
-)
+BACKEND = TrainerBackend("full", Config, required_fields, problems, train)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends import TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
     FULL_4BIT,
@@ -25,13 +25,13 @@ from harness.backends.common import (
     lora_config,
     lora_problems,
     model_init_kwargs,
-    pick_device,
     plan_acceleration,
     quantization_config,
     train_with,
     trainer_arguments,
     uses_chat,
 )
+from harness.core.device import pick_device
 
 ROW_INDEX = "harness_row"  # dataset column that maps each prompt back to its request row
 
@@ -147,6 +147,4 @@ def train(request: TrainRequest) -> TrainResult:
     return train_with(make_trainer, request, plan)
 
 
-BACKEND = BACKENDS.register("grpo")(
-    TrainerBackend("grpo", Config, required_fields, problems, train, needs_reward=True)
-)
+BACKEND = TrainerBackend("grpo", Config, required_fields, problems, train, needs_reward=True)

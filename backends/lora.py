@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends import TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.classification import (
     TaskArgs,
@@ -39,6 +39,4 @@ def train(request: TrainRequest) -> TrainResult:
     return train_sft(request, config, lora=config, quantize=False)
 
 
-BACKEND = BACKENDS.register("lora")(
-    TrainerBackend("lora", Config, required_fields, problems, train)
-)
+BACKEND = TrainerBackend("lora", Config, required_fields, problems, train)

@@ -8,7 +8,7 @@ SFTTrainer, which trains causal LMs only.
 
 from __future__ import annotations
 
-from harness.backends import BACKENDS, TrainRequest, TrainResult
+from harness.backends import TrainRequest, TrainResult
 from harness.backends import lora as lora_backend
 from harness.backends.common import TrainerBackend, train_sft
 from harness.backends.lora import Config, required_fields
@@ -30,6 +30,4 @@ def train(request: TrainRequest) -> TrainResult:
     return train_sft(request, config, lora=config, quantize=True)
 
 
-BACKEND = BACKENDS.register("qlora")(
-    TrainerBackend("qlora", Config, required_fields, problems, train)
-)
+BACKEND = TrainerBackend("qlora", Config, required_fields, problems, train)

@@ -31,9 +31,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from harness.models.loading import load_model
-    from harness.run._runner import run_suite
-    from harness.store._store import Store
-    from harness.suite._load import load_suite
+    from harness.run import run_suite
+    from harness.store import Store
+    from harness.suite import load_suite
 
     threads = apply_threads(args.threads)
     suite = load_suite(args.suite, base_override=args.base)

@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     args = parser.parse_args()
 
-    from harness.generation._engine import Engine, GenerationSettings
+    from harness.generation import Engine, GenerationSettings
 
     threads = apply_threads(args.threads)
     lm = load(args.model)

@@ -56,7 +56,7 @@ def lmeval_generate(hflm: Any, texts: list[str], max_new_tokens: int) -> list[st
 
 
 def harness_generate(engine: Any, texts: list[str], max_new_tokens: int) -> list[str]:
-    from harness.generation._engine import GenerationSettings
+    from harness.generation import GenerationSettings
 
     return engine.generate(texts, GenerationSettings(max_new_tokens=max_new_tokens, stop=(STOP,)))
 
@@ -71,7 +71,7 @@ def main() -> None:
 
     from lm_eval.models.huggingface import HFLM
 
-    from harness.generation._engine import Engine
+    from harness.generation import Engine
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     threads = apply_threads(args.threads)

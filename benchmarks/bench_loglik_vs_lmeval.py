@@ -58,8 +58,8 @@ def harness_accuracy(engine: Any) -> dict[str, float]:
     import tempfile
 
     from harness.checks import EvalContext
-    from harness.generation._engine import GenerationSettings
-    from harness.suite._load import load_suite
+    from harness.generation import GenerationSettings
+    from harness.suite import load_suite
 
     with tempfile.TemporaryDirectory() as folder:
         suite_file = Path(folder) / "suite.yaml"
@@ -116,7 +116,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from harness.generation._engine import Engine
+    from harness.generation import Engine
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     os.chdir(REPO_ROOT)  # the task's data_files path is relative to the repo root

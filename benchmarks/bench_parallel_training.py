@@ -48,9 +48,9 @@ def suite_text(base: str, candidates: int, steps: int, parallel: int) -> str:
 
 
 def run(directory: Path, base: str, candidates: int, steps: int, parallel: int) -> float:
-    from harness.run._runner import run_suite
-    from harness.store._store import Store
-    from harness.suite._load import load_suite
+    from harness.run import run_suite
+    from harness.store import Store
+    from harness.suite import load_suite
 
     path = directory / f"parallel-{parallel}.yaml"
     path.write_text(suite_text(base, candidates, steps, parallel))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
 from harness.outputs.html import build_report
-from harness.store._store import Store
+from harness.store import Store
 
 CHECKS = [("facts", "qa"), ("facts", "mc"), ("arithmetic", "exact"), ("format", "json"), ("safety", "judge")]  # fmt: skip
 WORDS = [

@@ -78,9 +78,9 @@ class PeakRss:
 
 def harness_run(count: int) -> dict[str, Any]:
     """One run_suite of `count` cases into a fresh store."""
-    from harness.run._runner import run_suite
-    from harness.store._store import Store
-    from harness.suite._load import load_suite
+    from harness.run import run_suite
+    from harness.store import Store
+    from harness.suite import load_suite
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -105,7 +105,8 @@ def floor(count: int) -> float:
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    from harness.generation._engine import _left_pad, _StopStrings
+    from harness.generation._tokens import _left_pad
+    from harness.generation._transformers import _StopStrings
     from harness.models.loading import load_model
 
     lm = load_model("builtin:tiny")

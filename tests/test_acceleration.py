@@ -281,7 +281,8 @@ def test_bf16_autocast_on_the_cpu(
 def test_recorded_acceleration_is_the_plan(tiny_dir: Path, tmp_path: Path) -> None:
     """What a training records (read back from the trainer) is what the plan decided, for the
     defaults, checkpointing and a classification head."""
-    from harness.backends.common import pick_device, plan_acceleration
+    from harness.backends.common import plan_acceleration
+    from harness.core.device import pick_device
 
     prefs = [
         {"prompt": r["prompt"], "chosen": r["completion"], "rejected": " no"} for r in sft_rows()
@@ -303,8 +304,8 @@ def test_recorded_acceleration_is_the_plan(tiny_dir: Path, tmp_path: Path) -> No
 def test_training_statistics_carry_the_acceleration(tiny_dir: Path, tmp_path: Path) -> None:
     """Through the harness: training.json (the store's, the JSON summary's and the report's
     `training` record) has an `acceleration` entry."""
-    from harness.suite._load import load_suite
-    from harness.training._train import train_candidate
+    from harness.suite import load_suite
+    from harness.training import train_candidate
 
     path = write(
         tmp_path,
@@ -347,7 +348,7 @@ def cuda() -> bool:
 def test_gpu_defaults_train_and_are_recorded(tiny_dir: Path, tmp_path: Path) -> None:
     if not cuda():
         pytest.skip("no CUDA device")
-    from harness.backends.common import pick_device
+    from harness.core.device import pick_device
 
     device = pick_device()
     result = train("lora", tiny_dir, tmp_path, sft_rows(), max_steps=2)

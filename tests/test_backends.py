@@ -92,7 +92,7 @@ def file_hash(path: Path) -> str:
 
 
 def greedy(reference: str, prompts: list[str]) -> list[str]:
-    from harness.generation._engine import Engine, GenerationSettings
+    from harness.generation import Engine, GenerationSettings
     from harness.models.loading import load_model
 
     engine = Engine(load_model(reference))
@@ -300,7 +300,7 @@ def test_qlora_adapts_4bit_layers(tiny_dir: Path, tmp_path: Path) -> None:
 
 def margins(reference: str, rows: list[dict[str, Any]]) -> list[float]:
     """log p(chosen | prompt) - log p(rejected | prompt), per pair."""
-    from harness.generation._engine import Engine
+    from harness.generation import Engine
     from harness.models.loading import load_model
 
     engine = Engine(load_model(reference))

@@ -11,7 +11,7 @@ from harness.checks.exact import ExactParams, score_exact
 from harness.checks.json_schema import JsonParams, score_json
 from harness.checks.qa import QaParams, exact_match, normalize_answer, score_qa, token_f1
 from harness.checks.regex import RegexParams, score_regex
-from harness.evaluation._stats import estimate
+from harness.evaluation import estimate
 
 
 def case(**fields: object) -> Case:

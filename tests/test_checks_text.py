@@ -12,8 +12,9 @@ import pytest
 
 from harness.checks import CHECKS, Case, EvalContext
 from harness.core.errors import HarnessError
-from harness.evaluation._stats import estimate
-from harness.generation._engine import DictCache, GenerationSettings
+from harness.evaluation import estimate
+from harness.generation import GenerationSettings
+from harness.generation._cache import DictCache
 
 HYPOTHESES = [
     "The cat sat on the mat.",
@@ -221,7 +222,7 @@ capabilities:
 
 
 def test_python_check_needs_the_suite_to_opt_in(tmp_path: Path) -> None:
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     (tmp_path / "scorer.py").write_text("raise SystemExit('never imported')\n")
     suite = tmp_path / "suite.yaml"
@@ -236,7 +237,7 @@ def test_python_check_needs_the_suite_to_opt_in(tmp_path: Path) -> None:
 
 
 def test_python_check_scores_with_the_users_function(tmp_path: Path) -> None:
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     (tmp_path / "scorer.py").write_text(
         "def score(output, row):\n    return {'hit': float(output.strip() == row['expected']), 'size': len(output)}\n"

@@ -20,9 +20,9 @@ def test_choice_check_equals_lm_eval_on_a_local_task(
     from lm_eval.tasks import TaskManager
 
     from harness.checks import EvalContext
-    from harness.generation._engine import Engine, GenerationSettings
+    from harness.generation import Engine, GenerationSettings
     from harness.models.loading import load_model
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     monkeypatch.chdir(REPO)  # the task YAML names its data file relative to the repo root
     logging.getLogger("lm_eval").setLevel(logging.ERROR)

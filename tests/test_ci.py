@@ -20,7 +20,7 @@ import yaml
 from junitparser import Error, Failure, JUnitXml
 from test_run import damaged_copy
 
-from harness.store._store import Store
+from harness.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
@@ -141,9 +141,9 @@ def test_markdown_summary_has_verdicts_failed_gates_and_intervals(stored: Stored
 
 def test_a_candidate_that_failed_to_run_is_a_junit_error_on_each_gate(tmp_path: Path) -> None:
     from harness.core.records import ModelRecord
+    from harness.evaluation import ModelResult, RunResult
     from harness.outputs._junit import junit_xml
-    from harness.run._runner import ModelResult, RunResult
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     suite = tmp_path / "s.yaml"
     suite.write_text(
@@ -164,10 +164,10 @@ def test_a_candidate_that_failed_to_run_is_a_junit_error_on_each_gate(tmp_path: 
 def test_control_characters_never_break_junit_markdown_or_annotations(tmp_path: Path) -> None:
     """A model's error can hold anything (NUL, ESC): every CI output stays readable."""
     from harness.core.records import ModelRecord
+    from harness.evaluation import ModelResult, RunResult
     from harness.outputs._annotations import workflow_commands
     from harness.outputs._junit import junit_xml
     from harness.outputs._markdown import markdown_summary
-    from harness.run._runner import ModelResult, RunResult
 
     base = ModelResult(ModelRecord("base", "base", "builtin:tiny", "f", "ok"))
     error = "died\x00 here \x1b[2J\x1b]0;owned\x07 <b>"
@@ -345,7 +345,7 @@ def test_tags_move_list_and_delete(tmp_path: Path) -> None:
 def test_a_version_2_store_migrates_to_tags(tmp_path: Path) -> None:
     import duckdb
 
-    from harness.store._store import MIGRATIONS, SCHEMA_VERSION
+    from harness.store import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "v2.duckdb"
     with duckdb.connect(str(path)) as con:
@@ -370,7 +370,8 @@ def test_missing_baseline_cases_are_reported_not_dropped() -> None:
     from types import SimpleNamespace
 
     from harness.core.records import CaseResult, GateResult
-    from harness.evaluation._baseline import Reference, annotate, current_cases, missing_warning
+    from harness.evaluation import annotate, missing_warning
+    from harness.evaluation._baseline import Reference, current_cases
 
     planned = SimpleNamespace(
         capability="c", label="exact", cases=[SimpleNamespace(id="a"), SimpleNamespace(id="b")]

@@ -14,10 +14,10 @@ import pytest
 from accelerate.commands.launch import launch_command_parser
 
 from harness.core.errors import HarnessError
-from harness.run._runner import Reporter, run_suite
-from harness.store._store import Store
-from harness.suite import AccelerateConfig
-from harness.suite._load import load_suite
+from harness.core.progress import Reporter
+from harness.run import run_suite
+from harness.store import Store
+from harness.suite import AccelerateConfig, load_suite
 from harness.training._launch import (
     Placement,
     TrainingJob,

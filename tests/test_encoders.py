@@ -126,7 +126,8 @@ def test_seq_cls_adapter_loads_on_its_encoder_base(encoder_dir: Path, tmp_path: 
 
 
 def test_generating_with_an_encoder_says_why_it_cannot(encoder_dir: Path) -> None:
-    from harness.generation._engine import Engine, GenerationSettings, ModelTaskError
+    from harness.generation import Engine, GenerationSettings
+    from harness.generation._settings import ModelTaskError
     from harness.models.loading import load_model
 
     engine = Engine(load_model(str(encoder_dir)))
@@ -153,9 +154,9 @@ def suite_text(base: Path, capabilities: str, candidates: str = "") -> str:
 def test_a_generative_check_fails_an_encoder_model_with_exit_3(
     encoder_dir: Path, tmp_path: Path
 ) -> None:
-    from harness.run._runner import run_suite
-    from harness.store._store import Store
-    from harness.suite._load import load_suite
+    from harness.run import run_suite
+    from harness.store import Store
+    from harness.suite import load_suite
 
     capabilities = """\
     - name: arithmetic
@@ -219,7 +220,7 @@ def test_qlora_still_accepts_what_lora_accepts() -> None:
 def test_suite_validation_asks_classification_rows_for_text_and_label(
     encoder_dir: Path, tmp_path: Path
 ) -> None:
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     capabilities = """\
     - name: sentiment
@@ -292,9 +293,9 @@ def accuracy(result: Any) -> float:
 def test_a_lora_head_trained_by_the_suite_beats_the_fresh_head(
     encoder_dir: Path, tmp_path: Path
 ) -> None:
-    from harness.run._runner import run_suite
-    from harness.store._store import Store
-    from harness.suite._load import load_suite
+    from harness.run import run_suite
+    from harness.store import Store
+    from harness.suite import load_suite
 
     capabilities = """\
     - name: sentiment

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from harness.generation._engine import DictCache, Engine, GenerationSettings
+from harness.generation import Engine, GenerationSettings
+from harness.generation._cache import DictCache
 from harness.models import LoadedModel
 
 CHAT_TEMPLATE = (
@@ -256,10 +257,10 @@ def test_rolling_windows_match_lm_eval_utils(tiny: LoadedModel) -> None:
         tokens = tiny.tokenizer.encode(text)
         expected = [
             make_disjoint_window(w)
-            for w in get_rolling_token_windows(tokens, engine.prefix_token_id, MAX_LENGTH, 1)
+            for w in get_rolling_token_windows(tokens, engine.transformers.prefix_token_id, MAX_LENGTH, 1)
         ]
-        assert engine._rolling_windows(text) == expected
-    assert len(engine._rolling_windows(LONG)) > 2
+        assert engine.transformers._rolling_windows(text) == expected
+    assert len(engine.transformers._rolling_windows(LONG)) > 2
 
 
 def test_peft_model_scores_like_its_base(tiny: LoadedModel) -> None:

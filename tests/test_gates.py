@@ -9,7 +9,7 @@ import pytest
 
 from harness.checks import CHECKS, Case, Outcome
 from harness.core.records import GateResult, MetricValue, ModelRecord
-from harness.evaluation._gates import (
+from harness.evaluation import (
     STRICT,
     GateInputs,
     MetricCases,
@@ -20,7 +20,7 @@ from harness.evaluation._gates import (
     verdict_of,
 )
 from harness.outputs._history import verdict_reason
-from harness.suite._load import CapabilityBase, ForgettingGate, ImproveGate, ThresholdGate
+from harness.suite._schema import CapabilityBase, ForgettingGate, ImproveGate, ThresholdGate
 
 CHOICE = CHECKS.get("choice")
 QA = CHECKS.get("qa")

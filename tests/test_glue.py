@@ -25,8 +25,10 @@ from harness.checks.glue import (
     predict,
     spearman,
 )
-from harness.evaluation._stats import estimate
-from harness.generation._engine import DictCache, GenerationSettings, LogLikelihood
+from harness.evaluation import estimate
+from harness.generation import GenerationSettings
+from harness.generation._cache import DictCache
+from harness.generation._settings import LogLikelihood
 
 REPO = Path(__file__).resolve().parent.parent
 rng = np.random.default_rng(0)
@@ -99,7 +101,7 @@ def test_labels_from_ids_names_and_official_columns() -> None:
 
 
 def test_shipped_glue_samples_load_in_their_official_layouts() -> None:
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     suite = load_suite(REPO / "suites" / "checks.yaml")
     glue = [p for p in suite.checks if p.check.name == "glue"]
@@ -120,7 +122,7 @@ def test_mnli_prompts_are_lm_evals_own() -> None:
     """lm-eval strips the hypothesis and ends it with a period; so must we, on every row."""
     from lm_eval.tasks.glue.mnli.utils import doc_to_text
 
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     suite = load_suite(REPO / "suites" / "checks.yaml")
     for planned in (
@@ -140,7 +142,7 @@ def test_mnli_prompts_are_lm_evals_own() -> None:
 
 def test_a_row_without_the_tasks_columns_is_reported_at_its_line(tmp_path: Path) -> None:
     from harness.core.errors import HarnessError
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     (tmp_path / "rte.tsv").write_text("index\tsentence1\thypothesis\tlabel\n0\ta\tb\tentailment\n")
     suite = tmp_path / "s.yaml"
@@ -261,9 +263,9 @@ def test_encoder_classifier_head() -> None:
 
 
 def test_glue_on_the_tiny_model(tiny_dir: Path) -> None:
-    from harness.generation._engine import Engine
+    from harness.generation import Engine
     from harness.models.loading import load_model
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     suite = load_suite(REPO / "suites" / "checks.yaml")
     engine = Engine(load_model("builtin:tiny"), DictCache(), batch_size=32)

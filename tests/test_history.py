@@ -18,7 +18,7 @@ from harness.outputs._history import (
     verdict_of,
     verdict_reason,
 )
-from harness.store._store import Store
+from harness.store import Store
 
 BASE = ModelRecord("base", "base", "builtin:tiny", "f0", "ok")
 CAND = ModelRecord("lora", "candidate", "ckpt", "f1", "ok")

@@ -22,8 +22,9 @@ from harness.checks._judging import (
     weighted_score,
 )
 from harness.checks.judge import JudgeFailure
-from harness.evaluation._stats import estimate
-from harness.generation._engine import DictCache, GenerationSettings
+from harness.evaluation import estimate
+from harness.generation import GenerationSettings
+from harness.generation._cache import DictCache
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-very-secret-4711"
@@ -372,9 +373,9 @@ def test_a_missing_key_variable_is_named_not_guessed(
 def test_the_key_is_sent_and_never_written(
     judge_server: tuple[str, Judge], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_dir: Path
 ) -> None:
-    from harness.run._runner import run_suite
-    from harness.store._store import Store
-    from harness.suite._load import load_suite
+    from harness.run import run_suite
+    from harness.store import Store
+    from harness.suite import load_suite
 
     url, server = judge_server
     monkeypatch.setenv("JUDGE_KEY_FOR_TEST", SECRET)

@@ -10,8 +10,9 @@ import pytest
 
 from harness.checks import CHECKS, EvalContext, Outcome, cases_of
 from harness.checks.lm_eval_check import LmEvalParams, check_aggregations, metric_name
-from harness.evaluation._stats import estimate
-from harness.generation._engine import DictCache, Engine, GenerationSettings
+from harness.evaluation import estimate
+from harness.generation import Engine, GenerationSettings
+from harness.generation._cache import DictCache
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = REPO / "benchmarks" / "tasks"
@@ -28,7 +29,7 @@ def suite_text(extra: str = "") -> str:
 
 
 def planned_check(tmp_path: Path, extra: str = "") -> Any:
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     (tmp_path / "tasks").symlink_to(TASKS)
     suite = tmp_path / "suite.yaml"
@@ -47,7 +48,7 @@ def test_an_lm_eval_check_validates_without_reading_its_data(tmp_path: Path) -> 
 
 def test_a_rolling_perplexity_task_is_refused_at_validation(tmp_path: Path) -> None:
     from harness.core.errors import HarnessError
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     tasks = tmp_path / "tasks"
     tasks.mkdir()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from harness.cli import main
 from harness.core.errors import HarnessError
-from harness.suite._load import load_suite
+from harness.suite import load_suite
 
 VALID = """\
 name: valid

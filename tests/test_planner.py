@@ -467,8 +467,8 @@ def test_launch_sharding_is_read_from_the_accelerate_config(
 
 
 def test_plan_of_a_candidate_sharded_over_gpus(tmp_path: Path) -> None:
-    from harness.plan._suite import plan_suite
-    from harness.suite._load import load_suite
+    from harness.plan import plan_suite
+    from harness.suite import load_suite
 
     (tmp_path / "fsdp.yaml").write_text(
         "distributed_type: FSDP\nfsdp_config: {fsdp_sharding_strategy: FULL_SHARD}\n"

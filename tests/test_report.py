@@ -23,7 +23,7 @@ from harness.cli import main
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
 from harness.outputs.html import build_history, build_report, load_view
 from harness.outputs.html._render import json_script
-from harness.store._store import Store
+from harness.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"

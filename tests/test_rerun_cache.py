@@ -10,10 +10,11 @@ from pathlib import Path
 
 import duckdb
 
-from harness.generation._engine import ModelCache
-from harness.run._runner import ModelResult, RunResult, run_suite
-from harness.store._store import Store
-from harness.suite._load import load_suite
+from harness.evaluation import ModelResult, RunResult
+from harness.generation._cache import ModelCache
+from harness.run import run_suite
+from harness.store import Store
+from harness.suite import load_suite
 
 DATA = Path(__file__).resolve().parent.parent / "suites" / "data"
 

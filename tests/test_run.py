@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store._store import Store
+from harness.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
@@ -178,8 +178,8 @@ def test_a_candidate_that_cannot_load_exits_3_and_the_rest_are_recorded(
 
 
 def test_a_fully_cached_rerun_never_loads_the_models(tmp_path: Path, tiny_dir: Path) -> None:
-    from harness.run._runner import run_suite
-    from harness.suite._load import load_suite
+    from harness.run import run_suite
+    from harness.suite import load_suite
 
     suite = load_suite(suite_with(tmp_path, {"same": tiny_dir}))
     store = Store(tmp_path / "h.duckdb")

@@ -8,7 +8,7 @@ import pytest
 
 from harness.checks._sampling import pass_at_k
 from harness.core.errors import HarnessError
-from harness.suite._load import load_suite
+from harness.suite import load_suite
 
 
 def test_pass_at_k_is_the_unbiased_estimator() -> None:
@@ -38,8 +38,8 @@ capabilities:
 
 
 def test_sampled_check_reports_pass_rate_pass_at_k_and_flaky_cases(tmp_path: Path) -> None:
+    from harness.evaluation import evaluate_model
     from harness.models.loading import load_model
-    from harness.run._runner import evaluate_model
 
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE)
@@ -78,7 +78,8 @@ def test_samples_need_a_temperature_and_a_generating_check(tmp_path: Path) -> No
 def test_each_prompt_samples_the_same_text_whatever_else_is_in_its_batch(tmp_path: Path) -> None:
     """A fresh run, a resumed run (some outputs cached) and a cached rerun sample alike: each
     prompt's samples are seeded by (seed, prompt, sample), not by its batch."""
-    from harness.generation._engine import DictCache, Engine, GenerationSettings
+    from harness.generation import Engine, GenerationSettings
+    from harness.generation._cache import DictCache
     from harness.models.loading import load_model
 
     lm = load_model("builtin:tiny")

@@ -17,8 +17,8 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.generation._engine import OutputCache
-from harness.store._store import SCHEMA_VERSION, Store, StoreBusyError, redact_secrets
+from harness.generation._cache import OutputCache
+from harness.store import SCHEMA_VERSION, Store, StoreBusyError, redact_secrets
 
 TRICKY = [
     "plain",
@@ -251,7 +251,7 @@ def test_output_cache_scope_reads_one_models_entries_at_once(db: Path) -> None:
 
 
 def test_a_version_3_store_migrates_and_keeps_its_cached_outputs(db: Path) -> None:
-    from harness.store._store import MIGRATIONS
+    from harness.store import MIGRATIONS
 
     with duckdb.connect(str(db)) as con:
         con.execute(
@@ -272,7 +272,7 @@ def test_a_version_3_store_migrates_and_keeps_its_cached_outputs(db: Path) -> No
 
 
 def test_a_version_4_store_keeps_its_two_outcome_gates(db: Path) -> None:
-    from harness.store._store import MIGRATIONS
+    from harness.store import MIGRATIONS
 
     with duckdb.connect(str(db)) as con:
         con.execute(
@@ -410,7 +410,7 @@ def test_dead_writer_lists_as_interrupted(db: Path) -> None:
     mine = _begin(store, "mine")
     proc = _run_python(
         f"""
-        from harness.store._store import Store
+        from harness.store import Store
         s = Store({str(db)!r})
         print(s.begin_run(suite_name="dead", suite_path="d.yaml", suite_text="", suite_hash="h",
                           config={{}}))
@@ -479,7 +479,7 @@ def test_busy_store_raises_then_waits(db: Path) -> None:
 WRITER = """
 import sys
 from harness.core.records import CaseResult, MetricValue, ModelRecord
-from harness.store._store import Store
+from harness.store import Store
 store = Store(sys.argv[1])
 cases = [CaseResult("cap", "exact", f"c{i}", f"prompt {i}\\n<é>", "5", "5", {"acc": 1.0}, True)
          for i in range(300)]

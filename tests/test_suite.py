@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.suite._load import load_suite
+from harness.suite import load_suite
 
 GOOD = """\
 name: demo

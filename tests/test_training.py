@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.store._store import Store
-from harness.suite._load import load_suite
+from harness.store import Store
+from harness.suite import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
@@ -139,7 +139,7 @@ LORA = "- {name: lora, backend: lora, data: train, merge: true, args: {r: 4, lea
 def test_a_failing_backend_leaves_the_others_intact_and_reruns_reuse_artifacts(
     tmp_path: Path, exploding: None, harness_home: Path
 ) -> None:
-    from harness.run._runner import run_suite
+    from harness.run import run_suite
 
     suite = load_suite(write(tmp_path, "- {name: boom, backend: exploding, data: train}\n" + LORA))
     store = Store(tmp_path / "h.duckdb")

@@ -16,7 +16,7 @@ import pytest
 from junitparser import JUnitXml, Skipped
 from test_run import damaged_copy, harness
 
-from harness.store._store import Store
+from harness.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
@@ -202,7 +202,7 @@ def test_gating_an_interrupted_run_names_the_missing_candidates_and_fails(
 
 
 def test_what_makes_two_evaluations_incomparable_is_named() -> None:
-    from harness.evaluation._comparability import EVALUATION, incomparable
+    from harness.evaluation import EVALUATION, incomparable
 
     settings = {"max_new_tokens": 8, "stop": ["\n"], "chat_template": True, "engine": "auto"}
 

@@ -18,14 +18,10 @@ import pytest
 import harness
 from harness.checks import GenerationOverride
 from harness.core.errors import HarnessError
-from harness.generation._engine import (
-    DictCache,
-    Engine,
-    GenerationSettings,
-    decode_new,
-    encode_prompts,
-)
+from harness.generation import Engine, GenerationSettings, vllm_installed
+from harness.generation._cache import DictCache
 from harness.generation._engine import generation_key as key_settings
+from harness.generation._tokens import decode_new, encode_prompts
 from harness.generation._vllm import (
     LORA_RANKS,
     VllmGenerator,
@@ -43,10 +39,10 @@ from harness.generation._vllm import (
     select_engine,
     serving_target,
     stopped_early,
-    vllm_installed,
 )
 from harness.models import LazyModel, LoadedModel
-from harness.suite._load import GenerationConfig, load_suite
+from harness.suite import load_suite
+from harness.suite._schema import GenerationConfig
 
 no_vllm = pytest.mark.skipif(vllm_installed(), reason="checks behaviour without the vllm package")
 
@@ -155,7 +151,7 @@ def write_suite(tmp_path: Path, engine: str, check: str = "auto") -> Path:
 
 
 def test_engine_setting_defaults_to_auto_and_reaches_the_settings(tmp_path: Path) -> None:
-    from harness.run._runner import generation_settings
+    from harness.evaluation._evaluate import generation_settings
 
     assert GenerationConfig().engine == "auto"
     suite = load_suite(write_suite(tmp_path, "transformers", "auto"))
@@ -397,11 +393,11 @@ def test_vllm_side_tokenizer_and_context_equal_the_engine_s(
     assert isinstance(target, VllmTarget)
     generator = VllmGenerator(target, trust_remote_code=False, on_gpu=False, hf_loaded=_never)
     engine = Engine(tiny)
-    assert generator.max_length == engine.max_length
+    assert generator.max_length == engine.transformers.max_length
     prompts = ["Q: What is 2 plus 3? A:", "", "word " * 400]
     for settings in (GenerationSettings(max_new_tokens=8), GenerationSettings(chat_template=True)):
         ours = encode_prompts(generator.tokenizer, prompts, settings, generator.max_length)
-        assert ours == encode_prompts(engine.tokenizer, prompts, settings, engine.max_length)
+        assert ours == encode_prompts(engine.tokenizer, prompts, settings, engine.transformers.max_length)
     encoded = encode_prompts(
         generator.tokenizer, prompts, GenerationSettings(max_new_tokens=8), generator.max_length
     )
@@ -420,7 +416,7 @@ def test_generated_token_ids_decode_to_the_engine_s_text(tiny: LoadedModel) -> N
     raw = GenerationSettings(max_new_tokens=10, stop=())
     stops = (" ", "\n", "Q")
     for prompt in prompts:
-        ids = encode_prompts(engine.tokenizer, [prompt], raw, engine.max_length)[0]
+        ids = encode_prompts(engine.tokenizer, [prompt], raw, engine.transformers.max_length)[0]
         with torch.inference_mode():
             out = engine.model.generate(
                 input_ids=torch.tensor([ids]),
@@ -440,7 +436,7 @@ def test_generated_token_ids_decode_to_the_engine_s_text(tiny: LoadedModel) -> N
 
 
 def test_model_info_names_the_generating_engine(tiny: LoadedModel) -> None:
-    from harness.run._runner import _model_info
+    from harness.evaluation._evaluate import _model_info
 
     engine = Engine(tiny)
     assert "generation_engine" not in _model_info(engine, {})

@@ -27,7 +27,6 @@ from harness.checks import (
     EvalContext,
     Outcome,
     expected_list,
-    register,
 )
 
 METRICS = ("precision", "recall", "f1")
@@ -160,14 +159,12 @@ def _specialise(
     return replace(check, run=partial(run_bertscore, suite_dir=suite_dir))
 
 
-register(
-    CheckType(
-        "bertscore",
-        BertScoreParams,
-        METRICS,
-        run_bertscore,
-        required_fields=lambda p: {p.references_field},
-        default_range=(-1.0, 1.0),  # cosine similarities; rescaled scores can fall below 0
-        specialise=_specialise,
-    )
+CHECK = CheckType(
+    "bertscore",
+    BertScoreParams,
+    METRICS,
+    run_bertscore,
+    required_fields=lambda p: {p.references_field},
+    default_range=(-1.0, 1.0),  # cosine similarities; rescaled scores can fall below 0
+    specialise=_specialise,
 )

@@ -24,7 +24,6 @@ from harness.checks import (
     EvalContext,
     Outcome,
     expected_list,
-    register,
 )
 
 
@@ -108,15 +107,13 @@ def _specialise(check: CheckType[BleuParams], params: BleuParams, _suite_dir: Pa
     return replace(check, aggregators={"bleu": corpus})
 
 
-register(
-    CheckType(
-        "bleu",
-        BleuParams,
-        ("bleu",),
-        run_bleu,
-        required_fields=lambda p: {p.references_field},
-        aggregators={"bleu": corpus_bleu()},
-        default_range=(0.0, 100.0),
-        specialise=_specialise,
-    )
+CHECK = CheckType(
+    "bleu",
+    BleuParams,
+    ("bleu",),
+    run_bleu,
+    required_fields=lambda p: {p.references_field},
+    aggregators={"bleu": corpus_bleu()},
+    default_range=(0.0, 100.0),
+    specialise=_specialise,
 )

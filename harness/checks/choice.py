@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, register
+from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome
 
 
 class ChoiceParams(CheckSpec):
@@ -88,13 +88,11 @@ def run_choice(cases: Sequence[Case], params: ChoiceParams, ctx: EvalContext) ->
     return outcomes
 
 
-register(
-    CheckType(
-        "choice",
-        ChoiceParams,
-        ("acc", "acc_norm"),
-        run_choice,
-        required_fields=lambda p: {p.choices_field, p.answer_field},
-        validate_case=gold_index,
-    )
+CHECK = CheckType(
+    "choice",
+    ChoiceParams,
+    ("acc", "acc_norm"),
+    run_choice,
+    required_fields=lambda p: {p.choices_field, p.answer_field},
+    validate_case=gold_index,
 )

@@ -22,7 +22,6 @@ from harness.checks import (
     EvalContext,
     Outcome,
     expected_list,
-    register,
 )
 from harness.checks.bleu import corpus_score_of, score_of, segment_stats
 
@@ -79,15 +78,13 @@ def _specialise(check: CheckType[ChrfParams], params: ChrfParams, _suite_dir: Pa
     return replace(check, aggregators={"chrf": corpus_chrf(params)})
 
 
-register(
-    CheckType(
-        "chrf",
-        ChrfParams,
-        ("chrf",),
-        run_chrf,
-        required_fields=lambda p: {p.references_field},
-        aggregators={"chrf": corpus_chrf()},
-        default_range=(0.0, 100.0),
-        specialise=_specialise,
-    )
+CHECK = CheckType(
+    "chrf",
+    ChrfParams,
+    ("chrf",),
+    run_chrf,
+    required_fields=lambda p: {p.references_field},
+    aggregators={"chrf": corpus_chrf()},
+    default_range=(0.0, 100.0),
+    specialise=_specialise,
 )

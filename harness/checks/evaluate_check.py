@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, register
+from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome
 
 
 class EvaluateParams(CheckSpec):
@@ -79,14 +79,12 @@ def _specialise(check: CheckType[EvaluateParams], params: EvaluateParams, _dir: 
     return replace(check, metrics=result_keys(params))
 
 
-register(
-    CheckType(
-        "evaluate",
-        EvaluateParams,
-        ("score",),
-        run_evaluate,
-        required_fields=lambda p: {p.references_field},
-        default_range=None,  # any metric: judged from the scores seen
-        specialise=_specialise,
-    )
+CHECK = CheckType(
+    "evaluate",
+    EvaluateParams,
+    ("score",),
+    run_evaluate,
+    required_fields=lambda p: {p.references_field},
+    default_range=None,  # any metric: judged from the scores seen
+    specialise=_specialise,
 )

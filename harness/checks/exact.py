@@ -15,8 +15,10 @@ def _normal(text: str, params: ExactParams) -> str:
     return text.casefold() if params.ignore_case else text
 
 
-@generative_check("exact", ExactParams, ("acc",))
 def score_exact(output: str, case: Case, params: ExactParams) -> Outcome:
     answers = expected_list(case.fields.get("expected"))
     hit = any(_normal(output, params) == _normal(answer, params) for answer in answers)
     return Outcome(output, {"acc": float(hit)}, hit, " | ".join(answers))
+
+
+CHECK = generative_check("exact", ExactParams, ("acc",), score_exact)

@@ -36,7 +36,6 @@ from harness.checks import (
     Corpus,
     EvalContext,
     Outcome,
-    register,
 )
 
 TaskName = Literal[
@@ -416,16 +415,14 @@ def _specialise(check: CheckType[GlueParams], params: GlueParams, _suite_dir: Pa
     return replace(check, metrics=TASKS[params.task].metrics)
 
 
-register(
-    CheckType(
-        "glue",
-        GlueParams,
-        METRICS,
-        run_glue,
-        aggregators=AGGREGATORS,
-        ranges={"mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)},
-        validate_case=validate_row,
-        default_prompt=default_prompt,
-        specialise=_specialise,
-    )
+CHECK = CheckType(
+    "glue",
+    GlueParams,
+    METRICS,
+    run_glue,
+    aggregators=AGGREGATORS,
+    ranges={"mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)},
+    validate_case=validate_row,
+    default_prompt=default_prompt,
+    specialise=_specialise,
 )

@@ -51,7 +51,6 @@ def _schema_error(value: Any, schema: dict[str, Any]) -> str | None:
     return None if error is None else f"schema: {error.message}"
 
 
-@generative_check("json", JsonParams, ("valid", "schema"), required_fields=lambda _: set())
 def score_json(output: str, case: Case, params: JsonParams) -> Outcome:
     schema = params.json_schema or case.fields.get("schema")
     value, error = _parse(output, params)
@@ -64,3 +63,8 @@ def score_json(output: str, case: Case, params: JsonParams) -> Outcome:
     return Outcome(
         output, {"valid": float(parsed), "schema": float(conforms)}, conforms, shown, details
     )
+
+
+CHECK = generative_check(
+    "json", JsonParams, ("valid", "schema"), score_json, required_fields=lambda _: set()
+)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, Ratio, register
+from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, Ratio
 from harness.checks._judging import (
     JudgeConfig,
     Messages,
@@ -331,15 +331,13 @@ def _problems(params: JudgeParams, _suite_dir: Path) -> list[tuple[tuple[str | i
     ]
 
 
-register(
-    CheckType(
-        "judge",
-        JudgeParams,
-        ("score", "win_rate", "agreement", "parsed"),
-        run_judge,
-        required_fields=lambda p: {p.reference_field} if p.reference_field else set(),
-        aggregators={m: _finite_mean(m) for m in ("score", "win_rate", "agreement", "parsed")},
-        specialise=_specialise,
-        problems=_problems,
-    )
+CHECK = CheckType(
+    "judge",
+    JudgeParams,
+    ("score", "win_rate", "agreement", "parsed"),
+    run_judge,
+    required_fields=lambda p: {p.reference_field} if p.reference_field else set(),
+    aggregators={m: _finite_mean(m) for m in ("score", "win_rate", "agreement", "parsed")},
+    specialise=_specialise,
+    problems=_problems,
 )

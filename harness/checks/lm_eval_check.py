@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, register
+from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome
 
 
 class LmEvalParams(CheckSpec):
@@ -277,15 +277,13 @@ def _specialise(check: CheckType[LmEvalParams], params: LmEvalParams, suite_dir:
     return replace(check, metrics=metrics, run=partial(run_lm_eval, suite_dir=suite_dir))
 
 
-register(
-    CheckType(
-        "lm_eval",
-        LmEvalParams,
-        ("acc",),
-        run_lm_eval,
-        own_cases=True,
-        problems=_problems,
-        default_range=None,  # a task's metrics: judged from the scores seen
-        specialise=_specialise,
-    )
+CHECK = CheckType(
+    "lm_eval",
+    LmEvalParams,
+    ("acc",),
+    run_lm_eval,
+    own_cases=True,
+    problems=_problems,
+    default_range=None,  # a task's metrics: judged from the scores seen
+    specialise=_specialise,
 )

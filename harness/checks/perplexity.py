@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, Ratio, register
+from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, Ratio
 
 METRICS = ("perplexity", "word_perplexity", "byte_perplexity")
 
@@ -49,18 +49,16 @@ def _ratio(unit: str) -> Ratio:
     return Ratio(lambda o: o.details["nll"], lambda o: max(o.details[unit], 1), np.exp)
 
 
-register(
-    CheckType(
-        "perplexity",
-        PerplexityParams,
-        METRICS,
-        run_perplexity,
-        prompt_field="text",
-        lower_is_better=frozenset(METRICS),
-        default_range=None,  # unbounded: judged from the spread of the texts' perplexities
-        aggregators={
-            metric: _ratio(unit)
-            for metric, unit in zip(METRICS, ("tokens", "words", "bytes"), strict=True)
-        },
-    )
+CHECK = CheckType(
+    "perplexity",
+    PerplexityParams,
+    METRICS,
+    run_perplexity,
+    prompt_field="text",
+    lower_is_better=frozenset(METRICS),
+    default_range=None,  # unbounded: judged from the spread of the texts' perplexities
+    aggregators={
+        metric: _ratio(unit)
+        for metric, unit in zip(METRICS, ("tokens", "words", "bytes"), strict=True)
+    },
 )

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome, register
+from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome
 
 
 class PythonParams(CheckSpec):
@@ -115,14 +115,12 @@ def _specialise(check: CheckType[PythonParams], params: PythonParams, suite_dir:
     )
 
 
-register(
-    CheckType(
-        "python",
-        PythonParams,
-        ("score",),
-        run_python,
-        opt_in="allow_python",
-        default_range=None,  # the user's scores: judged from the scores seen
-        specialise=_specialise,
-    )
+CHECK = CheckType(
+    "python",
+    PythonParams,
+    ("score",),
+    run_python,
+    opt_in="allow_python",
+    default_range=None,  # the user's scores: judged from the scores seen
+    specialise=_specialise,
 )

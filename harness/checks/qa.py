@@ -75,7 +75,6 @@ def _needs(params: QaParams) -> set[str]:
     return {params.answers_field}
 
 
-@generative_check("qa", QaParams, ("em", "f1", "contains"), required_fields=_needs)
 def score_qa(output: str, case: Case, params: QaParams) -> Outcome:
     golds = _answers(case, params)
     em = max(exact_match(output, g) for g in golds)
@@ -83,3 +82,6 @@ def score_qa(output: str, case: Case, params: QaParams) -> Outcome:
     contains = max(answer_in_output(output, g) for g in golds)
     scores = {"em": em, "f1": f1, "contains": contains}
     return Outcome(output, scores, em == 1.0, " | ".join(golds))
+
+
+CHECK = generative_check("qa", QaParams, ("em", "f1", "contains"), score_qa, required_fields=_needs)

@@ -29,7 +29,6 @@ def _needs(params: RegexParams) -> set[str]:
     return set() if params.pattern else {"pattern"}
 
 
-@generative_check("regex", RegexParams, ("acc",), required_fields=_needs)
 def score_regex(output: str, case: Case, params: RegexParams) -> Outcome:
     pattern = params.pattern or str(case.fields["pattern"])
     flags = re.IGNORECASE if params.ignore_case else 0
@@ -39,3 +38,6 @@ def score_regex(output: str, case: Case, params: RegexParams) -> Outcome:
     except re.error as exc:  # a per-case pattern is only known at run time
         return Outcome(output, {"acc": 0.0}, False, pattern, {"error": f"bad pattern: {exc}"})
     return Outcome(output, {"acc": float(hit)}, hit, pattern)
+
+
+CHECK = generative_check("regex", RegexParams, ("acc",), score_regex, required_fields=_needs)

@@ -36,7 +36,11 @@ def rouge_scores(output: str, references: list[str], params: RougeParams) -> dic
     return {metric: float(getattr(best[metric], params.measure)) for metric in METRICS}
 
 
-@generative_check("rouge", RougeParams, METRICS, required_fields=lambda p: {p.references_field})
 def score_rouge(output: str, case: Case, params: RougeParams) -> Outcome:
     references = expected_list(case.fields[params.references_field])
     return Outcome(output, rouge_scores(output, references, params), None, " | ".join(references))
+
+
+CHECK = generative_check(
+    "rouge", RougeParams, METRICS, score_rouge, required_fields=lambda p: {p.references_field}
+)

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from harness.core.errors import HarnessError
-from harness.evaluation._gates import GATE_KINDS, STRICT
+from harness.evaluation import GATE_KINDS, STRICT
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
 _DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
@@ -24,7 +24,7 @@ _DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
 
 def _store(db: Path | None) -> Any:
     """The store `gate` and `tag` read and write: it must exist already."""
-    from harness.store._store import open_store
+    from harness.store import open_store
 
     return open_store(db, create=False)
 
@@ -121,8 +121,8 @@ def make_gating(
     strict: bool = False,
 ) -> Any:
     """The runner's Gating; resolving the baseline first, so a bad one is exit 2, nothing run."""
-    from harness.evaluation._baseline import plan_baseline
-    from harness.run._runner import Gating
+    from harness.evaluation import plan_baseline
+    from harness.run import Gating
 
     if baseline_model and not baseline:
         raise HarnessError("--baseline-model needs --baseline REF")
@@ -204,8 +204,8 @@ def gate(
     The verdicts are recorded as a new run that refers to RUN (id, prefix, last or tag:NAME);
     exits 0/1/3 like `harness run`.
     """
-    from harness.run._regate import regate_run
-    from harness.suite._load import load_suite
+    from harness.run import regate_run
+    from harness.suite import load_suite
 
     check_summary_target(summary)
     store = _store(db)

@@ -27,7 +27,7 @@ db_option = click.option("--db", type=click.Path(dir_okay=False, path_type=Path)
 
 def _reader(db: Path | None):
     """The store a reading command names; it must exist, and is not written to."""
-    from harness.store._store import open_store
+    from harness.store import open_store
 
     return open_store(db, create=False, for_writing=False)
 
@@ -47,10 +47,11 @@ def quiet_library_progress_bars() -> None:
     from harness.core.noise import quiet_harmless_messages
 
     quiet_harmless_messages()
+    # Read by huggingface_hub and by transformers when they are first imported (later, and only
+    # if a model must load): importing transformers here to switch it off would cost a second.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
+    if "transformers" in sys.modules:  # imported already (the Python API): switch it off now
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 class HarnessGroup(click.Group):
@@ -107,10 +108,10 @@ def run(
     report_path: Path | None,
 ) -> None:
     """Evaluate the suite's candidates against its base model and decide the gates."""
-    from harness.evaluation._baseline import candidate_names
+    from harness.evaluation import candidate_names
     from harness.outputs._console import ConsoleReporter, make_console
-    from harness.run._runner import run_suite, selected_candidates
-    from harness.suite._load import load_suite
+    from harness.run import run_suite, selected_candidates
+    from harness.suite import load_suite
 
     loaded = load_suite(suite, base_override=base_override)
     selected = selected_candidates(loaded, only)  # a wrong --only is a usage error before any work
@@ -120,7 +121,7 @@ def run(
     # a bad argument (--baseline nosuchrun) creates or changes nothing.
     reader = _reader(db) if baseline else None
     gating = make_gating(reader, loaded, names, baseline, baseline_model, fail_on, strict)
-    from harness.store._store import open_store
+    from harness.store import open_store
 
     store = open_store(db)
     quiet_library_progress_bars()
@@ -140,7 +141,7 @@ def run(
 @click.argument("suite", type=click.Path(path_type=Path))
 def validate(suite: Path) -> None:
     """Check a suite file without running anything (exit 2 and every problem when it is wrong)."""
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
 
     loaded = load_suite(suite)
     cases = sum(len(p.cases) for p in loaded.checks)
@@ -153,7 +154,7 @@ def validate(suite: Path) -> None:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of suite files."""
-    from harness.suite._load import dump_schema
+    from harness.suite import dump_schema
 
     click.echo(dump_schema())
 
@@ -191,7 +192,7 @@ def show(run_ref: str, db: Path | None) -> None:
 
 from harness.cli._ci import register as register_ci  # noqa: E402  (gate, tag)
 from harness.cli._plan import register as register_plan  # noqa: E402  (plan)
-from harness.cli._report import register  # noqa: E402  (report, history, compare)
+from harness.cli._report import register  # noqa: E402  (report, history, compare
 
 register(main)
 register_ci(main)

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.outputs._console import make_console
-from harness.plan._estimate import Breakdown, human_bytes
+from harness.plan import Breakdown, human_bytes
 
 
 @click.command()
@@ -49,8 +49,8 @@ def plan(
 ) -> None:
     """Estimate each candidate's peak memory (weights, gradients, optimizer, activations, KV
     cache, reference model) and whether it fits the device. Loads no weights."""
-    from harness.plan._suite import plan_suite
-    from harness.suite._load import load_suite
+    from harness.plan import plan_suite
+    from harness.suite import load_suite
 
     loaded = load_suite(suite, base_override=base_override)
     result = plan_suite(loaded, device=device, dtype=dtype, memory=memory)
@@ -68,7 +68,7 @@ def plan(
 
 
 def plan_table(result: object) -> Table:
-    from harness.plan._suite import SuitePlan
+    from harness.plan import SuitePlan
 
     assert isinstance(result, SuitePlan)
     device = result.device

@@ -26,7 +26,7 @@ _VERDICT_STYLE = {"passed": "green", "regressed": "bold red", "error": "bold mag
 
 def _store(db: Path | None) -> Any:
     """The store `report`, `history` and `compare` read: it must exist, and is not written."""
-    from harness.store._store import open_store
+    from harness.store import open_store
 
     return open_store(db, create=False, for_writing=False)
 
@@ -160,7 +160,7 @@ def _side(store: Any, run_id: str) -> Any:
     cases: dict[str, list[Any]] = {}
     for model, case in store.load_cases(run_id):
         cases.setdefault(model, []).append(case)
-    from harness.evaluation._gates import fail_on_of
+    from harness.evaluation import fail_on_of
 
     fail_on = fail_on_of(run.config)
     return RunSide(run_id, run.models, run.metrics, run.gates, cases, run.suite_text, fail_on)

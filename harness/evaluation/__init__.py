@@ -1,5 +1,6 @@
-"""From a model's cases to verdicts: metric intervals, the evidence of each gate, the gates
-themselves, baselines from stored runs, and whether two evaluations compare."""
+"""From a model to verdicts: evaluating it on the suite, metric intervals, the evidence of each
+gate, the gates themselves, baselines from stored runs, whether two evaluations compare, and
+the results every output renders (`RunResult`)."""
 
 from harness.evaluation._baseline import (
     annotate,
@@ -14,6 +15,16 @@ from harness.evaluation._comparability import (
     incomparable,
     no_effect_warning,
 )
+from harness.evaluation._evaluate import (
+    EmptyCheck,
+    Evaluation,
+    aggregate_metrics,
+    evaluate_model,
+    lower_is_better_metrics,
+    metric_cases,
+    paired_samples,
+)
+from harness.evaluation._evidence import EvidenceCache
 from harness.evaluation._gates import (
     GATE_KINDS,
     STRICT,
@@ -30,30 +41,42 @@ from harness.evaluation._gates import (
     unmeasured_gates,
     verdict_of,
 )
+from harness.evaluation._results import ALL_GATE_KINDS, ModelResult, RunResult
 from harness.evaluation._stats import estimate
 
 __all__ = [
+    "ALL_GATE_KINDS",
     "EVALUATION",
     "GATE_KINDS",
     "STRICT",
+    "EmptyCheck",
+    "Evaluation",
+    "EvidenceCache",
     "GateInputs",
     "MetricCases",
+    "ModelResult",
     "PairedSamples",
+    "RunResult",
     "Verdict",
+    "aggregate_metrics",
     "annotate",
     "candidate_names",
     "cases_needed_text",
     "decide_gates",
     "estimate",
+    "evaluate_model",
     "evaluation_facts",
     "fail_on_of",
     "gate_status",
     "incomparable",
     "index_metrics",
     "load_reference",
+    "lower_is_better_metrics",
+    "metric_cases",
     "missing_warning",
     "no_effect_warning",
     "p_value_text",
+    "paired_samples",
     "plan_baseline",
     "unmeasured_gates",
     "verdict_of",

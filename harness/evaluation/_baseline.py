@@ -27,7 +27,8 @@ from harness.checks import Outcome
 from harness.core.errors import HarnessError
 from harness.core.records import CaseResult, GateResult, MetricValue
 from harness.core.registry import did_you_mean
-from harness.suite._load import LoadedSuite, PlannedCheck
+from harness.evaluation._evaluate import aggregate_metrics, evaluate_model
+from harness.suite import LoadedSuite, PlannedCheck
 
 LAST_PASS = "last-pass"
 CaseKey = tuple[str, str, str]  # (capability, check label, case id)
@@ -152,8 +153,6 @@ def current_cases(
 
 def metrics_of(suite: LoadedSuite, cases: Sequence[CaseResult]) -> list[MetricValue]:
     """The suite's metrics over stored cases, as the runner computes them from fresh outcomes."""
-    from harness.run._runner import aggregate_metrics
-
     outcomes: dict[int, list[Outcome]] = {i: [] for i in range(len(suite.checks))}
     for case in cases:
         index = _check_index(suite.checks, case)
@@ -180,7 +179,6 @@ def _reevaluate(
     """The stand-in evaluated on the current suite through the output cache, or None when its
     weights are gone or changed (then it would no longer be the baseline)."""
     from harness.models.loading import open_model
-    from harness.run._runner import evaluate_model
 
     record = store.load_run(baseline.run_id).model(name)
     try:

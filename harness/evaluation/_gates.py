@@ -26,8 +26,11 @@ from harness.checks import Corpus, Outcome, Ratio
 from harness.core.records import GateKind, GateOutcome, GateResult, MetricValue, ModelRecord
 from harness.evaluation._evidence import (
     Evidence,
+    EvidenceCache,
     case_values,
+    evidence_key,
     relative_evidence,
+    remembered,
     threshold_evidence,
 )
 
@@ -114,6 +117,7 @@ class GateInputs:
     cases: Mapping[MetricKey, MetricCases]  # the candidate's own cases (threshold gates)
     paired: Mapping[MetricKey, PairedSamples]  # paired with the reference (relative gates)
     seed: int = 0
+    evidence_cache: EvidenceCache | None = None  # evidence computed by an earlier run
 
 
 def _value(metrics: Mapping[MetricKey, MetricValue], key: MetricKey) -> float | None:
@@ -154,7 +158,12 @@ def flips(samples: PairedSamples, lower_is_better: bool) -> dict[str, Any]:
 
 
 def threshold_gate(
-    capability: str, gate: Any, value: float | None, cases: MetricCases | None = None, seed: int = 0
+    capability: str,
+    gate: Any,
+    value: float | None,
+    cases: MetricCases | None = None,
+    seed: int = 0,
+    cache: EvidenceCache | None = None,
 ) -> GateResult:
     bound, is_min = (gate.min, True) if gate.min is not None else (gate.max, False)
     if value is None:
@@ -166,14 +175,15 @@ def threshold_gate(
     relation = ("at least" if is_min else "at most") + f" {bound:g}"
     evidence = None
     if gate.mode == "confidence" and cases is not None and cases.outcomes:
-        evidence = threshold_evidence(
-            cases.outcomes,
-            cases.ratio,
-            bound=bound,
-            is_min=is_min,
-            confidence=gate.confidence,
-            seed=seed,
-            declared_range=cases.value_range,
+        settings = {
+            "bound": bound, "is_min": is_min, "confidence": gate.confidence, "seed": seed,
+            "declared_range": cases.value_range,
+        }  # fmt: skip
+        key = evidence_key(
+            "threshold", [cases.outcomes], cases.ratio, metric=gate.metric, **settings
+        )
+        evidence = remembered(
+            cache, key, lambda: threshold_evidence(cases.outcomes, cases.ratio, **settings)
         )
     outcome = _outcome(gate.mode, on_right_side, evidence)
     verb = "is" if on_right_side else "is not"
@@ -212,6 +222,7 @@ def relative_gate(
     lower_is_better: bool,
     samples: PairedSamples | None = None,
     seed: int = 0,
+    cache: EvidenceCache | None = None,
 ) -> GateResult:
     limit = gate.max_drop if kind == "forgetting" else gate.min_gain
     if value is None or base is None:
@@ -223,15 +234,17 @@ def relative_gate(
     needed_gain = -limit if kind == "forgetting" else limit
     evidence = None
     if gate.mode == "confidence" and samples is not None and samples.case_ids:
-        evidence = relative_evidence(
-            samples.base,
-            samples.candidate,
-            samples.ratio,
-            lower_is_better=lower_is_better,
-            limit=needed_gain,
-            confidence=gate.confidence,
-            seed=seed,
-            declared_range=samples.value_range,
+        paired = samples
+        settings = {
+            "lower_is_better": lower_is_better, "limit": needed_gain,
+            "confidence": gate.confidence, "seed": seed, "declared_range": paired.value_range,
+        }  # fmt: skip
+        parts = [paired.base, paired.candidate]
+        key = evidence_key("relative", parts, paired.ratio, metric=gate.metric, **settings)
+        evidence = remembered(
+            cache,
+            key,
+            lambda: relative_evidence(paired.base, paired.candidate, paired.ratio, **settings),
         )
         gain = evidence.estimate  # measured on the paired cases the test used
     outcome = _outcome(gate.mode, gain >= needed_gain - EPSILON, evidence)
@@ -358,6 +371,7 @@ def decide_gates(
                     _value(inputs.candidate, key),
                     inputs.cases.get(key),
                     inputs.seed,
+                    inputs.evidence_cache,
                 )
             )
         for kind in GATE_KINDS[1:]:  # the relative ones
@@ -374,8 +388,11 @@ def decide_gates(
                         gate.metric in inputs.lower_is_better,
                         inputs.paired.get(key),
                         inputs.seed,
+                        inputs.evidence_cache,
                     )
                 )
+    if inputs.evidence_cache is not None:
+        inputs.evidence_cache.flush()
     return holm(results) if joint else results
 
 

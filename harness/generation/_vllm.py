@@ -51,10 +51,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from harness.generation._engine import _chunks, _max_length, decode_new, encode_prompts
+from harness.core.errors import HarnessError
+from harness.generation._settings import BatchResult, GenerationSettings
+from harness.generation._tokens import _chunks, _max_length, decode_new, encode_prompts
+from harness.models.builtin import ensure_builtin
+from harness.models.loading import user_facing_errors
+from harness.models.references import check_reference
+from harness.models.tasks import CAUSAL_LM, config_task
 
 if TYPE_CHECKING:
-    from harness.generation._engine import BatchResult, GenerationSettings
+    pass
 
 log = logging.getLogger("harness.generation._engine")
 
@@ -127,10 +133,6 @@ def select_engine(
 def serving_target(reference: str, task: str = "causal_lm") -> VllmTarget | str:
     """What vLLM would load for a model reference, or why it cannot serve it; reads the model's
     config files only (no vllm, no weights)."""
-    from harness.core.errors import HarnessError
-    from harness.models.builtin import ensure_builtin
-    from harness.models.references import check_reference
-    from harness.models.tasks import CAUSAL_LM, config_task
 
     if task != CAUSAL_LM:
         return "it is a sequence classifier (vLLM generation here serves causal LMs)"
@@ -439,16 +441,12 @@ class VllmGenerator:
         """The tokenizer transformers would load with the model (no weights)."""
         from transformers import AutoTokenizer
 
-        from harness.models.loading import user_facing_errors
-
         with user_facing_errors(self.target.tokenizer):
             return AutoTokenizer.from_pretrained(self.target.tokenizer, **self._hub_options)
 
     @cached_property
     def config(self) -> Any:
         from transformers import AutoConfig
-
-        from harness.models.loading import user_facing_errors
 
         with user_facing_errors(self.target.model):
             return AutoConfig.from_pretrained(self.target.model, **self._hub_options)

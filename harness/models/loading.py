@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from harness.core.device import resolve_device
 from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.models import LazyModel, LoadedModel
 from harness.models.builtin import builtin_path, ensure_builtin, known_builtins
@@ -184,15 +185,6 @@ def memo_directory(reference: str) -> Path | None:
     else:
         return None
     return path if path.is_dir() and not (path / ADAPTER_CONFIG).is_file() else None
-
-
-def resolve_device(device: str | None) -> str:
-    """The device asked for, else cuda when available, else cpu."""
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_dtype(dtype: str | None, device: str, default_gpu: str) -> Any:

@@ -11,9 +11,8 @@ import os
 from collections.abc import Mapping
 
 from harness.core.text import printable
-from harness.evaluation._gates import gate_status, index_metrics
+from harness.evaluation import RunResult, gate_status, index_metrics
 from harness.outputs._text import gate_evidence, short_reason
-from harness.run._runner import RunResult
 
 
 def under_github_actions(environ: Mapping[str, str] | None = None) -> bool:

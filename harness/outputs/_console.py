@@ -16,10 +16,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from harness.core.progress import Reporter
 from harness.core.text import printable, terminal
-from harness.evaluation._gates import gate_status
+from harness.evaluation import RunResult, gate_status
 from harness.outputs._text import candidate_warnings, number, short_reason, status_cell
-from harness.run._runner import Reporter, RunResult
 
 VERDICT_STYLE = {
     "passed": "green",

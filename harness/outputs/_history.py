@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.evaluation._gates import GATE_KINDS, Verdict, gate_status, verdict_of
+from harness.evaluation import GATE_KINDS, Verdict, gate_status, verdict_of
 
 Direction = Literal["better", "worse", "same", "new", "gone"]
 MetricKey = tuple[str, str, str]  # (model, capability, metric)

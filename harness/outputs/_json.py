@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.evaluation._gates import gate_status, index_metrics
+from harness.evaluation import ModelResult, RunResult, gate_status, index_metrics
 from harness.outputs._text import candidate_warnings
-from harness.run._runner import ModelResult, RunResult
 
 # 2: gates have an `outcome` (pass / fail / inconclusive); candidates have `warnings`.
 SUMMARY_VERSION = 2

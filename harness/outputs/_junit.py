@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.core.text import xml_text
-from harness.evaluation._gates import gate_status, index_metrics
+from harness.evaluation import ModelResult, RunResult, gate_status, index_metrics
 from harness.outputs._text import (
     candidate_warnings,
     gate_evidence,
@@ -23,7 +23,6 @@ from harness.outputs._text import (
     gate_name,
     short_reason,
 )
-from harness.run._runner import ModelResult, RunResult
 
 
 def junit_xml(result: RunResult, capabilities: Sequence[object]) -> ET.ElementTree:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.text import printable
-from harness.evaluation._gates import index_metrics
+from harness.evaluation import ModelResult, RunResult, index_metrics
 from harness.outputs._text import (
     candidate_warnings,
     flipped,
@@ -24,7 +24,6 @@ from harness.outputs._text import (
     short_reason,
     status_cell,
 )
-from harness.run._runner import ModelResult, RunResult
 
 GITHUB = "github"
 _ICON = {"passed": "✅", "inconclusive": "❔", "regressed": "❌", "error": "💥"}

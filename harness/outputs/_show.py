@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from harness.core.text import terminal
-from harness.evaluation._gates import fail_on_of, gate_status
+from harness.evaluation import fail_on_of, gate_status
 from harness.outputs._text import status_cell
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "warn": "yellow"}

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from harness.core.records import GateResult, MetricValue
-from harness.evaluation._gates import GATE_KINDS, cases_needed_text, gate_status, p_value_text
+from harness.evaluation import GATE_KINDS, cases_needed_text, gate_status, p_value_text
 
 
 def gate_name(capability: str, kind: str, metric: str) -> str:

@@ -2,25 +2,6 @@
 record everything as it finishes; and `harness gate`, which decides a stored run again."""
 
 from harness.run._regate import regate_run
-from harness.run._runner import (
-    Gating,
-    ModelResult,
-    Reporter,
-    RunResult,
-    aggregate_metrics,
-    evaluate_model,
-    run_suite,
-    selected_candidates,
-)
+from harness.run._runner import Gating, run_suite, selected_candidates
 
-__all__ = [
-    "Gating",
-    "ModelResult",
-    "Reporter",
-    "RunResult",
-    "aggregate_metrics",
-    "evaluate_model",
-    "regate_run",
-    "run_suite",
-    "selected_candidates",
-]
+__all__ = ["Gating", "regate_run", "run_suite", "selected_candidates"]

@@ -16,10 +16,9 @@ from typing import Any
 
 from harness.core.errors import HarnessError
 from harness.core.records import CaseResult, ModelRecord
-from harness.evaluation._baseline import candidate_names
-from harness.evaluation._gates import unmeasured_gates
-from harness.run._runner import Gating, ModelResult, RunResult, decide_candidate_gates
-from harness.suite._load import LoadedSuite
+from harness.evaluation import ModelResult, RunResult, candidate_names, unmeasured_gates
+from harness.run._runner import Gating, decide_candidate_gates
+from harness.suite import LoadedSuite
 
 
 def regate_run(

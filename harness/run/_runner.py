@@ -11,129 +11,34 @@ import functools
 import gc
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness.checks import EvalContext, Outcome, Ratio, cases_of
+import harness
 from harness.core.errors import HarnessError
-from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.core.progress import Reporter
+from harness.core.records import CaseResult, GateResult, ModelRecord
 from harness.core.registry import did_you_mean
-from harness.evaluation._comparability import (
-    EVALUATION,
-    evaluation_facts,
-    incomparable,
-    no_effect_warning,
-)
-from harness.evaluation._gates import (
-    GATE_KINDS,
+from harness.evaluation import (
+    ALL_GATE_KINDS,
+    EvidenceCache,
     GateInputs,
-    MetricCases,
-    PairedSamples,
-    Verdict,
+    ModelResult,
+    RunResult,
+    annotate,
     decide_gates,
-    gate_status,
+    evaluate_model,
+    incomparable,
     index_metrics,
+    lower_is_better_metrics,
+    metric_cases,
+    no_effect_warning,
+    paired_samples,
     unmeasured_gates,
-    verdict_of,
 )
-from harness.evaluation._stats import estimate
-from harness.suite._load import LoadedSuite, PlannedCheck
-from harness.training._schedule import Trainings
-from harness.training._train import training_info
-
-ALL_GATE_KINDS: frozenset[str] = frozenset(GATE_KINDS)
-
-
-class EmptyCheck(RuntimeError):
-    """A check ran and produced no case: the model's evaluation measured nothing there."""
-
-
-class Reporter:
-    """Where a run says what it is doing; the CLI gives a rich one, the API a silent one."""
-
-    def stage(self, model: str, stage: str, total: int | None = None) -> None:
-        """A model enters a stage (loading, evaluating); `total` is its number of cases."""
-
-    def advance(self, model: str, completed: float) -> None:
-        """`completed` cases of the current model's stage are done."""
-
-    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
-        """A training step of a trained candidate."""
-
-    def done(self, model: str, verdict: str) -> None:
-        """The model is finished."""
-
-
-@dataclass(frozen=True)
-class ModelResult:
-    record: ModelRecord
-    metrics: list[MetricValue] = field(default_factory=list)
-    gates: list[GateResult] = field(default_factory=list)
-    cases: list[CaseResult] = field(default_factory=list, repr=False)
-    # Gate kinds whose failure fails the build (--fail-on; with "inconclusive" under --strict);
-    # failures of the others only warn.
-    fail_on: frozenset[str] = ALL_GATE_KINDS
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        """What a reader must see beside this candidate's verdict (a training without effect,
-        cases its baseline lacked), kept in its record; inconclusive gates are `inconclusive`."""
-        return tuple(self.record.info.get("warnings") or ())
-
-    @property
-    def verdict(self) -> Verdict:
-        return verdict_of(self.record, self.gates, self.fail_on)
-
-    @property
-    def failed(self) -> list[GateResult]:
-        """Gates that fail the build."""
-        return [g for g in self.gates if gate_status(g, self.fail_on) == "fail"]
-
-    @property
-    def inconclusive(self) -> list[GateResult]:
-        """Gates that could not tell (a warning unless --strict)."""
-        return [g for g in self.gates if gate_status(g, self.fail_on) == "inconclusive"]
-
-    @property
-    def warned(self) -> list[GateResult]:
-        """Failed or inconclusive gates of kinds outside `fail_on`: warnings, not a regression."""
-        return [g for g in self.gates if gate_status(g, self.fail_on) == "warn"]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    suite: str
-    base: ModelResult
-    candidates: list[ModelResult]
-    baseline: dict[str, Any] | None = None  # Baseline.describe() when gated against a stored run
-    warnings: list[str] = field(default_factory=list)  # e.g. cases a baseline never scored
-    source_run: str | None = None  # the stored run re-gated (`harness gate`)
-    suite_path: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        """3 when anything failed to run, else 1 when a gate failed, else 0 (SPEC.md); an
-        inconclusive gate warns (exit 0) unless --strict made it fail."""
-        verdicts = self._verdicts()
-        if "error" in verdicts:
-            return 3
-        return 1 if "regressed" in verdicts else 0
-
-    @property
-    def status(self) -> str:
-        """passed, inconclusive (exit 0, but some gate could not tell), regressed or error."""
-        verdicts = self._verdicts()
-        for status in ("error", "regressed", "inconclusive"):
-            if status in verdicts:
-                return status
-        return "passed"
-
-    def _verdicts(self) -> list[Verdict]:
-        verdicts = [self.base.verdict if self.base.record.status == "error" else "passed"]
-        return verdicts + [c.verdict for c in self.candidates]
+from harness.suite import LoadedSuite
+from harness.training import Trainings, training_info
 
 
 def selected_candidates(suite: LoadedSuite, only: Sequence[str] | None) -> list[Any]:
@@ -166,7 +71,7 @@ class Gating:
 
     def reference(self, store: Any, suite: LoadedSuite, candidate: str) -> Any:
         """The baseline's stand-in for `candidate`, loaded once per stand-in model."""
-        from harness.evaluation._baseline import load_reference, missing_warning
+        from harness.evaluation import load_reference, missing_warning
 
         name = self.baseline.stand_in(candidate)
         if name not in self._references:
@@ -244,13 +149,19 @@ def decide_candidate_gates(
         cases=metric_cases(suite.checks, candidate.cases),
         paired=paired_samples(suite.checks, reference_cases, candidate.cases),
         seed=suite.spec.seed,
+        evidence_cache=_evidence_cache(store, candidate),
     )
     gates = decide_gates(list(suite.spec.capabilities), inputs, joint=suite.spec.joint_gates)
-    if reference is None:
-        return gates
-    from harness.evaluation._baseline import annotate
+    return gates if reference is None else annotate(gates, reference)
 
-    return annotate(gates, reference)
+
+def _evidence_cache(store: Any, candidate: ModelResult) -> EvidenceCache | None:
+    """The store's evidence for this candidate's weights (the key holds every case's numbers,
+    so the reference it was compared with is part of it)."""
+    fingerprint = candidate.record.fingerprint
+    if fingerprint is None or not hasattr(store, "get_scope"):
+        return None
+    return EvidenceCache(store, f"evidence|{harness.__version__}|{fingerprint}")
 
 
 def _candidate(
@@ -340,7 +251,7 @@ def _trainings(
 ) -> Trainings:
     """Who trains the candidates, and where (harness.training._schedule)."""
     from harness.models.loading import base_directory
-    from harness.training._train import train_candidate
+    from harness.training import train_candidate
 
     lock = threading.Lock()  # parallel trainings: resolve (maybe save) the base directory once
     resolve_base = functools.cache(lambda: base_directory(suite.models["base"]))
@@ -514,197 +425,3 @@ def _release_accelerator_memory() -> None:
     if torch is not None and torch.cuda.is_available():
         gc.collect()  # models hold reference cycles; on a GPU their memory must go now
         torch.cuda.empty_cache()
-
-
-def _model_info(engine: Any, generation: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """What we know of the model; a fully cached evaluation never loaded it."""
-    counts = {
-        "requests_cached": engine.requests_cached,
-        "requests_computed": engine.requests_computed,
-    }
-    generated_by = getattr(engine, "generation_engine", None)  # "transformers" and/or "vllm"
-    if generated_by is not None:
-        counts["generation_engine"] = generated_by
-    counts[EVALUATION] = evaluation_facts(engine.tokenizer_identity, generation, generated_by)
-    if not engine.loaded:
-        return {"loaded": False, "parameters": engine.source.parameters} | counts
-    first = next(engine.model.parameters())
-    return counts | {
-        "loaded": True,
-        "parameters": sum(p.numel() for p in engine.model.parameters()),
-        "device": str(first.device),
-        "dtype": str(first.dtype).removeprefix("torch."),
-    }
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    cases: list[CaseResult]
-    metrics: list[MetricValue]
-    model_info: dict[str, Any]  # parameters, device, dtype, requests served from the cache
-
-
-def evaluate_model(
-    lm: Any,
-    suite: LoadedSuite,
-    cache: Any,
-    on_progress: Callable[[float], None] | None = None,
-    reporter: Reporter | None = None,
-    name: str = "",
-    base_cases: Sequence[CaseResult] = (),
-) -> Evaluation:
-    """Run every check of the suite on one model (a LazyModel loads only on a cache miss).
-
-    `base_cases`: the base's results, which checks comparing against the base (pairwise judges)
-    receive as `EvalContext.base_outputs`.
-    """
-    from harness.generation._engine import Engine
-
-    total = sum(len(p.cases) for p in suite.checks)
-    if reporter:
-        reporter.stage(name, "evaluating", total)
-    engine = Engine(lm, cache, batch_size=suite.spec.generation.batch_size)
-    cases: list[CaseResult] = []
-    outcomes: dict[int, list[Outcome]] = {}
-    generation: dict[str, dict[str, Any]] = {}
-    before = 0
-    for index, planned in enumerate(suite.checks):
-        engine.progress = _scaled(on_progress, before, len(planned.cases))
-        settings = generation_settings(suite.spec.generation, planned.spec.generation)
-        generation[f"{planned.capability} · {planned.label}"] = settings.as_record()
-        ctx = EvalContext(
-            engine,
-            settings,
-            base_outputs=_outputs_of(base_cases, planned),
-            seed=suite.spec.seed,
-        )
-        outcomes[index] = planned.check.run(planned.cases, planned.spec, ctx)
-        if not outcomes[index]:  # nothing measured is never a score (an lm_eval task, say)
-            raise EmptyCheck(f"{planned.capability} · {planned.label}: the check produced no cases")
-        cases += _case_results(planned, outcomes[index])
-        before += len(planned.cases)
-    metrics = aggregate_metrics(suite.checks, outcomes, seed=suite.spec.seed)
-    return Evaluation(cases, metrics, _model_info(engine, generation))
-
-
-def _outputs_of(cases: Sequence[CaseResult], planned: PlannedCheck) -> dict[str, str]:
-    return {
-        c.case_id: c.output
-        for c in cases
-        if (c.capability, c.check) == (planned.capability, planned.label)
-    }
-
-
-def _scaled(
-    on_progress: Callable[[float], None] | None, before: int, size: int
-) -> Callable[[int, int], None] | None:
-    if on_progress is None:
-        return None
-    return lambda done, total: on_progress(before + size * done / max(total, 1))
-
-
-def generation_settings(defaults: Any, override: Any) -> Any:
-    """The suite's generation block with a check's overrides applied."""
-    from harness.generation._engine import GenerationSettings
-
-    values = defaults.model_dump()
-    if override is not None:
-        values |= {k: v for k, v in override.model_dump().items() if v is not None}
-    return GenerationSettings(
-        max_new_tokens=values["max_new_tokens"],
-        stop=tuple(values["stop"]),
-        chat_template=values["chat_template"],
-        system_prompt=values["system_prompt"],
-        engine=values["engine"],
-    )
-
-
-def _case_results(planned: PlannedCheck, outcomes: list[Outcome]) -> list[CaseResult]:
-    return [
-        CaseResult(
-            capability=planned.capability,
-            check=planned.label,
-            case_id=case.id,
-            prompt=case.prompt,
-            expected=outcome.expected,
-            output=outcome.output,
-            scores=outcome.scores,
-            passed=outcome.passed,
-            details=outcome.details,
-        )
-        # checks that make their cases at run time (lm_eval) name them in their outcomes
-        for case, outcome in zip(cases_of(planned.cases, outcomes), outcomes, strict=True)
-    ]
-
-
-def aggregate_metrics(
-    checks: Sequence[PlannedCheck], outcomes: dict[int, list[Outcome]], *, seed: int
-) -> list[MetricValue]:
-    """Per capability and `<label>.<metric>`: cases of checks sharing a label are pooled."""
-    pooled: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
-    ratios: dict[tuple[str, str], Ratio] = {}
-    for index, planned in enumerate(checks):
-        for metric in planned.check.metrics_for(planned.spec):
-            key = (planned.capability, f"{planned.label}.{metric}")
-            pooled[key] += outcomes[index]
-            ratios.setdefault(key, planned.check.aggregator(metric))
-    metrics = []
-    for (capability, metric), items in pooled.items():
-        value = estimate(items, ratios[(capability, metric)], seed=seed)
-        metrics.append(
-            MetricValue(capability, metric, value.value, value.ci_low, value.ci_high, value.n)
-        )
-    return metrics
-
-
-def paired_samples(
-    checks: Sequence[PlannedCheck], base: Sequence[CaseResult], candidate: Sequence[CaseResult]
-) -> dict[tuple[str, str], PairedSamples]:
-    """Per capability and metric, the cases both models answered, paired by case."""
-    base_by_case = {(c.capability, c.check, c.case_id): c for c in base}
-    grouped: dict[tuple[str, str], PairedSamples] = {}
-    for planned in checks:
-        pairs = [
-            (base_by_case[case_key], case)
-            for case in candidate
-            if (case_key := (case.capability, case.check, case.case_id)) in base_by_case
-            and (case.capability, case.check) == (planned.capability, planned.label)
-        ]
-        for metric in planned.check.metrics_for(planned.spec):
-            key = (planned.capability, f"{planned.label}.{metric}")
-            if key not in grouped:  # checks sharing a label pool their cases, counted once
-                grouped[key] = PairedSamples(
-                    [c.case_id for _, c in pairs],
-                    [_outcome(b) for b, _ in pairs],
-                    [_outcome(c) for _, c in pairs],
-                    planned.check.aggregator(metric),
-                    planned.check.value_range(metric),
-                )
-    return grouped
-
-
-def metric_cases(
-    checks: Sequence[PlannedCheck], cases: Sequence[CaseResult]
-) -> dict[tuple[str, str], MetricCases]:
-    """Per capability and metric, one model's cases (threshold gates test them)."""
-    grouped: dict[tuple[str, str], MetricCases] = {}
-    for planned in checks:
-        mine = [c for c in cases if (c.capability, c.check) == (planned.capability, planned.label)]
-        for metric in planned.check.metrics_for(planned.spec):
-            key = (planned.capability, f"{planned.label}.{metric}")
-            if key not in grouped:  # checks sharing a label pool their cases, counted once
-                grouped[key] = MetricCases(
-                    [c.case_id for c in mine],
-                    [_outcome(c) for c in mine],
-                    planned.check.aggregator(metric),
-                    planned.check.value_range(metric),
-                )
-    return grouped
-
-
-def _outcome(case: CaseResult) -> Outcome:
-    return Outcome(case.output, case.scores, case.passed, case.expected, case.details)
-
-
-def lower_is_better_metrics(checks: Sequence[PlannedCheck]) -> set[str]:
-    return {f"{p.label}.{m}" for p in checks for m in p.check.lower_is_better}

@@ -7,7 +7,9 @@
 checks (with their cases), the trained candidates and the model references.
 """
 
-from harness.suite._load import LoadedSuite, PlannedCheck, dump_schema, json_schema, load_suite
+from harness.suite._load import load_suite
+from harness.suite._planned import LoadedSuite, PlannedCheck
+from harness.suite._schema import dump_schema, json_schema, suite_model
 from harness.suite._trainings import AccelerateConfig, PlannedTraining, reward_checks
 
 __all__ = [
@@ -19,4 +21,5 @@ __all__ = [
     "json_schema",
     "load_suite",
     "reward_checks",
+    "suite_model",
 ]

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from harness.core.errors import HarnessError
 from harness.core.registry import did_you_mean
 from harness.suite._data import Row
-from harness.suite._load import PlannedCheck, Problems, _pydantic_problems
+from harness.suite._planned import PlannedCheck
+from harness.suite._problems import Problems, pydantic_problems
 from harness.suite._source import PathKey
 
 
@@ -123,7 +124,7 @@ def _config(backend: Any, candidate: Any, where: PathKey, problems: Problems) ->
     try:
         config = backend.Config.model_validate(candidate.args)
     except ValidationError as exc:
-        for path, message, key in _pydantic_problems(candidate.args, exc, backend.Config):
+        for path, message, key in pydantic_problems(candidate.args, exc, backend.Config):
             problems.add((*where, "args", *path), message, key=key)
         return None
     for message in backend.problems(config):

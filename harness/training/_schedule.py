@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from harness.core.device import gpu_possible
 from harness.core.errors import HarnessError
 from harness.training._launch import Placement
 
@@ -24,7 +25,9 @@ from harness.training._launch import Placement
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as ids a child's CUDA_VISIBLE_DEVICES understands (the
     parent's own CUDA_VISIBLE_DEVICES entries when it has them: children inherit its view)."""
-    import torch
+    if not gpu_possible():
+        return []
+    import torch  # deferred: 1-2 s, paid only where a GPU may be
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.checks import Case
+from harness.core.device import pick_device
 from harness.core.errors import HarnessError
 from harness.models.builtin import build_lock, harness_home, remove_stale_builds
-from harness.suite._load import LoadedSuite
-from harness.suite._trainings import PlannedTraining, reward_checks
+from harness.suite import LoadedSuite, PlannedTraining, reward_checks
 
 if TYPE_CHECKING:
     from harness.training._launch import Placement
@@ -72,8 +72,6 @@ def _installed_versions() -> dict[str, str]:
 def training_device() -> str:
     """The kind of device a candidate trains on here (the backends' own pick): cpu, cuda, or
     cuda-bf16."""
-    from harness.backends.common import pick_device
-
     device = pick_device()
     return f"{device.name}-bf16" if device.bf16 else device.name
 

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(job: TrainingJob) -> None:
-    from harness.suite._load import load_suite
+    from harness.suite import load_suite
     from harness.training._train import train_into
 
     suite = load_suite(job.suite_path, base_override=job.base_reference)

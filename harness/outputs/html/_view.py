@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.evaluation._gates import fail_on_of, verdict_of
+from harness.evaluation import fail_on_of, verdict_of
 from harness.outputs._history import (
     Direction,
     direction,

@@ -1,0 +1,19 @@
+"""Where long work says what it is doing; the CLI shows it, the Python API stays silent."""
+
+from __future__ import annotations
+
+
+class Reporter:
+    """Where a run says what it is doing; the CLI gives a rich one, the API a silent one."""
+
+    def stage(self, model: str, stage: str, total: int | None = None) -> None:
+        """A model enters a stage (loading, evaluating); `total` is its number of cases."""
+
+    def advance(self, model: str, completed: float) -> None:
+        """`completed` cases of the current model's stage are done."""
+
+    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
+        """A training step of a trained candidate."""
+
+    def done(self, model: str, verdict: str) -> None:
+        """The model is finished."""

@@ -257,7 +257,9 @@ def test_rolling_windows_match_lm_eval_utils(tiny: LoadedModel) -> None:
         tokens = tiny.tokenizer.encode(text)
         expected = [
             make_disjoint_window(w)
-            for w in get_rolling_token_windows(tokens, engine.transformers.prefix_token_id, MAX_LENGTH, 1)
+            for w in get_rolling_token_windows(
+                tokens, engine.transformers.prefix_token_id, MAX_LENGTH, 1
+            )
         ]
         assert engine.transformers._rolling_windows(text) == expected
     assert len(engine.transformers._rolling_windows(LONG)) > 2

@@ -397,7 +397,9 @@ def test_vllm_side_tokenizer_and_context_equal_the_engine_s(
     prompts = ["Q: What is 2 plus 3? A:", "", "word " * 400]
     for settings in (GenerationSettings(max_new_tokens=8), GenerationSettings(chat_template=True)):
         ours = encode_prompts(generator.tokenizer, prompts, settings, generator.max_length)
-        assert ours == encode_prompts(engine.tokenizer, prompts, settings, engine.transformers.max_length)
+        assert ours == encode_prompts(
+            engine.tokenizer, prompts, settings, engine.transformers.max_length
+        )
     encoded = encode_prompts(
         generator.tokenizer, prompts, GenerationSettings(max_new_tokens=8), generator.max_length
     )

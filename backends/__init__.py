@@ -2,7 +2,8 @@
 
 A backend is a plain object with a `name`, a pydantic `Config` (the suite's `args:`, validated
 at `harness validate` time like everything else), a `problems` function that refuses impossible
-combinations before anything trains, and `train`. No base class: shared Hugging Face set-up
+combinations before anything trains, `trains_adapter` and `memory_profile` (what validation and
+the memory planner need to know of a config), and `train`. No base class: shared Hugging Face set-up
 lives in plain functions (`harness.backends.common`). Third parties add a backend through the
 `harness.backends` entry-point group; the entry point names an object with the same attributes.
 """
@@ -60,6 +61,29 @@ class TrainResult:
     acceleration: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AdapterShape:
+    """The LoRA adapter a candidate trains: what its size and memory depend on."""
+
+    r: int
+    target_modules: str | tuple[str, ...] = "all-linear"
+    use_dora: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """What the memory planner (`harness plan`) needs of one candidate's training, answered by
+    its backend so the planner never switches on backend names."""
+
+    adapter: AdapterShape | None = None  # None: every weight trains
+    quantized: bool = False  # a 4-bit (NF4) base
+    # Row fields appended to the prompt, each a sequence of its own in a step (DPO: two)
+    answer_fields: tuple[str, ...] = ("completion",)
+    reference_copy: bool = False  # a frozen copy of the base is held (DPO/GRPO on all weights)
+    generated_sequences: int = 0  # completions generated at once (GRPO); 0: it generates none
+    completion_tokens: int = 0  # generated tokens per completion; then only these are scored
+
+
 BUILTIN_NAMES = ("full", "lora", "qlora", "dpo", "grpo")
 
 
@@ -78,17 +102,35 @@ class Backend(Protocol):
         """Impossible combinations in `config`, in words; empty when it can train."""
         ...
 
+    def trains_adapter(self, config: Any) -> bool:
+        """Whether `config` trains an adapter on a frozen base (then `merge:` is possible)."""
+        ...
+
+    def memory_profile(self, config: Any) -> MemoryProfile:
+        """What `harness plan` needs to estimate this training's peak memory."""
+        ...
+
     def train(self, request: TrainRequest) -> TrainResult: ...
 
 
 # The built-in backends: "module:attr" targets, loaded on first use exactly as a plugin's entry
 # point (group `harness.backends`) is. Their heavy imports wait inside `train`.
 BUILTIN_BACKENDS = {name: f"harness.backends.{name}:BACKEND" for name in BUILTIN_NAMES}
-BACKENDS: Registry[Backend] = Registry("backend", "harness.backends", BUILTIN_BACKENDS)
+BACKENDS: Registry[Backend] = Registry(
+    "backend",
+    "harness.backends",
+    BUILTIN_BACKENDS,
+    required=(
+        "name", "Config", "needs_reward", "required_fields", "problems", "trains_adapter",
+        "memory_profile", "train",
+    ),
+)  # fmt: skip
 
 __all__ = [
     "BACKENDS",
+    "AdapterShape",
     "Backend",
+    "MemoryProfile",
     "TrainProgress",
     "TrainRequest",
     "TrainResult",

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from harness.backends import TrainProgress, TrainRequest, TrainResult
+from harness.backends import (
+    AdapterShape,
+    MemoryProfile,
+    TrainProgress,
+    TrainRequest,
+    TrainResult,
+)
 from harness.backends.acceleration import (
     Acceleration,
     AccelerationArgs,
@@ -32,6 +38,7 @@ from harness.backends.acceleration import (
 )
 from harness.core.device import pick_device
 from harness.core.strict import Strict
+from harness.models.tasks import CLASSIFICATION, adapter_task, head_config
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -128,7 +135,17 @@ class TrainerBackend:
     required_fields: Callable[[Any], set[str]]
     problems: Callable[[Any], list[str]]
     train: Callable[[TrainRequest], TrainResult]
+    trains_adapter: Callable[[Any], bool]
+    memory_profile: Callable[[Any], MemoryProfile]
     needs_reward: bool = False  # GRPO: the suite must say what rewards a completion
+
+
+def adapter_shape(config: Any) -> AdapterShape:
+    """A LoraArgs config's adapter, as the planner sees it."""
+    targets = config.target_modules
+    return AdapterShape(
+        config.r, targets if isinstance(targets, str) else tuple(targets), config.use_dora
+    )
 
 
 # ---- devices, arguments ----------------------------------------------------------------------
@@ -515,8 +532,6 @@ def merge_base(base_dir: str, adapter_dir: Path, adapter_config: dict[str, Any])
     classifier shaped like the adapter's head (which the merge then replaces by the trained one)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from harness.models.tasks import CLASSIFICATION, adapter_task, head_config
 
     if adapter_task(adapter_config) != CLASSIFICATION:
         return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.backends import TrainRequest, TrainResult
+from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
     FULL_4BIT,
@@ -18,6 +18,7 @@ from harness.backends.common import (
     Quantization,
     TrainerBackend,
     TrainingArgs,
+    adapter_shape,
     build_dataset,
     load_tokenizer,
     lora_config,
@@ -101,4 +102,22 @@ def train(request: TrainRequest) -> TrainResult:
     return train_with(make_trainer, request, plan)
 
 
-BACKEND = TrainerBackend("dpo", Config, required_fields, problems, train)
+def trains_adapter(config: Config) -> bool:
+    return config.adapter == "lora"
+
+
+def memory_profile(config: Config) -> MemoryProfile:
+    """Chosen and rejected are two sequences per row; the reference is the base with the adapter
+    switched off, or with `adapter: full` a frozen copy of it."""
+    adapter = adapter_shape(config) if trains_adapter(config) else None
+    return MemoryProfile(
+        adapter=adapter,
+        quantized=config.quantization == "4bit",
+        answer_fields=("chosen", "rejected"),
+        reference_copy=adapter is None,
+    )
+
+
+BACKEND = TrainerBackend(
+    "dpo", Config, required_fields, problems, train, trains_adapter, memory_profile
+)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from harness.backends import TrainRequest, TrainResult
+from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.classification import (
     TaskArgs,
@@ -41,4 +41,14 @@ def train(request: TrainRequest) -> TrainResult:
     return train_sft(request, config, lora=None, quantize=False)
 
 
-BACKEND = TrainerBackend("full", Config, required_fields, problems, train)
+def trains_adapter(config: Config) -> bool:
+    return False
+
+
+def memory_profile(config: Config) -> MemoryProfile:
+    return MemoryProfile()
+
+
+BACKEND = TrainerBackend(
+    "full", Config, required_fields, problems, train, trains_adapter, memory_profile
+)

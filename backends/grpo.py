@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.backends import TrainRequest, TrainResult
+from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
     FULL_4BIT,
@@ -20,6 +20,7 @@ from harness.backends.common import (
     Quantization,
     TrainerBackend,
     TrainingArgs,
+    adapter_shape,
     build_dataset,
     load_tokenizer,
     lora_config,
@@ -147,4 +148,25 @@ def train(request: TrainRequest) -> TrainResult:
     return train_with(make_trainer, request, plan)
 
 
-BACKEND = TrainerBackend("grpo", Config, required_fields, problems, train, needs_reward=True)
+def trains_adapter(config: Config) -> bool:
+    return config.adapter == "lora"
+
+
+def memory_profile(config: Config) -> MemoryProfile:
+    """Generates `generation_batch` completions at once, then scores only their tokens; with
+    `adapter: full` and a KL term (beta > 0) it also holds a frozen copy of the base."""
+    adapter = adapter_shape(config) if trains_adapter(config) else None
+    return MemoryProfile(
+        adapter=adapter,
+        quantized=config.quantization == "4bit",
+        answer_fields=(),
+        reference_copy=adapter is None and config.beta > 0,
+        generated_sequences=generation_batch(config),
+        completion_tokens=config.max_completion_length,
+    )
+
+
+BACKEND = TrainerBackend(
+    "grpo", Config, required_fields, problems, train, trains_adapter, memory_profile,
+    needs_reward=True,
+)  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from harness.backends import TrainRequest, TrainResult
+from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.classification import (
     TaskArgs,
@@ -18,6 +18,7 @@ from harness.backends.common import (
     LoraArgs,
     SFTArgs,
     TrainerBackend,
+    adapter_shape,
     lora_problems,
     train_sft,
 )
@@ -39,4 +40,14 @@ def train(request: TrainRequest) -> TrainResult:
     return train_sft(request, config, lora=config, quantize=False)
 
 
-BACKEND = TrainerBackend("lora", Config, required_fields, problems, train)
+def trains_adapter(config: Config) -> bool:
+    return True
+
+
+def memory_profile(config: Config) -> MemoryProfile:
+    return MemoryProfile(adapter=adapter_shape(config))
+
+
+BACKEND = TrainerBackend(
+    "lora", Config, required_fields, problems, train, trains_adapter, memory_profile
+)

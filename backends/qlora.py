@@ -8,10 +8,10 @@ SFTTrainer, which trains causal LMs only.
 
 from __future__ import annotations
 
-from harness.backends import TrainRequest, TrainResult
+from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends import lora as lora_backend
-from harness.backends.common import TrainerBackend, train_sft
-from harness.backends.lora import Config, required_fields
+from harness.backends.common import TrainerBackend, adapter_shape, train_sft
+from harness.backends.lora import Config, required_fields, trains_adapter
 
 QLORA_CLASSIFICATION = (
     "task: classification is not supported by qlora (4-bit bases train causal LMs only); "
@@ -30,4 +30,10 @@ def train(request: TrainRequest) -> TrainResult:
     return train_sft(request, config, lora=config, quantize=True)
 
 
-BACKEND = TrainerBackend("qlora", Config, required_fields, problems, train)
+def memory_profile(config: Config) -> MemoryProfile:
+    return MemoryProfile(adapter=adapter_shape(config), quantized=True)
+
+
+BACKEND = TrainerBackend(
+    "qlora", Config, required_fields, problems, train, trains_adapter, memory_profile
+)

@@ -48,13 +48,10 @@ def test_verdicts_match_the_runner() -> None:
     assert verdict_reason(CAND, [gate(True), gate(True)]) == "all 2 gates held"
 
 
-def test_lower_is_better_from_the_suite_and_from_names() -> None:
-    assert lower_is_better_metrics(SUITE) == {
-        "ppl.perplexity",
-        "ppl.word_perplexity",
-        "ppl.byte_perplexity",
-    }
-    assert lower_is_better_metrics("{not yaml", ["judge.loss", "qa.f1"]) == {"judge.loss"}
+def test_lower_is_better_is_what_each_metric_recorded() -> None:
+    ppl = MetricValue("lm", "ppl.perplexity", 9.0, 8.0, 10.0, 5, lower_is_better=True)
+    named_like_a_loss = metric("lm", "judge.loss", 0.4)  # recorded as higher-is-better
+    assert lower_is_better_metrics({"base": [ppl, named_like_a_loss]}) == {"ppl.perplexity"}
     assert direction(-0.2, lower_is_better=True) == "better"
     assert direction(-0.2, lower_is_better=False) == "worse"
     assert direction(0.0, lower_is_better=False) == "same"
@@ -135,7 +132,7 @@ def test_compare_on_runs_read_back_from_a_real_store(tmp_path: Path) -> None:
         cases: dict[str, list[CaseResult]] = {}
         for model, c in store.load_cases(run_id):
             cases.setdefault(model, []).append(c)
-        return RunSide(run_id, run.models, run.metrics, run.gates, cases, run.suite_text)
+        return RunSide(run_id, run.models, run.metrics, run.gates, cases)
 
     result = compare_runs(side(ids[0]), side(ids[1]))
     assert [(f.model, f.case_id, f.output_a, f.output_b) for f in result.flips] == [
@@ -143,7 +140,7 @@ def test_compare_on_runs_read_back_from_a_real_store(tmp_path: Path) -> None:
     ]
     history = metric_history(
         [
-            RunMetrics(i, r.metrics, SUITE, r.summary.started_at)
+            RunMetrics(i, r.metrics, r.summary.started_at)
             for i in ids[::-1]
             if (r := store.load_run(i))
         ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from harness.backends import BACKENDS, MemoryProfile
 from harness.plan._estimate import (
     FP32,
     NF4_BYTES_PER_PARAM,
@@ -90,7 +91,9 @@ def test_hand_counted_parameters() -> None:
 
 
 def setup(method: str, **changes: object) -> TrainingSetup:
-    base = TrainingSetup(method=method, batch_size=4, seq_len=16, compute_bytes=4)  # type: ignore[arg-type]
+    """The setup of `method` as its backend's memory profile makes it (DPO: two sequences)."""
+    sequences = 2 if method == "dpo" else 1
+    base = TrainingSetup(batch_size=4, seq_len=16, compute_bytes=4, sequences_per_row=sequences)
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -127,13 +130,14 @@ def test_dpo_reference_copy_only_without_an_adapter() -> None:
 
     cpu = DeviceInfo("cpu", "float32", None, "")
     rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}]
-    from harness.backends import BACKENDS
     from harness.plan._suite import BaseModel
 
     base = BaseModel("x", {}, None)
     dpo = BACKENDS.get("dpo").Config
-    peft_setup, _ = training_setup("dpo", dpo.model_validate({}), rows, base, cpu)
-    full_setup, _ = training_setup("dpo", dpo.model_validate({"adapter": "full"}), rows, base, cpu)
+    peft_setup, _ = training_setup(BACKENDS.get("dpo"), dpo.model_validate({}), rows, base, cpu)
+    full_setup, _ = training_setup(
+        BACKENDS.get("dpo"), dpo.model_validate({"adapter": "full"}), rows, base, cpu
+    )
     with_peft = training_breakdown(SHAPE, peft_setup)
     full = training_breakdown(SHAPE, full_setup)
     assert "reference model" not in with_peft.extra  # trl 1.16: the base with the adapter disabled
@@ -243,7 +247,6 @@ GPU_INFO = DeviceInfo("cuda", "bfloat16", None, "")  # `harness plan --device cu
 
 
 def test_plan_follows_the_backends_decision() -> None:
-    from harness.backends import BACKENDS
     from harness.backends.acceleration import acceleration_plan, installed_libraries
     from harness.plan._suite import BaseModel, training_device, training_setup
 
@@ -260,7 +263,7 @@ def test_plan_follows_the_backends_decision() -> None:
     ]
     for backend, args, device, expected in cases:
         config = BACKENDS.get(backend).Config(**args)
-        planned, _ = training_setup(backend, config, rows, base, device)
+        planned, _ = training_setup(BACKENDS.get(backend), config, rows, base, device)
         assert (planned.compute_bytes, planned.weight_bytes, planned.adapter_bytes) == expected
         decision = acceleration_plan(
             training_device(device),
@@ -273,7 +276,6 @@ def test_plan_follows_the_backends_decision() -> None:
 
 
 def test_plan_of_settings_this_machine_cannot_honour() -> None:
-    from harness.backends import BACKENDS
     from harness.backends.acceleration import installed_libraries
     from harness.plan._suite import BaseModel, training_setup
 
@@ -281,12 +283,12 @@ def test_plan_of_settings_this_machine_cannot_honour() -> None:
     base = BaseModel("x", {"model_type": "llama"}, None)
     rows = [{"prompt": "a", "completion": "b"}]
     lora = BACKENDS.get("lora").Config
-    planned, notes = training_setup("lora", lora(liger=True), rows, base, gpu)
+    planned, notes = training_setup(BACKENDS.get("lora"), lora(liger=True), rows, base, gpu)
     assert planned.liger
     if "liger_kernel" not in installed_libraries():
         assert "planned as if it is where the candidate trains" in notes[-1]
     planned, notes = training_setup(
-        "lora",
+        BACKENDS.get("lora"),
         lora(attention="flash_attention_2"),
         rows,
         base,
@@ -298,7 +300,6 @@ def test_plan_of_settings_this_machine_cannot_honour() -> None:
 def test_plan_of_packed_and_padding_free_batches(tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from harness.backends import BACKENDS
     from harness.plan._suite import BaseModel, read_config, sft_row_lengths, training_setup
 
     cpu = CPU_INFO
@@ -306,16 +307,18 @@ def test_plan_of_packed_and_padding_free_batches(tiny_dir: Path) -> None:
     rows = [{"prompt": "Q: What is 2 plus 3? A:", "completion": " " + "5" * n} for n in range(12)]
     lora = BACKENDS.get("lora").Config
     lengths = sorted(sft_row_lengths(lora(), rows, base.tokenizer), reverse=True)
-    padded, _ = training_setup("lora", lora(per_device_train_batch_size=4), rows, base, cpu)
+    padded, _ = training_setup(
+        BACKENDS.get("lora"), lora(per_device_train_batch_size=4), rows, base, cpu
+    )
     free, _ = training_setup(
-        "lora",
+        BACKENDS.get("lora"),
         lora(per_device_train_batch_size=4, padding_free=True),
         rows,
         base,
         cpu,
     )
     packed, _ = training_setup(
-        "lora",
+        BACKENDS.get("lora"),
         lora(per_device_train_batch_size=4, packing=True, max_length=16),
         rows,
         base,
@@ -419,7 +422,7 @@ def test_estimate_within_3x_of_measured_cpu_peak(tmp_path: Path) -> None:
 def test_sharding_divides_what_each_zero_stage_shards() -> None:
     from harness.plan._estimate import Sharding, sharded
 
-    full = training_breakdown(SHAPE, TrainingSetup("full", 2, 6, FP32))
+    full = training_breakdown(SHAPE, TrainingSetup(2, 6, FP32))
     ddp = sharded(full, Sharding(4))
     zero3 = sharded(full, Sharding(4, weights=True, gradients=True, optimizer=True))
     assert ddp == full  # every process holds everything
@@ -493,3 +496,27 @@ candidates:
     assert four.optimizer == one.optimizer / 4 and four.weights == one.weights / 4
     assert four.total < one.total
     assert any("4 processes, FSDP FULL_SHARD: per GPU" in note for note in rows["four"].notes)
+
+
+def test_a_third_party_backend_is_planned_by_its_memory_profile() -> None:
+    """The planner asks the backend, never its name: one that runs two sequences per row against
+    a frozen copy of the base is planned so, whatever it is called."""
+    from harness.plan._suite import BaseModel, training_setup
+
+    class PairwiseOnAllWeights:
+        name = "my-pairwise"
+
+        def memory_profile(self, config: object) -> MemoryProfile:
+            return MemoryProfile(answer_fields=("chosen", "rejected"), reference_copy=True)
+
+    full = BACKENDS.get("full")
+    rows = [{"prompt": "a", "completion": "b", "chosen": "b", "rejected": "c"}]
+    base = BaseModel("x", {}, None)
+    plain, _ = training_setup(full, full.Config(), rows, base, CPU_INFO)
+    pairwise, _ = training_setup(PairwiseOnAllWeights(), full.Config(), rows, base, CPU_INFO)  # type: ignore[arg-type]
+    assert (plain.sequences_per_row, plain.reference_copy) == (1, False)
+    assert (pairwise.sequences_per_row, pairwise.reference_copy) == (2, True)
+    ours = training_breakdown(SHAPE, replace(pairwise, seq_len=16))
+    theirs = training_breakdown(SHAPE, replace(plain, seq_len=16))
+    assert ours.extra["reference model"] == parameter_count(SHAPE) * FP32
+    assert ours.activations > theirs.activations

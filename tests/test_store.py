@@ -296,6 +296,47 @@ def test_a_version_4_store_keeps_its_two_outcome_gates(db: Path) -> None:
     assert (run.summary.gates_passed, run.summary.gates_failed) == (1, 1)
 
 
+def test_a_version_5_store_learns_which_way_its_metrics_point(db: Path) -> None:
+    from harness.store import MIGRATIONS
+
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+        )
+        for version, script in MIGRATIONS[:5]:
+            con.execute(script)
+            con.execute("INSERT INTO schema_migrations VALUES (?, now()::TIMESTAMP)", [version])
+        con.execute(
+            "INSERT INTO runs (id, suite_name, started_at, status) VALUES ('r1', 's', now(), 'passed')"
+        )
+        names = ("ppl.perplexity", "wiki.byte_perplexity", "qa.f1", "perplexity_like.acc")
+        for seq, name in enumerate(names):
+            con.execute(
+                "INSERT INTO metrics VALUES ('r1', 'base', ?, 'cap', ?, 1.0, 0.9, 1.1, 3)",
+                [seq, name],
+            )
+    metrics = Store(db).load_run("r1").metrics["base"]
+    assert [(m.metric, m.lower_is_better) for m in metrics] == [
+        ("ppl.perplexity", True),
+        ("wiki.byte_perplexity", True),
+        ("qa.f1", False),
+        ("perplexity_like.acc", False),
+    ]
+
+
+def test_metric_direction_is_stored_with_the_metric(db: Path) -> None:
+    store = Store(db)
+    run_id = store.begin_run(
+        suite_name="s", suite_path="s", suite_text="", suite_hash="", config={}
+    )
+    base = ModelRecord("base", "base", "builtin:tiny", "f", "ok")
+    loss = MetricValue("cap", "custom.loss", 0.5, 0.4, 0.6, 3, lower_is_better=True)
+    score = MetricValue("cap", "custom.perplexity", 0.5, 0.4, 0.6, 3, lower_is_better=False)
+    store.record_model_result(run_id, base, [], [loss, score], [])
+    stored = store.load_run(run_id).metrics["base"]
+    assert [m.lower_is_better for m in stored] == [True, False]  # as recorded, not by name
+
+
 def test_a_models_results_and_loss_curve_are_written_in_one_open(db: Path) -> None:
     store = Store(db)
     run_id = _begin(store)

@@ -229,3 +229,19 @@ def test_datasets_local_directory_and_unreachable_hub_name(tmp_path: Path) -> No
     found = problems(tmp_path, suite_text.replace("dataset: sst2", "dataset: glue, config: sst2"))
     assert ":3:" in found[0] and "dataset glue/sst2[validation] could not be loaded" in found[0]
     assert "export the split" in found[0]
+
+
+def test_merge_is_refused_where_the_backend_says_all_weights_train(tmp_path: Path) -> None:
+    train = (
+        '  train:\n    rows:\n      - {prompt: "a", completion: "b", chosen: "b", rejected: "c"}\n'
+    )
+    text = GOOD.replace("data:\n", "data:\n" + train, 1) + (
+        "candidates:\n"
+        "  - {name: full, backend: full, data: train, merge: true}\n"
+        "  - {name: dpo-full, backend: dpo, data: train, merge: true, args: {adapter: full}}\n"
+        "  - {name: dpo-lora, backend: dpo, data: train, merge: true}\n"
+    )
+    found = problems(tmp_path, text)
+    assert len(found) == 2, found
+    assert ":20:" in found[0] and "full backend trains all weights" in found[0]
+    assert ":21:" in found[1] and "dpo backend trains all weights" in found[1]

@@ -12,16 +12,14 @@ from harness.checks._base import (
     Case,
     CheckSpec,
     CheckType,
-    Corpus,
     EvalContext,
     GenerationOverride,
-    Outcome,
-    Ratio,
     cases_of,
     expected_list,
     generative_check,
     register,
 )
+from harness.core.scores import Corpus, Outcome, Ratio
 
 __all__ = [
     "CHECKS",

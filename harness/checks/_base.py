@@ -18,7 +18,9 @@ from pydantic import Field, model_validator
 
 from harness.checks._sampling import run_sampled
 from harness.core.registry import Registry
+from harness.core.scores import Outcome, Ratio
 from harness.core.strict import Name, Strict
+from harness.generation import Engine, GenerationSettings
 
 
 class GenerationOverride(Strict):
@@ -75,67 +77,16 @@ class Case:
     source: str  # "file:line" or "suite.yaml:line" for messages
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a check made of one case."""
-
-    output: str
-    scores: dict[str, float]
-    passed: bool | None = None
-    expected: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    # Checks that make their own cases at run time (`CheckType.own_cases`, e.g. lm_eval's
-    # documents) name each outcome's case here; planned checks leave them None.
-    case_id: str | None = None
-    prompt: str | None = None
-
-
 @dataclass
 class EvalContext:
     """What a check may use while it runs."""
 
-    engine: Any  # harness.generation._engine.Engine; kept untyped so validation never imports torch
-    generation: (
-        Any  # harness.generation._engine.GenerationSettings (suite defaults + the check's override)
-    )
+    engine: Engine  # the model behind its output cache
+    generation: GenerationSettings  # the suite's defaults with the check's override applied
     # When a candidate is evaluated: the base's output for each case id of this check (pairwise
     # judges compare against it). Empty while the base itself is evaluated.
     base_outputs: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """A metric aggregated as transform(sum(numerator) / sum(denominator)) over cases.
-
-    The mean of per-case scores is the common case (denominator 1); perplexity is
-    exp(sum(-logprob) / sum(tokens)). The same form gives vectorised bootstrap intervals.
-    """
-
-    numerator: Callable[[Outcome], float]
-    denominator: Callable[[Outcome], float] = lambda _: 1.0
-    transform: Callable[[Any], Any] = lambda x: x
-
-
-def _not_a_ratio(_: Outcome) -> float:
-    raise TypeError(
-        "a Corpus metric has no per-case numerator; use harness.evaluation._stats.estimate"
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Corpus(Ratio):
-    """A metric computed over all cases at once: corpus BLEU, MCC, F1, Pearson, Spearman.
-
-    `stats(outcome)` gives each case's row of numbers (e.g. n-gram match counts, or
-    [prediction, gold]); `compute(array)` maps an array of shape (..., cases, k) to the metric
-    (shape (...)), so one call scores every bootstrap resample at once. It subclasses Ratio only
-    so that code typed for Ratio keeps working; harness.evaluation._stats.estimate dispatches on it.
-    """
-
-    numerator: Callable[[Outcome], float] = _not_a_ratio
-    stats: Callable[[Outcome], Sequence[float]]
-    compute: Callable[[Any], Any]
 
 
 P = TypeVar("P", bound=CheckSpec)

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from harness.core.strict import Name, Strict
+from harness.models import load_model
 
 Messages = list[dict[str, str]]
 
@@ -195,8 +196,6 @@ def local_reply(config: JudgeConfig, messages: Messages) -> Reply:
     """Greedy reply of a local transformers judge (chat template when it has one)."""
     import torch
 
-    from harness.models import load_model
-
     assert config.local is not None
     lm = _LOCAL.get(config.local) or _LOCAL.setdefault(config.local, load_model(config.local))
     tokenizer = lm.tokenizer
@@ -218,7 +217,6 @@ def local_reply(config: JudgeConfig, messages: Messages) -> Reply:
 
 def local_fingerprint(config: JudgeConfig) -> str:
     """What identifies a local judge in cache keys: its weights' fingerprint."""
-    from harness.models import load_model
 
     assert config.local is not None
     lm = _LOCAL.get(config.local) or _LOCAL.setdefault(config.local, load_model(config.local))

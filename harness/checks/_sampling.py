@@ -13,7 +13,8 @@ from math import comb
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # _base builds on this module; the types are only annotations here
-    from harness.checks._base import Case, EvalContext, Outcome
+    from harness.checks._base import Case, EvalContext
+    from harness.core.scores import Outcome
 
 
 def pass_at_k(n: int, correct: int, k: int) -> float:

@@ -163,7 +163,7 @@ def _side(store: Any, run_id: str) -> Any:
     from harness.evaluation import fail_on_of
 
     fail_on = fail_on_of(run.config)
-    return RunSide(run_id, run.models, run.metrics, run.gates, cases, run.suite_text, fail_on)
+    return RunSide(run_id, run.models, run.metrics, run.gates, cases, fail_on)
 
 
 def verdict_table(comparison: Any) -> Table:

@@ -38,6 +38,7 @@ class MetricValue:
     ci_low: float
     ci_high: float
     n: int
+    lower_is_better: bool = False  # stored with the value, so history never guesses
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,14 @@ class Registry(Generic[T]):
     """
 
     def __init__(
-        self, kind: str, entry_point_group: str, builtins: Mapping[str, str] | None = None
+        self,
+        kind: str,
+        entry_point_group: str,
+        builtins: Mapping[str, str] | None = None,
+        required: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
+        self.required = required  # attributes every item must have (its protocol)
         self.entry_point_group = entry_point_group
         self._items: dict[str, T] = {}
         self._targets: dict[str, str] = dict(builtins or {})
@@ -87,7 +92,11 @@ class Registry(Generic[T]):
         """Load `name`'s target; False (with a warning) when a plugin's target fails."""
         target = self._targets.pop(name)
         try:
-            self._items[name] = load_target(target)
+            item = load_target(target)
+            missing = [a for a in self.required if not hasattr(item, a)]
+            if missing:
+                raise TypeError(f"it lacks {', '.join(missing)}")
+            self._items[name] = item
         except Exception as exc:
             if name in self._builtin:
                 raise  # a broken built-in is harness's own bug: say so loudly

@@ -3,6 +3,8 @@ gate, the gates themselves, baselines from stored runs, whether two evaluations 
 the results every output renders (`RunResult`)."""
 
 from harness.evaluation._baseline import (
+    Baseline,
+    Reference,
     annotate,
     candidate_names,
     load_reference,
@@ -20,6 +22,7 @@ from harness.evaluation._evaluate import (
     Evaluation,
     aggregate_metrics,
     evaluate_model,
+    generation_settings,
     lower_is_better_metrics,
     metric_cases,
     paired_samples,
@@ -49,6 +52,7 @@ __all__ = [
     "EVALUATION",
     "GATE_KINDS",
     "STRICT",
+    "Baseline",
     "EmptyCheck",
     "Evaluation",
     "EvidenceCache",
@@ -56,6 +60,7 @@ __all__ = [
     "MetricCases",
     "ModelResult",
     "PairedSamples",
+    "Reference",
     "RunResult",
     "Verdict",
     "aggregate_metrics",
@@ -68,6 +73,7 @@ __all__ = [
     "evaluation_facts",
     "fail_on_of",
     "gate_status",
+    "generation_settings",
     "incomparable",
     "index_metrics",
     "load_reference",

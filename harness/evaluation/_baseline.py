@@ -23,11 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness.checks import Outcome
 from harness.core.errors import HarnessError
 from harness.core.records import CaseResult, GateResult, MetricValue
 from harness.core.registry import did_you_mean
+from harness.core.scores import Outcome
 from harness.evaluation._evaluate import aggregate_metrics, evaluate_model
+from harness.models.loading import open_model
+from harness.store import Store
 from harness.suite import LoadedSuite, PlannedCheck
 
 LAST_PASS = "last-pass"
@@ -68,7 +70,7 @@ class Reference:
         return f"{self.model} of run {self.run_id}"
 
 
-def resolve_baseline_run(store: Any, ref: str, suite_name: str) -> str:
+def resolve_baseline_run(store: Store, ref: str, suite_name: str) -> str:
     """The run id that `ref` names; HarnessError (exit 2) with what exists when it names none."""
     if ref != LAST_PASS:
         return str(store.resolve_run(ref))
@@ -82,7 +84,7 @@ def resolve_baseline_run(store: Any, ref: str, suite_name: str) -> str:
 
 
 def plan_baseline(
-    store: Any, ref: str, suite: LoadedSuite, candidates: Sequence[str], model: str | None = None
+    store: Store, ref: str, suite: LoadedSuite, candidates: Sequence[str], model: str | None = None
 ) -> Baseline:
     """Resolve `--baseline REF` and check every candidate has a stand-in in that run."""
     run_id = resolve_baseline_run(store, ref, suite.name)
@@ -111,7 +113,9 @@ def candidate_names(suite: LoadedSuite, selected: Sequence[Any]) -> list[str]:
     return names
 
 
-def load_reference(store: Any, suite: LoadedSuite, baseline: Baseline, candidate: str) -> Reference:
+def load_reference(
+    store: Store, suite: LoadedSuite, baseline: Baseline, candidate: str
+) -> Reference:
     """The stand-in's stored cases for the current suite, its metrics recomputed over them."""
     name = baseline.stand_in(candidate)
     stored = [case for _, case in store.load_cases(baseline.run_id, name)]
@@ -174,11 +178,10 @@ def _check_index(checks: Sequence[PlannedCheck], case: CaseResult) -> int | None
 
 
 def _reevaluate(
-    store: Any, suite: LoadedSuite, baseline: Baseline, name: str
+    store: Store, suite: LoadedSuite, baseline: Baseline, name: str
 ) -> list[CaseResult] | None:
     """The stand-in evaluated on the current suite through the output cache, or None when its
     weights are gone or changed (then it would no longer be the baseline)."""
-    from harness.models.loading import open_model
 
     record = store.load_run(baseline.run_id).model(name)
     try:

@@ -8,22 +8,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.checks import EvalContext, Outcome, Ratio, cases_of
+from harness.checks import EvalContext, GenerationOverride, cases_of
 from harness.core.progress import Reporter
 from harness.core.records import CaseResult, MetricValue
+from harness.core.scores import Outcome, Ratio
 from harness.evaluation._comparability import EVALUATION, evaluation_facts
 from harness.evaluation._gates import MetricCases, PairedSamples
 from harness.evaluation._stats import estimate
-from harness.suite import LoadedSuite, PlannedCheck
+from harness.generation import Engine, GenerationSettings, OutputCache
+from harness.models import LazyModel, LoadedModel
+from harness.suite import GenerationConfig, LoadedSuite, PlannedCheck
 
 
 class EmptyCheck(RuntimeError):
     """A check ran and produced no case: the model's evaluation measured nothing there."""
 
 
-def _model_info(engine: Any, generation: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _model_info(engine: Engine, generation: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """What we know of the model; a fully cached evaluation never loaded it."""
-    counts = {
+    counts: dict[str, Any] = {
         "requests_cached": engine.requests_cached,
         "requests_computed": engine.requests_computed,
     }
@@ -31,7 +34,7 @@ def _model_info(engine: Any, generation: Mapping[str, Mapping[str, Any]]) -> dic
     if generated_by is not None:
         counts["generation_engine"] = generated_by
     counts[EVALUATION] = evaluation_facts(engine.tokenizer_identity, generation, generated_by)
-    if not engine.loaded:
+    if isinstance(engine.source, LazyModel) and not engine.loaded:
         return {"loaded": False, "parameters": engine.source.parameters} | counts
     first = next(engine.model.parameters())
     return counts | {
@@ -50,9 +53,9 @@ class Evaluation:
 
 
 def evaluate_model(
-    lm: Any,
+    lm: LoadedModel | LazyModel,
     suite: LoadedSuite,
-    cache: Any,
+    cache: OutputCache | None,
     on_progress: Callable[[float], None] | None = None,
     reporter: Reporter | None = None,
     name: str = "",
@@ -63,7 +66,6 @@ def evaluate_model(
     `base_cases`: the base's results, which checks comparing against the base (pairwise judges)
     receive as `EvalContext.base_outputs`.
     """
-    from harness.generation import Engine
 
     total = sum(len(p.cases) for p in suite.checks)
     if reporter:
@@ -108,20 +110,12 @@ def _scaled(
     return lambda done, total: on_progress(before + size * done / max(total, 1))
 
 
-def generation_settings(defaults: Any, override: Any) -> Any:
+def generation_settings(
+    defaults: GenerationConfig, override: GenerationOverride | None
+) -> GenerationSettings:
     """The suite's generation block with a check's overrides applied."""
-    from harness.generation import GenerationSettings
-
-    values = defaults.model_dump()
-    if override is not None:
-        values |= {k: v for k, v in override.model_dump().items() if v is not None}
-    return GenerationSettings(
-        max_new_tokens=values["max_new_tokens"],
-        stop=tuple(values["stop"]),
-        chat_template=values["chat_template"],
-        system_prompt=values["system_prompt"],
-        engine=values["engine"],
-    )
+    merged = GenerationSettings().merge(defaults.model_dump())
+    return merged.merge(override.model_dump() if override is not None else None)
 
 
 def _case_results(planned: PlannedCheck, outcomes: list[Outcome]) -> list[CaseResult]:
@@ -148,16 +142,19 @@ def aggregate_metrics(
     """Per capability and `<label>.<metric>`: cases of checks sharing a label are pooled."""
     pooled: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
     ratios: dict[tuple[str, str], Ratio] = {}
+    lower: set[tuple[str, str]] = set()
     for index, planned in enumerate(checks):
         for metric in planned.check.metrics_for(planned.spec):
             key = (planned.capability, f"{planned.label}.{metric}")
             pooled[key] += outcomes[index]
             ratios.setdefault(key, planned.check.aggregator(metric))
+            if metric in planned.check.lower_is_better:
+                lower.add(key)
     metrics = []
-    for (capability, metric), items in pooled.items():
-        value = estimate(items, ratios[(capability, metric)], seed=seed)
+    for key, items in pooled.items():
+        value = estimate(items, ratios[key], seed=seed)
         metrics.append(
-            MetricValue(capability, metric, value.value, value.ci_low, value.ci_high, value.n)
+            MetricValue(*key, value.value, value.ci_low, value.ci_high, value.n, key in lower)
         )
     return metrics
 

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.checks import Corpus, Outcome, Ratio
+from harness.core.scores import Corpus, Outcome, Ratio
+from harness.store import Store
 
 BOOTSTRAP_SAMPLES = 1000
 MAX_CASES_NEEDED = 1_000_000  # beyond this, "cases needed" is reported as more than this
@@ -81,7 +82,7 @@ class EvidenceCache:
     is a pure function of the cases and the gate, and a fully cached rerun then needs neither
     scipy nor the exact tests' arithmetic. Read in one query per candidate, written in one."""
 
-    def __init__(self, store: Any, scope: str) -> None:
+    def __init__(self, store: Store, scope: str) -> None:
         self.store, self.scope = store, scope
         self._found: dict[str, Any] | None = None
         self._fresh: dict[str, Any] = {}

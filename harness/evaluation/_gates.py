@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from harness.checks import Corpus, Outcome, Ratio
 from harness.core.records import GateKind, GateOutcome, GateResult, MetricValue, ModelRecord
+from harness.core.scores import Corpus, Outcome, Ratio
 from harness.evaluation._evidence import (
     Evidence,
     EvidenceCache,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.checks import Corpus, Outcome, Ratio
+from harness.core.scores import Corpus, Outcome, Ratio
 from harness.evaluation._evidence import corpus_resamples
 
 BOOTSTRAP_SAMPLES = 1000

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 GenerationEngine = Literal["auto", "transformers", "vllm"]
@@ -23,6 +24,16 @@ class GenerationSettings:
     # sees a CUDA device and can serve the model; see harness/vllm_engine.py). Suites default
     # to auto; built here directly, transformers. Only a vLLM generation adds it to the cache key.
     engine: GenerationEngine = "transformers"
+
+    def merge(self, changes: Mapping[str, Any] | None) -> GenerationSettings:
+        """These settings with each field `changes` sets replacing this one's: a suite's
+        `generation:` block, then a check's override (None values are not set). Keys that are
+        not settings (the suite's batch_size) are ignored."""
+        known = {f.name for f in fields(self)}
+        given = {k: v for k, v in (changes or {}).items() if k in known and v is not None}
+        if "stop" in given:
+            given["stop"] = tuple(given["stop"])
+        return replace(self, **given)
 
     def as_record(self) -> dict[str, Any]:
         """The settings as stored with a model's evaluation (plain JSON values)."""

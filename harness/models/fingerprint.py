@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.home import harness_home
+
 FINGERPRINT_CHARS = 32
 
 
@@ -119,7 +121,6 @@ def _file_stats(directory: Path) -> dict[str, list[int]]:
 
 
 def _memo_path(directory: Path, setting: str) -> Path:
-    from harness.models.builtin import harness_home
 
     key = hashlib.sha256(f"{directory.resolve()}|{setting}".encode()).hexdigest()[:24]
     return harness_home() / "fingerprints" / f"{key}.json"

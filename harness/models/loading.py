@@ -20,6 +20,7 @@ from typing import Any
 
 from harness.core.device import resolve_device
 from harness.core.errors import HarnessError, ModelNotFoundError
+from harness.core.home import harness_home
 from harness.models import LazyModel, LoadedModel
 from harness.models.builtin import builtin_path, ensure_builtin, known_builtins
 from harness.models.fingerprint import (
@@ -394,7 +395,6 @@ def base_directory(reference: str) -> Path:
 
 def saved_random(name: str) -> Path:
     """Preset `name` with its seed-0 random weights (float32), saved as an HF directory once."""
-    from harness.models.builtin import harness_home
 
     fingerprint = random_fingerprint_for(name, "float32", "cpu")
     target = harness_home() / "random" / f"{name}-{fingerprint[-16:]}"

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.core.errors import HarnessError
 from harness.core.registry import did_you_mean
+from harness.models.tinylm import train_tokenizer
 
 _LLAMA3_ROPE = {
     "factor": 8.0,
@@ -106,8 +107,6 @@ def random_model(
     """
     import torch
     from transformers import AutoModelForCausalLM
-
-    from harness.models.tinylm import train_tokenizer
 
     tokenizer = train_tokenizer(vocab_size=400)
     config = preset_config(name, tokenizer)

@@ -19,8 +19,6 @@ Direction = Literal["better", "worse", "same", "new", "gone"]
 MetricKey = tuple[str, str, str]  # (model, capability, metric)
 CaseKey = tuple[str, str, str]  # (capability, check, case_id)
 
-# Used when a suite's text cannot be read back: every built-in lower-is-better metric says so.
-_LOWER_IS_BETTER_WORDS = ("perplexity", "loss", "error_rate", "wer", "cer")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -45,35 +43,9 @@ def verdict_reason(
     return "its one gate held" if len(gates) == 1 else f"all {len(gates)} gates held"
 
 
-def lower_is_better_metrics(suite_text: str | None, metrics: Iterable[str] = ()) -> frozenset[str]:
-    """Metric names (`<label>.<metric>`) for which lower is better in the suite a run recorded.
-
-    Read from the stored suite text and the check registry; when that text cannot be parsed, fall
-    back to the metric's name (perplexity, loss, ...), which covers every built-in check.
-    """
-    found = set(_lower_from_suite(suite_text))
-    found |= {m for m in metrics if any(w in m.rsplit(".", 1)[-1] for w in _LOWER_IS_BETTER_WORDS)}
-    return frozenset(found)
-
-
-def _lower_from_suite(suite_text: str | None) -> Iterable[str]:
-    if not suite_text:
-        return ()
-    try:
-        import yaml
-
-        from harness.checks import CHECKS
-
-        spec = yaml.safe_load(suite_text)
-        names = []
-        for capability in spec.get("capabilities") or []:
-            for check in capability.get("checks") or []:
-                label = check.get("name") or check["type"]
-                lower = CHECKS.get(check["type"]).lower_is_better
-                names += [f"{label}.{metric}" for metric in lower]
-        return names
-    except Exception:  # an old or foreign suite text: the name fallback still applies
-        return ()
+def lower_is_better_metrics(metrics: Mapping[str, Sequence[MetricValue]]) -> frozenset[str]:
+    """Metric names (`<label>.<metric>`) recorded as lower-is-better (stored with each metric)."""
+    return frozenset(m.metric for values in metrics.values() for m in values if m.lower_is_better)
 
 
 def direction(delta: float | None, lower_is_better: bool, *, tolerance: float = 1e-9) -> Direction:
@@ -127,7 +99,6 @@ class RunMetrics:
 
     run_id: str
     metrics: Mapping[str, Sequence[MetricValue]]
-    suite_text: str | None = None
     started_at: datetime | None = None  # orders runs started within the same second
 
 
@@ -140,8 +111,7 @@ def metric_history(runs: Sequence[RunMetrics]) -> list[MetricSeries]:
     points: dict[MetricKey, list[RunPoint]] = {}
     lower: set[str] = set()
     for run in ordered:
-        names = [m.metric for values in run.metrics.values() for m in values]
-        lower |= lower_is_better_metrics(run.suite_text, names)
+        lower |= lower_is_better_metrics(run.metrics)
         for model, values in run.metrics.items():
             for m in values:
                 point = RunPoint(run.run_id, m.value, m.ci_low, m.ci_high, m.n)
@@ -222,7 +192,6 @@ class RunSide:
     metrics: Mapping[str, Sequence[MetricValue]]
     gates: Mapping[str, Sequence[GateResult]]
     cases: Mapping[str, Sequence[CaseResult]]  # model name -> its cases
-    suite_text: str | None = None
     fail_on: frozenset[str] = frozenset(GATE_KINDS)  # as the run recorded it (--fail-on)
 
 
@@ -249,8 +218,7 @@ def compare_runs(a: RunSide, b: RunSide) -> Comparison:
 
     Models are matched by name, metrics by (capability, metric), cases by (capability, check, id).
     """
-    names = [m.metric for side in (a, b) for values in side.metrics.values() for m in values]
-    lower = lower_is_better_metrics(b.suite_text or a.suite_text, names)
+    lower = lower_is_better_metrics(a.metrics) | lower_is_better_metrics(b.metrics)
     flips: list[CaseFlip] = []
     changed = 0
     for model in _union(list(a.cases), list(b.cases)):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from harness.core.errors import HarnessError
 
@@ -315,15 +315,12 @@ def kv_cache_bytes(shape: ModelShape, sequences: int, seq_len: int, compute_byte
 
 # ---- plans -----------------------------------------------------------------------------------
 
-Method = Literal["full", "lora", "qlora", "dpo", "grpo"]
-
 
 @dataclass(frozen=True)
 class TrainingSetup:
     """One candidate's training, reduced to what memory depends on."""
 
-    method: Method
-    batch_size: int  # per-device micro-batch (sequences)
+    batch_size: int  # per-device micro-batch (rows)
     seq_len: int  # tokens of the longest training sequence (prompt + answer), capped at max_length
     compute_bytes: int  # 2 under bf16/fp16 autocast, 4 in float32
     gradient_checkpointing: bool = False
@@ -339,6 +336,7 @@ class TrainingSetup:
     generation_len: int = 0  # GRPO: prompt + max_completion_length
     completion_len: int = 0  # GRPO: the tokens scored by the fused head
     gpu: bool = False
+    sequences_per_row: int = 1  # sequences a row makes in one step (DPO: chosen and rejected)
 
 
 @dataclass(frozen=True)
@@ -399,14 +397,14 @@ def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
     if setup.compute_bytes < FP32 and setup.lora is None:
         # autocast caches a low-precision copy of every trainable weight it casts (the linears)
         extra["autocast weight copies"] = (linear_parameters(shape)) * setup.compute_bytes
-    sequences = setup.batch_size * (2 if setup.method == "dpo" else 1)
+    sequences = setup.batch_size * setup.sequences_per_row
     activations = training_activation_bytes(
         shape, sequences, setup.seq_len, setup.compute_bytes,
         checkpointing=setup.gradient_checkpointing, lora_r=setup.lora.r if setup.lora else 0,
         residual_bytes=setup.weight_bytes, liger=setup.liger, attention=setup.attention,
         padding_free_tokens=setup.padding_free_tokens,
     )  # fmt: skip
-    scored = setup.completion_len if setup.method == "grpo" else setup.seq_len
+    scored = setup.completion_len or setup.seq_len
     activations += lm_head_bytes(
         shape,
         setup.padding_free_tokens or sequences * scored,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.backends import BACKENDS, Backend, MemoryProfile
 from harness.backends.acceleration import (
     OPTIONAL_LIBRARIES,
     Acceleration,
@@ -25,6 +26,10 @@ from harness.backends.acceleration import (
     installed_libraries,
 )
 from harness.core.errors import HarnessError, ModelNotFoundError
+from harness.models.builtin import ensure_builtin
+from harness.models.presets import preset_config
+from harness.models.references import check_reference
+from harness.models.tinylm import train_tokenizer
 from harness.plan._estimate import (
     DTYPE_BYTES,
     FP32,
@@ -40,6 +45,7 @@ from harness.plan._estimate import (
     sharded,
     training_breakdown,
 )
+from harness.suite import LoadedSuite
 
 # What the process needs besides the estimate: Python + torch + trl resident on the CPU (about
 # 0.7 GB RSS measured for the tiny suite), the CUDA context and cuBLAS workspace on a GPU.
@@ -199,16 +205,11 @@ class BaseModel:
 def model_config(reference: str, trust_remote_code: bool = False) -> dict[str, Any]:
     """A model's config as a dict, read without its weights: builtin (built if missing), random
     preset, local directory (an adapter's base), or hub id (when reachable)."""
-    from harness.models.references import check_reference
 
     kind, name = check_reference(reference)
     if kind == "random":
-        from harness.models.presets import preset_config
-
         return dict(preset_config(name).to_dict())
     if kind == "builtin":
-        from harness.models.builtin import ensure_builtin
-
         return read_config(ensure_builtin(name))
     if kind == "directory":
         return read_config(Path(name))
@@ -241,19 +242,14 @@ def hub_config(name: str, trust_remote_code: bool) -> dict[str, Any]:
 
 def model_tokenizer(reference: str) -> Any | None:
     """The tokenizer that lengths are measured with; None when it cannot be had offline."""
-    from harness.models.references import check_reference
 
     kind, name = check_reference(reference)
     if kind == "random":
-        from harness.models.tinylm import train_tokenizer
-
         return train_tokenizer(vocab_size=400)  # what random presets are fed (presets.py)
     from transformers import AutoTokenizer
 
     source = name
     if kind == "builtin":
-        from harness.models.builtin import ensure_builtin
-
         source = str(ensure_builtin(name))
     try:
         return AutoTokenizer.from_pretrained(source)
@@ -286,29 +282,25 @@ def capped(length: int, cap: int | None) -> int:
 # ---- training --------------------------------------------------------------------------------
 
 
-def lora_shape(config: Any) -> LoraShape | None:
-    """The adapter a config trains, or None when all weights train."""
-    if getattr(config, "adapter", "lora") == "full" or not hasattr(config, "r"):
-        return None
-    targets = config.target_modules
-    return LoraShape(
-        config.r, targets if isinstance(targets, str) else tuple(targets), config.use_dora
-    )
+def lora_shape(profile: MemoryProfile) -> LoraShape | None:
+    """The adapter a candidate trains, or None when all weights train."""
+    adapter = profile.adapter
+    return LoraShape(adapter.r, adapter.target_modules, adapter.use_dora) if adapter else None
 
 
 def training_lengths(
-    backend: str, config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any | None
+    profile: MemoryProfile, config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any | None
 ) -> tuple[int, list[str]]:
-    """(sequence length, notes) of a candidate's longest training rows (GRPO: prompt +
-    max_completion_length)."""
+    """(sequence length, notes) of a candidate's longest training rows (one that generates:
+    prompt + the tokens it generates)."""
     max_length = getattr(config, "max_length", None)
     if tokenizer is None:
         fallback = max_length or FALLBACK_PROMPT_TOKENS
         return fallback, [f"no tokenizer offline: {fallback} tokens assumed"]
     prompt = longest(tokenizer, (str(r.get("prompt", "")) for r in rows))
-    if backend == "grpo":
-        return prompt + config.max_completion_length, []
-    answers = ("chosen", "rejected") if backend == "dpo" else ("completion",)
+    if profile.completion_tokens:
+        return prompt + profile.completion_tokens, []
+    answers = profile.answer_fields or ("",)
     pieces = [str(r.get("prompt", "")) + str(r.get(a, "")) for r in rows for a in answers]
     return capped(longest(tokenizer, pieces) + 1, max_length), []  # + eos
 
@@ -357,41 +349,40 @@ def planned_acceleration(
 
 
 def training_setup(
-    backend: str, config: Any, rows: Sequence[dict[str, Any]], base: BaseModel, device: DeviceInfo
+    backend: Backend,
+    config: Any,
+    rows: Sequence[dict[str, Any]],
+    base: BaseModel,
+    device: DeviceInfo,
 ) -> tuple[TrainingSetup, list[str]]:
-    """A candidate's config and data, reduced to the numbers its memory depends on; precision,
-    attention, batch layout and Liger as `harness.backends.acceleration` decides them."""
-    seq_len, notes = training_lengths(backend, config, rows, base.tokenizer)
+    """A candidate's config and data, reduced to the numbers its memory depends on (what its
+    backend's `memory_profile` says); precision, attention, batch layout and Liger as
+    `harness.backends.acceleration` decides them."""
+    profile = backend.memory_profile(config)
+    seq_len, notes = training_lengths(profile, config, rows, base.tokenizer)
     acceleration, why = planned_acceleration(
         config, training_device(device), config_model_type(base.config)
     )
     notes += why
-    lora = lora_shape(config)
-    full = lora is None
-    grpo = backend == "grpo"
-    quantized = backend == "qlora" or getattr(config, "quantization", None) == "4bit"
-    generation = 0
-    if grpo:
-        from harness.backends.grpo import generation_batch
-
-        generation = generation_batch(config)
+    quantized = profile.quantized
+    generates = profile.generated_sequences > 0
     return TrainingSetup(
-        method=backend if backend in ("full", "lora", "qlora", "dpo", "grpo") else "full",  # type: ignore[arg-type]
+        sequences_per_row=max(len(profile.answer_fields), 1),
         batch_size=config.per_device_train_batch_size,
         seq_len=seq_len,
         compute_bytes=2 if acceleration.precision == "bf16" else FP32,
         gradient_checkpointing=acceleration.gradient_checkpointing,
-        lora=lora,
+        lora=lora_shape(profile),
         quantized=quantized,
         weight_bytes=2 if acceleration.weights == "bfloat16" else FP32,
         adapter_bytes=2 if quantized else FP32,  # trl 1.16 casts a 4-bit base's adapter to bf16
         attention=acceleration.attention,
         liger=acceleration.liger,
         padding_free_tokens=padding_free_tokens(acceleration, config, rows, base.tokenizer),
-        reference_copy=full and (backend == "dpo" or (grpo and config.beta > 0)),
-        generation_sequences=generation,
-        generation_len=seq_len if grpo else 0,
-        completion_len=config.max_completion_length if grpo else 0,
+        reference_copy=profile.reference_copy,
+        generation_sequences=profile.generated_sequences,
+        generation_len=seq_len if generates else 0,
+        completion_len=profile.completion_tokens,
         gpu=device.name == "cuda",
     ), notes
 
@@ -407,7 +398,9 @@ class EvalLengths:
     generates: bool
 
 
-def evaluation_lengths(suite: Any, tokenizer: Any | None, max_positions: int) -> EvalLengths:
+def evaluation_lengths(
+    suite: LoadedSuite, tokenizer: Any | None, max_positions: int
+) -> EvalLengths:
     """The longest generation prompt and scored text over every case of the suite."""
     generation = suite.spec.generation
     generative = [p for p in suite.checks if p.check.score is not None]
@@ -451,7 +444,7 @@ def evaluation_setup(
 
 
 def plan_suite(
-    suite: Any,
+    suite: LoadedSuite,
     *,
     device: str | None = None,
     dtype: str | None = None,
@@ -488,7 +481,8 @@ def trained_row(
     notes: list[str] = []
     if getattr(config, "task", "causal_lm") == "classification":
         notes.append("classification head: estimated as the causal LM (an upper bound)")
-    setup, length_notes = training_setup(candidate.backend, config, planned.rows, base, info)
+    backend = BACKENDS.get(candidate.backend)
+    setup, length_notes = training_setup(backend, config, planned.rows, base, info)
     acceleration, _ = planned_acceleration(
         config, training_device(info), config_model_type(base.config)
     )
@@ -507,7 +501,7 @@ def trained_row(
 
 
 def evaluated_row(
-    name: str, suite: Any, lengths: EvalLengths, batch: int, info: DeviceInfo
+    name: str, suite: LoadedSuite, lengths: EvalLengths, batch: int, info: DeviceInfo
 ) -> PlanRow:
     """An already trained candidate: its own config (an adapter directory: its base's + the adapter)."""
     reference = suite.models[name]

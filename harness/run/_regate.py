@@ -18,11 +18,12 @@ from harness.core.errors import HarnessError
 from harness.core.records import CaseResult, ModelRecord
 from harness.evaluation import ModelResult, RunResult, candidate_names, unmeasured_gates
 from harness.run._runner import Gating, decide_candidate_gates
+from harness.store import Store
 from harness.suite import LoadedSuite
 
 
 def regate_run(
-    store: Any, run_id: str, suite: LoadedSuite, gating: Gating | None = None
+    store: Store, run_id: str, suite: LoadedSuite, gating: Gating | None = None
 ) -> RunResult:
     """Re-decide run `run_id`'s gates under `suite` and record the verdicts as a new run."""
     gating = gating or Gating()
@@ -58,7 +59,7 @@ def regate_run(
     return result
 
 
-def _cases_by_model(store: Any, run_id: str) -> dict[str, list[CaseResult]]:
+def _cases_by_model(store: Store, run_id: str) -> dict[str, list[CaseResult]]:
     grouped: dict[str, list[CaseResult]] = defaultdict(list)
     for name, case in store.load_cases(run_id):
         grouped[name].append(case)
@@ -87,7 +88,7 @@ def _stored_model(
 
 
 def _regated(
-    store: Any,
+    store: Store,
     run_id: str,
     suite: LoadedSuite,
     stored: Any,

@@ -22,23 +22,29 @@ from harness.core.records import CaseResult, GateResult, ModelRecord
 from harness.core.registry import did_you_mean
 from harness.evaluation import (
     ALL_GATE_KINDS,
+    Baseline,
     EvidenceCache,
     GateInputs,
     ModelResult,
+    Reference,
     RunResult,
     annotate,
     decide_gates,
     evaluate_model,
     incomparable,
     index_metrics,
+    load_reference,
     lower_is_better_metrics,
     metric_cases,
+    missing_warning,
     no_effect_warning,
     paired_samples,
     unmeasured_gates,
 )
+from harness.models.loading import base_directory, open_model
+from harness.store import Store
 from harness.suite import LoadedSuite
-from harness.training import Trainings, training_info
+from harness.training import Trainings, train_candidate, training_info
 
 
 def selected_candidates(suite: LoadedSuite, only: Sequence[str] | None) -> list[Any]:
@@ -65,14 +71,14 @@ class Gating:
     """
 
     fail_on: frozenset[str] = ALL_GATE_KINDS
-    baseline: Any = None  # harness.evaluation._baseline.Baseline
+    baseline: Baseline | None = None
     warnings: list[str] = field(default_factory=list)
-    _references: dict[str, Any] = field(default_factory=dict)
+    _references: dict[str, Reference] = field(default_factory=dict)
 
-    def reference(self, store: Any, suite: LoadedSuite, candidate: str) -> Any:
+    def reference(self, store: Store, suite: LoadedSuite, candidate: str) -> Reference:
         """The baseline's stand-in for `candidate`, loaded once per stand-in model."""
-        from harness.evaluation import load_reference, missing_warning
-
+        if self.baseline is None:
+            raise ValueError("no baseline to take a reference from")
         name = self.baseline.stand_in(candidate)
         if name not in self._references:
             self._references[name] = load_reference(store, suite, self.baseline, candidate)
@@ -89,7 +95,7 @@ class Gating:
 
 def run_suite(
     suite: LoadedSuite,
-    store: Any,
+    store: Store,
     *,
     only: Sequence[str] | None = None,
     reporter: Reporter | None = None,
@@ -135,7 +141,7 @@ def run_suite(
 
 
 def decide_candidate_gates(
-    suite: LoadedSuite, store: Any, candidate: ModelResult, base: ModelResult, gating: Gating
+    suite: LoadedSuite, store: Store, candidate: ModelResult, base: ModelResult, gating: Gating
 ) -> list[GateResult]:
     """A candidate's gate verdicts against the base, or against its baseline stand-in."""
     reference_cases, reference_metrics, reference = base.cases, base.metrics, None
@@ -155,7 +161,7 @@ def decide_candidate_gates(
     return gates if reference is None else annotate(gates, reference)
 
 
-def _evidence_cache(store: Any, candidate: ModelResult) -> EvidenceCache | None:
+def _evidence_cache(store: Store, candidate: ModelResult) -> EvidenceCache | None:
     """The store's evidence for this candidate's weights (the key holds every case's numbers,
     so the reference it was compared with is part of it)."""
     fingerprint = candidate.record.fingerprint
@@ -166,7 +172,7 @@ def _evidence_cache(store: Any, candidate: ModelResult) -> EvidenceCache | None:
 
 def _candidate(
     suite: LoadedSuite,
-    store: Any,
+    store: Store,
     run_id: str,
     candidate: Any,
     base: ModelResult,
@@ -240,7 +246,7 @@ def _candidate(
     return results
 
 
-def _failed(store: Any, run_id: str, name: str, reference: str, message: str) -> ModelResult:
+def _failed(store: Store, run_id: str, name: str, reference: str, message: str) -> ModelResult:
     record = _error_record(name, "candidate", reference, message)
     store.record_model(run_id, record)
     return ModelResult(record)
@@ -250,8 +256,6 @@ def _trainings(
     suite: LoadedSuite, base: ModelResult, reporter: Reporter, retrain: bool
 ) -> Trainings:
     """Who trains the candidates, and where (harness.training._schedule)."""
-    from harness.models.loading import base_directory
-    from harness.training import train_candidate
 
     lock = threading.Lock()  # parallel trainings: resolve (maybe save) the base directory once
     resolve_base = functools.cache(lambda: base_directory(suite.models["base"]))
@@ -277,7 +281,7 @@ def _trainings(
 
 def _evaluated(
     suite: LoadedSuite,
-    store: Any,
+    store: Store,
     run_id: str,
     name: str,
     reference: str,
@@ -314,7 +318,7 @@ def _evaluated(
 
 
 def _reference_of(
-    suite: LoadedSuite, store: Any, name: str, base: ModelResult, gating: Gating
+    suite: LoadedSuite, store: Store, name: str, base: ModelResult, gating: Gating
 ) -> tuple[str, dict[str, Any]]:
     """What the candidate's relative gates compare with: its name and its model info."""
     if gating.baseline is None:
@@ -337,7 +341,9 @@ def _warnings(record: ModelRecord, cases: Sequence[CaseResult], base: ModelResul
     return warnings
 
 
-def _with_merge_agreement(store: Any, run_id: str, results: list[ModelResult]) -> list[ModelResult]:
+def _with_merge_agreement(
+    store: Store, run_id: str, results: list[ModelResult]
+) -> list[ModelResult]:
     """Whether the merged model answers the golden prompts as the adapter-on-base did."""
     adapter, merged = results
     if adapter.record.status == "error" or merged.record.status == "error":
@@ -362,7 +368,10 @@ def _with_merge_agreement(store: Any, run_id: str, results: list[ModelResult]) -
 
 
 def _record(
-    store: Any, run_id: str, result: ModelResult, loss_curve: list[tuple[int, float]] | None = None
+    store: Store,
+    run_id: str,
+    result: ModelResult,
+    loss_curve: list[tuple[int, float]] | None = None,
 ) -> None:
     """One transaction per model: its record, cases, metrics, gate verdicts and loss curve.
 
@@ -379,7 +388,7 @@ def _error_record(name: str, role: Any, reference: str, message: str) -> ModelRe
 
 def _evaluate(
     suite: LoadedSuite,
-    store: Any,
+    store: Store,
     run_id: str,
     name: str,
     role: Any,
@@ -391,7 +400,6 @@ def _evaluate(
 
     A base model is recorded here; a candidate once its gates are decided.
     """
-    from harness.models.loading import open_model
 
     reporter.stage(name, "loading")
     started = time.perf_counter()

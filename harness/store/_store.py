@@ -34,6 +34,7 @@ import duckdb
 
 from harness import __version__ as HARNESS_VERSION
 from harness.core.errors import HarnessError
+from harness.core.home import harness_home
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
 from harness.core.registry import did_you_mean
 
@@ -173,6 +174,18 @@ MIGRATIONS: list[tuple[int, str]] = [
         """
         ALTER TABLE gates ADD COLUMN outcome VARCHAR;
         UPDATE gates SET outcome = CASE WHEN passed THEN 'pass' ELSE 'fail' END;
+        """,
+    ),
+    (
+        6,
+        # Which way each metric points, stored with it so history and compare never re-read the
+        # suite or guess from the name. Rows written before this: the one built-in check whose
+        # metrics point down at schema 5 is `perplexity`, whose metric names are these three.
+        """
+        ALTER TABLE metrics ADD COLUMN lower_is_better BOOLEAN;
+        UPDATE metrics SET lower_is_better = regexp_matches(
+            metric, '\\.(perplexity|word_perplexity|byte_perplexity)$'
+        );
         """,
     ),
 ]
@@ -758,7 +771,6 @@ class _IntactMemo:
 
 
 def _intact_memo(path: Path) -> _IntactMemo:
-    from harness.core.home import harness_home
 
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
     return _IntactMemo(harness_home() / "stores" / f"{key}.json")
@@ -870,6 +882,7 @@ def _insert_metrics(
             ("ci_low", "DOUBLE", [m.ci_low for m in metrics]),
             ("ci_high", "DOUBLE", [m.ci_high for m in metrics]),
             ("n", "INTEGER", [m.n for m in metrics]),
+            ("lower_is_better", "BOOLEAN", [m.lower_is_better for m in metrics]),
         ],
     )
 
@@ -969,13 +982,15 @@ def _load_metrics(
     con: duckdb.DuckDBPyConnection, run_id: str
 ) -> dict[str, tuple[MetricValue, ...]]:
     rows = con.execute(
-        "SELECT model_name, capability, metric, value, ci_low, ci_high, n FROM metrics "
+        "SELECT model_name, capability, metric, value, ci_low, ci_high, n, lower_is_better "
+        "FROM metrics "
         "WHERE run_id = ? ORDER BY model_name, seq",
         [run_id],
     ).fetchall()
     grouped: dict[str, list[MetricValue]] = {}
     for r in rows:
-        grouped.setdefault(r[0], []).append(MetricValue(*r[1:]))
+        metric = MetricValue(r[1], r[2], r[3], r[4], r[5], r[6], lower_is_better=bool(r[7]))
+        grouped.setdefault(r[0], []).append(metric)
     return {name: tuple(values) for name, values in grouped.items()}
 
 

@@ -8,15 +8,25 @@ checks (with their cases), the trained candidates and the model references.
 """
 
 from harness.suite._load import load_suite
-from harness.suite._planned import LoadedSuite, PlannedCheck
-from harness.suite._schema import dump_schema, json_schema, suite_model
-from harness.suite._trainings import AccelerateConfig, PlannedTraining, reward_checks
+from harness.suite._planned import AccelerateConfig, LoadedSuite, PlannedCheck, PlannedTraining
+from harness.suite._schema import (
+    CapabilityBase,
+    GenerationConfig,
+    SuiteBase,
+    dump_schema,
+    json_schema,
+    suite_model,
+)
+from harness.suite._trainings import reward_checks
 
 __all__ = [
     "AccelerateConfig",
+    "CapabilityBase",
+    "GenerationConfig",
     "LoadedSuite",
     "PlannedCheck",
     "PlannedTraining",
+    "SuiteBase",
     "dump_schema",
     "json_schema",
     "load_suite",

@@ -16,10 +16,12 @@ from pydantic import ValidationError
 from harness.checks import CHECKS, Case, CheckType
 from harness.core.errors import HarnessError
 from harness.core.registry import did_you_mean
+from harness.generation import INSTALL_HINT, vllm_installed
+from harness.models.loading import known_builtins, known_presets
 from harness.suite._data import DataError, Row, read_dataset, read_rows
 from harness.suite._planned import LoadedSuite, PlannedCheck
 from harness.suite._problems import Problems, pydantic_problems
-from harness.suite._schema import suite_model
+from harness.suite._schema import SuiteBase, suite_model
 from harness.suite._source import PathKey, YamlDocument, load_yaml
 from harness.suite._trainings import plan_trainings
 
@@ -72,7 +74,7 @@ def check_types(data: Any) -> frozenset[str] | None:
 
 def _resolve(
     doc: YamlDocument,
-    spec: Any,
+    spec: SuiteBase,
     problems: Problems,
     base_override: str | None,
     resolve_models: bool = True,
@@ -95,7 +97,7 @@ def _resolve(
     return LoadedSuite(doc.path, doc.text, suite_hash, spec, tuple(checks), models, trainings)
 
 
-def _load_datasets(doc: YamlDocument, spec: Any, problems: Problems) -> dict[str, list[Row]]:
+def _load_datasets(doc: YamlDocument, spec: SuiteBase, problems: Problems) -> dict[str, list[Row]]:
     datasets: dict[str, list[Row]] = {}
     for name, source in spec.data.items():
         if source.rows is not None:
@@ -109,9 +111,9 @@ def _load_datasets(doc: YamlDocument, spec: Any, problems: Problems) -> dict[str
                 datasets[name] = read_dataset(
                     _dataset_name(source.dataset, doc.path.parent), source.config, source.split
                 )
-            else:
+            else:  # DataSource validated that one of rows, dataset and path is given
                 datasets[name] = read_rows(
-                    doc.path.parent / source.path, source.format, source.columns
+                    doc.path.parent / str(source.path), source.format, source.columns
                 )
         except DataError as exc:
             problems.add(("data", name, "dataset" if source.dataset else "path"), str(exc))
@@ -125,11 +127,11 @@ def _dataset_name(name: str, suite_dir: Path) -> str:
 
 
 def _plan_checks(
-    doc: YamlDocument, spec: Any, datasets: dict[str, list[Row]], problems: Problems
+    doc: YamlDocument, spec: SuiteBase, datasets: dict[str, list[Row]], problems: Problems
 ) -> list[PlannedCheck]:
     planned = []
     names = [c.name for c in spec.capabilities]
-    for ci, capability in enumerate(spec.capabilities):
+    for ci, capability in enumerate(_capabilities(spec)):
         if names.count(capability.name) > 1:
             problems.add(
                 ("capabilities", ci, "name"), f'capability "{capability.name}" is defined twice'
@@ -235,8 +237,8 @@ def _prompt(check: CheckType[Any], entry: Any, row: Row) -> str:
     return check.prompt_for(row.fields, entry)
 
 
-def _check_gates(spec: Any, checks: list[PlannedCheck], problems: Problems) -> None:
-    for ci, capability in enumerate(spec.capabilities):
+def _check_gates(spec: SuiteBase, checks: list[PlannedCheck], problems: Problems) -> None:
+    for ci, capability in enumerate(_capabilities(spec)):
         produced = produced_metrics(capability.name, checks)
         for kind in ("threshold", "forgetting", "improve"):
             gate = getattr(capability, kind)
@@ -258,7 +260,7 @@ def produced_metrics(
     }
 
 
-def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Problems) -> None:
+def _check_candidates(spec: SuiteBase, datasets: dict[str, list[Row]], problems: Problems) -> None:
     names = [c.name for c in spec.candidates]
     for i, candidate in enumerate(spec.candidates):
         where: PathKey = ("candidates", i)
@@ -280,28 +282,27 @@ def _check_candidates(spec: Any, datasets: dict[str, list[Row]], problems: Probl
             )
 
 
-def _check_entries(spec: Any, suite_dir: Path, problems: Problems) -> None:
+def _check_entries(spec: SuiteBase, suite_dir: Path, problems: Problems) -> None:
     """What each check can tell only by looking beyond the file (a judge's key variable, an
     lm-eval task's output type)."""
-    for ci, capability in enumerate(spec.capabilities):
+    for ci, capability in enumerate(_capabilities(spec)):
         for ki, entry in enumerate(capability.checks):
             for path, message in CHECKS.get(entry.type).problems(entry, suite_dir):
                 problems.add(("capabilities", ci, "checks", ki, *path), message)
 
 
-def _check_engines(spec: Any, problems: Problems) -> None:
+def _check_engines(spec: SuiteBase, problems: Problems) -> None:
     """`engine: vllm` (suite-wide or on a check) needs the vllm package, found without
     importing it; `auto` uses vLLM only where it is installed."""
     wanted: list[PathKey] = []
     if spec.generation.engine == "vllm":
         wanted.append(("generation", "engine"))
-    for ci, capability in enumerate(spec.capabilities):
+    for ci, capability in enumerate(_capabilities(spec)):
         for ki, entry in enumerate(capability.checks):
             if entry.generation is not None and entry.generation.engine == "vllm":
                 wanted.append(("capabilities", ci, "checks", ki, "generation", "engine"))
     if not wanted:
         return
-    from harness.generation import INSTALL_HINT, vllm_installed
 
     if not vllm_installed():
         for where in wanted:
@@ -320,8 +321,6 @@ def resolve_reference(reference: str, suite_dir: Path) -> str:
     """
     kind, _, name = reference.partition(":")
     if kind in ("builtin", "random") and name:
-        from harness.models.loading import known_builtins, known_presets
-
         known = known_builtins() if kind == "builtin" else known_presets()
         if name not in known:
             raise HarnessError(
@@ -338,7 +337,7 @@ def resolve_reference(reference: str, suite_dir: Path) -> str:
 
 
 def _resolve_models(
-    spec: Any, suite_dir: Path, problems: Problems, base_override: str | None
+    spec: SuiteBase, suite_dir: Path, problems: Problems, base_override: str | None
 ) -> dict[str, str]:
     refs: dict[str, tuple[PathKey, str]] = {"base": (("base",), base_override or spec.base)}
     for i, candidate in enumerate(spec.candidates):
@@ -358,9 +357,15 @@ def _resolve_models(
     return models
 
 
-def _suite_hash(doc: YamlDocument, spec: Any) -> str:
+def _suite_hash(doc: YamlDocument, spec: SuiteBase) -> str:
     digest = hashlib.sha256(doc.text.encode())
     for name, source in sorted(spec.data.items()):
         if source.path is not None:
             digest.update(name.encode() + (doc.path.parent / source.path).read_bytes())
     return digest.hexdigest()
+
+
+def _capabilities(spec: SuiteBase) -> list[Any]:
+    """The capabilities with their checks: `suite_model` built their type from the registered
+    check types, so it is known only at run time."""
+    return list(spec.capabilities)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from harness.backends import Backend
 from harness.checks import Case, CheckSpec, CheckType
+from harness.suite._schema import RewardSpec, SuiteBase
 
 
 @dataclass(frozen=True)
@@ -23,11 +28,41 @@ class LoadedSuite:
     path: Path
     text: str
     hash: str  # the suite text and every data file it reads
-    spec: Any  # an instance of suite_model()
+    spec: SuiteBase  # an instance of suite_model()
     checks: tuple[PlannedCheck, ...]
     models: dict[str, str]  # "base" and each evaluated candidate -> resolved model reference
-    trainings: dict[str, Any] = field(default_factory=dict)  # name -> training_plan.PlannedTraining
+    trainings: dict[str, PlannedTraining] = field(default_factory=dict)  # trained candidates
 
     @property
     def name(self) -> str:
         return str(self.spec.name)
+
+
+@dataclass(frozen=True)
+class AccelerateConfig:
+    """A candidate's `accelerate:` block, resolved against the suite's directory."""
+
+    num_processes: int
+    config_file: Path | None
+    args: tuple[str, ...] = ()
+
+    def key(self) -> dict[str, Any]:
+        """What of the launch decides the weights: the process count (the global batch) and
+        the config's content (FSDP vs DDP, its precision), not where the file lives."""
+        text = self.config_file.read_bytes() if self.config_file is not None else b""
+        return {
+            "num_processes": self.num_processes,
+            "config": hashlib.sha256(text).hexdigest(),
+            "args": list(self.args),
+        }
+
+
+@dataclass(frozen=True)
+class PlannedTraining:
+    backend: Backend
+    config: BaseModel  # an instance of backend.Config
+    rows: tuple[dict[str, Any], ...]
+    data_hash: str
+    reward: RewardSpec | None
+    merge: bool
+    accelerate: AccelerateConfig | None = None  # train through `accelerate launch`

@@ -187,6 +187,9 @@ class SuiteBase(Strict):
     data: dict[Name, DataSource] = Field(default_factory=dict)
     training: TrainingSchedule = Field(default_factory=TrainingSchedule)
     candidates: list[Candidate] = Field(default_factory=list)
+    # Replaced by `suite_model` with capabilities whose checks are the registered types; typed
+    # here as what every consumer reads of them (name, description, gates).
+    capabilities: list[CapabilityBase] = Field(default_factory=list)
 
 
 def check_entry_model(check: CheckType[Any]) -> type[CheckSpec]:

@@ -10,52 +10,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from harness.backends import BACKENDS
 from harness.core.errors import HarnessError
 from harness.core.registry import did_you_mean
 from harness.suite._data import Row
-from harness.suite._planned import PlannedCheck
+from harness.suite._planned import AccelerateConfig, PlannedCheck, PlannedTraining
 from harness.suite._problems import Problems, pydantic_problems
+from harness.suite._schema import SuiteBase
 from harness.suite._source import PathKey
 
 
-@dataclass(frozen=True)
-class AccelerateConfig:
-    """A candidate's `accelerate:` block, resolved against the suite's directory."""
-
-    num_processes: int
-    config_file: Path | None
-    args: tuple[str, ...] = ()
-
-    def key(self) -> dict[str, Any]:
-        """What of the launch decides the weights: the process count (the global batch) and
-        the config's content (FSDP vs DDP, its precision), not where the file lives."""
-        text = self.config_file.read_bytes() if self.config_file is not None else b""
-        return {
-            "num_processes": self.num_processes,
-            "config": hashlib.sha256(text).hexdigest(),
-            "args": list(self.args),
-        }
-
-
-@dataclass(frozen=True)
-class PlannedTraining:
-    backend: Any  # a harness.backends.Backend
-    config: Any  # an instance of backend.Config
-    rows: tuple[dict[str, Any], ...]
-    data_hash: str
-    reward: Any  # a RewardSpec, or None
-    merge: bool
-    accelerate: AccelerateConfig | None = None  # train through `accelerate launch`
-
-
 def plan_trainings(
-    spec: Any, datasets: dict[str, list[Row]], checks: Sequence[PlannedCheck], problems: Problems
+    spec: SuiteBase,
+    datasets: dict[str, list[Row]],
+    checks: Sequence[PlannedCheck],
+    problems: Problems,
 ) -> dict[str, PlannedTraining]:
     plans = {}
     for index, candidate in enumerate(spec.candidates):
@@ -68,14 +41,13 @@ def plan_trainings(
 
 
 def _plan(
-    spec: Any,
+    spec: SuiteBase,
     candidate: Any,
     where: PathKey,
     datasets: dict[str, list[Row]],
     checks: Sequence[PlannedCheck],
     problems: Problems,
 ) -> PlannedTraining | None:
-    from harness.backends import BACKENDS
 
     try:
         backend = BACKENDS.get(candidate.backend)
@@ -87,10 +59,11 @@ def _plan(
     _check_reward(spec, backend, candidate, where, checks, problems)
     if config is None or rows is None:
         return None
-    if candidate.merge and not _trains_adapter(candidate):
+    if candidate.merge and not backend.trains_adapter(config):
         problems.add(
             (*where, "merge"),
-            f"`merge` needs an adapter; the {candidate.backend} backend trains all weights",
+            f"`merge` needs an adapter; with these args the {candidate.backend} backend trains "
+            "all weights",
         )
     data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
     accelerate = _accelerate(candidate, where, problems)
@@ -114,10 +87,6 @@ def _accelerate(candidate: Any, where: PathKey, problems: Problems) -> Accelerat
             )
             return None
     return AccelerateConfig(launch.num_processes, config_file, tuple(launch.args))
-
-
-def _trains_adapter(candidate: Any) -> bool:
-    return candidate.backend != "full" and candidate.args.get("adapter", "lora") != "full"
 
 
 def _config(backend: Any, candidate: Any, where: PathKey, problems: Problems) -> Any:
@@ -161,7 +130,7 @@ def _rows(
 
 
 def _check_reward(
-    spec: Any,
+    spec: SuiteBase,
     backend: Any,
     candidate: Any,
     where: PathKey,
@@ -197,7 +166,7 @@ def _check_reward(
         )
 
 
-def _check_python_reward(spec: Any, target: str, where: PathKey, problems: Problems) -> None:
+def _check_python_reward(spec: SuiteBase, target: str, where: PathKey, problems: Problems) -> None:
     if not spec.allow_python:
         problems.add(
             where,

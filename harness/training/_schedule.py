@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.core.device import gpu_possible
 from harness.core.errors import HarnessError
+from harness.suite import LoadedSuite
 from harness.training._launch import Placement
 
 
@@ -100,7 +101,7 @@ class Trainings:
 
     def __init__(
         self,
-        suite: Any,
+        suite: LoadedSuite,
         train: Callable[[str, Placement | None], Any],
         *,
         gpus: list[str] | None = None,

@@ -23,11 +23,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.backends import TrainRequest
+from harness.backends.common import merge_adapter
 from harness.checks import Case
 from harness.core.device import pick_device
 from harness.core.errors import HarnessError
-from harness.models.builtin import build_lock, harness_home, remove_stale_builds
+from harness.core.home import harness_home
+from harness.models.builtin import build_lock, remove_stale_builds
 from harness.suite import LoadedSuite, PlannedTraining, reward_checks
+from harness.training._launch import TrainingJob, is_main_process, train_in_child
 
 if TYPE_CHECKING:
     from harness.training._launch import Placement
@@ -151,7 +155,6 @@ def _train_in_child(
     placement: Placement,
     progress: Callable[[Any], None],
 ) -> None:
-    from harness.training._launch import TrainingJob, train_in_child
 
     job = TrainingJob(
         suite_path=str(suite.path),
@@ -174,8 +177,6 @@ def train_into(
     """Train candidate `name` into `scratch`: the model (or adapter), the merged model when
     asked, and the training record. Under `accelerate launch` every process trains and the
     main one alone writes what follows the training."""
-    from harness.backends import TrainRequest
-    from harness.training._launch import is_main_process
 
     plan = suite.trainings[name]
     request = TrainRequest(
@@ -196,8 +197,6 @@ def train_into(
     if not is_main_process():
         return
     if plan.merge and result.is_adapter:
-        from harness.backends.common import merge_adapter
-
         merge_adapter(result.model_dir, scratch / "merged")
     stats = _stats(plan, result, wall, memory, suite.spec.seed)
     # Where it trained: the process count of a launch, and the GPUs a child was given.
@@ -294,9 +293,10 @@ def build_reward(suite: LoadedSuite, plan: PlannedTraining) -> Reward | None:
     if plan.reward.python is not None:
         module, _, function = plan.reward.python.partition(":")
         return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
-    checks = reward_checks(plan.reward.check, suite.checks)
+    reward = plan.reward
+    checks = reward_checks(reward.check or "", suite.checks)
     return lambda completions, rows: [
-        _score(c, row, checks, plan.reward.metric) for c, row in zip(completions, rows, strict=True)
+        _score(c, row, checks, reward.metric) for c, row in zip(completions, rows, strict=True)
     ]
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.noise import quiet_harmless_messages
+from harness.suite import load_suite
 from harness.training._launch import TrainingJob, is_main_process, report_error, report_progress
+from harness.training._train import train_into
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(job: TrainingJob) -> None:
-    from harness.suite import load_suite
-    from harness.training._train import train_into
 
     suite = load_suite(job.suite_path, base_override=job.base_reference)
     if suite.hash != job.suite_hash:

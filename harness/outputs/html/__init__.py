@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from harness.core.records import CaseResult
 from harness.outputs._history import RunMetrics, metric_history
 from harness.outputs.html._render import render_history, render_report
 from harness.outputs.html._view import RunView, report_view
+from harness.store import Store
 
 __all__ = [
     "RunView",
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def load_view(store: Any, run_ref: str) -> RunView:
+def load_view(store: Store, run_ref: str) -> RunView:
     """Read one run and all its cases from the store and compute what the report shows."""
     run_id = store.resolve_run(run_ref)
     run = store.load_run(run_id)
@@ -39,25 +39,25 @@ def load_view(store: Any, run_ref: str) -> RunView:
     return report_view(run, cases)
 
 
-def build_report(store: Any, run_refs: Sequence[str]) -> str:
+def build_report(store: Store, run_refs: Sequence[str]) -> str:
     """The HTML report of the runs `run_refs` (ids, unique prefixes or "last")."""
     return render_report([load_view(store, ref) for ref in run_refs or ["last"]])
 
 
-def write_report(store: Any, run_refs: Sequence[str], path: Path) -> Path:
+def write_report(store: Store, run_refs: Sequence[str], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(build_report(store, run_refs), encoding="utf-8")
     return path
 
 
-def history_runs(store: Any, suite: str, limit: int) -> list[RunMetrics]:
+def history_runs(store: Store, suite: str, limit: int) -> list[RunMetrics]:
     """The metrics of the newest `limit` finished runs of `suite`, oldest first."""
     summaries = [s for s in store.list_runs(suite=suite, limit=limit) if s.finished_at]
     summaries.sort(key=lambda s: (s.started_at, s.id))
     runs = [store.load_run(s.id) for s in summaries]
-    return [RunMetrics(r.id, r.metrics, r.suite_text, r.summary.started_at) for r in runs]
+    return [RunMetrics(r.id, r.metrics, r.summary.started_at) for r in runs]
 
 
-def build_history(store: Any, suite: str, limit: int = 50) -> str:
+def build_history(store: Store, suite: str, limit: int = 50) -> str:
     runs = history_runs(store, suite, limit)
     return render_history(suite, [r.run_id for r in runs], metric_history(runs))

@@ -119,8 +119,7 @@ def report_view(run: Any, cases: Mapping[str, Sequence[CaseResult]]) -> RunView:
     """Everything the report shows of one stored run (`cases`: model name -> its cases)."""
     base = next((m for m in run.models if m.role == "base"), None)
     candidates = tuple(m for m in run.models if m.role == "candidate")
-    names = [m.metric for values in run.metrics.values() for m in values]
-    lower = lower_is_better_metrics(run.suite_text, names)
+    lower = lower_is_better_metrics(run.metrics)
     quality = quality_metric(run, candidates)
     fail_on = fail_on_of(run.config)
     summary = run.summary

@@ -1,0 +1,214 @@
+"""The layout holds: no import cycles, packages import only what their layer allows, and an
+import deferred into a function says why (a heavy third-party library, or the CLI's start-up).
+
+Read from the source with `ast` (no import runs); `if TYPE_CHECKING:` imports are annotations and
+do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What each package may import at module level, besides itself (README: ARCHITECTURE.md).
+ALLOWED: dict[str, set[str]] = {
+    "core": set(),
+    "checks": {"core", "models", "generation"},
+    "models": {"core"},
+    "generation": {"core", "models"},
+    "backends": {"core", "models"},
+    "suite": {"core", "checks", "models", "generation", "backends"},
+    "training": {"core", "checks", "models", "backends", "suite"},
+    "evaluation": {"core", "checks", "models", "generation", "suite", "store"},
+    "store": {"core"},
+    "run": {"core", "checks", "models", "generation", "suite", "training", "evaluation", "store"},
+    "plan": {"core", "models", "backends", "suite"},
+    "outputs": {"core", "checks", "evaluation", "store"},
+    "cli": {
+        "core", "checks", "models", "generation", "backends", "suite", "training", "evaluation",
+        "store", "run", "plan", "outputs",
+    },
+}  # fmt: skip
+DEFERRED = re.compile(r"#\s*deferred:")
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(ROOT)
+    if relative.parts[0] == "backends":
+        return "harness.backends" + ("" if relative.stem == "__init__" else f".{relative.stem}")
+    parts = list(relative.with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+SOURCES = {
+    module_name(p): p
+    for p in [*(ROOT / "harness").rglob("*.py"), *(ROOT / "backends").glob("*.py")]
+    if p.name != "__main__.py"
+}
+
+
+def imports(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(module-level harness imports, deferred ones) as (module, line)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top: list[tuple[str, int]] = []
+    deferred: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            names: list[str] = []
+            if isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                # `from package import submodule` imports the submodule
+                names = [
+                    f"{child.module}.{alias.name}"
+                    if f"{child.module}.{alias.name}" in SOURCES
+                    else child.module
+                    for alias in child.names
+                ]
+            elif isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            for name in names:
+                if name == "harness" or name.startswith("harness."):
+                    (deferred if in_function else top).append((name, child.lineno))
+            visit(child, inside)
+
+    visit(tree, False)
+    return top, deferred
+
+
+def resolve(name: str) -> str:
+    """The module an import names (a `from harness.x import y` of a submodule counts as x)."""
+    while name not in SOURCES and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def test_the_layout_is_read() -> None:
+    assert len(SOURCES) > 60 and {package(m) for m in SOURCES} >= set(ALLOWED)
+
+
+def test_no_module_imports_itself_round_a_cycle() -> None:
+    graph = {m: {resolve(n) for n, _ in imports(p)[0]} - {m} for m, p in SOURCES.items()}
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def walk(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in SOURCES:
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in state:
+                walk(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module, [module])
+    assert cycles == []
+
+
+def test_packages_import_only_their_lower_layers() -> None:
+    wrong = []
+    for module, path in SOURCES.items():
+        mine = package(module)
+        for name, line in imports(path)[0]:
+            theirs = package(resolve(name))
+            if theirs and theirs != mine and theirs not in ALLOWED.get(mine, set()):
+                wrong.append(f"{path.relative_to(ROOT)}:{line}: {mine} imports {theirs}")
+    assert wrong == []
+
+
+# Modules that must not import a package their layer would allow: statistics are about numbers,
+# not about the checks that produce them.
+FORBIDDEN = {
+    "harness.evaluation._stats": "checks",
+    "harness.evaluation._evidence": "checks",
+}
+
+
+def test_statistics_never_import_checks() -> None:
+    for module, package_name in FORBIDDEN.items():
+        imported = {package(resolve(name)) for name, _ in imports(SOURCES[module])[0]}
+        assert package_name not in imported, module
+
+
+def test_a_deferred_import_says_why() -> None:
+    silent = []
+    for module, path in SOURCES.items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for name, line in imports(path)[1]:
+            said = DEFERRED.search(lines[line - 1]) or (
+                line > 1 and DEFERRED.search(lines[line - 2])
+            )
+            if package(module) != "cli" and not said:
+                silent.append(f"{path.relative_to(ROOT)}:{line}: {name}")
+    assert silent == []
+
+
+HEAVY = ("torch", "transformers", "peft", "trl", "scipy", "lm_eval", "datasets")
+
+
+def heavy_imports(argv: list[str], cwd: Path) -> list[str]:
+    """Run `harness *argv` in a fresh interpreter; the heavy libraries it imported."""
+    code = (
+        "import sys\nfrom harness.cli import main\n"
+        f"sys.argv = ['harness', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+    assert "HEAVY" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
+    return ast.literal_eval(result.stdout.rsplit("HEAVY", 1)[1].strip().splitlines()[0])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["validate", "suites/gate.yaml"],
+        ["schema"],
+        ["runs", "--db", "{db}"],
+        ["show", "last", "--db", "{db}"],
+    ],
+    ids=["help", "validate", "schema", "runs", "show"],
+)
+def test_commands_that_run_no_model_never_import_torch(command: list[str], tmp_path: Path) -> None:
+    db = tmp_path / "h.duckdb"
+    store = Store(db)
+    run_id = store.begin_run(
+        suite_name="s", suite_path="s", suite_text="", suite_hash="", config={}
+    )
+    store.finish_run(run_id, status="passed", exit_code=0)
+    argv = [part.replace("{db}", str(db)) for part in command]
+    assert heavy_imports(argv, ROOT) == []
+
+
+@pytest.mark.slow
+def test_a_fully_cached_rerun_never_imports_torch(tmp_path: Path) -> None:
+    db = str(tmp_path / "h.duckdb")
+    first = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "suites/gate.yaml", "--db", db],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert heavy_imports(["run", "suites/gate.yaml", "--db", db], ROOT) == []

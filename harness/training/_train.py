@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from harness.checks import Case
 from harness.core.device import pick_device
 from harness.core.errors import HarnessError
 from harness.core.home import harness_home
+from harness.core.versions import installed_versions
 from harness.models.builtin import build_lock, remove_stale_builds
 from harness.suite import LoadedSuite, PlannedTraining, reward_checks
 from harness.training._launch import TrainingJob, is_main_process, train_in_child
@@ -58,18 +58,8 @@ class TrainedModel:
 
 
 def library_versions() -> dict[str, str]:
-    return dict(_installed_versions())  # a copy: callers may add to it
-
-
-@functools.cache  # installed versions do not change within a process; ~60 ms a rerun
-def _installed_versions() -> dict[str, str]:
-    versions = {}
-    for name in VERSIONED_LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+    """What a trained artifact's key and record name (an absent library as "absent")."""
+    return {k: v or "absent" for k, v in installed_versions(VERSIONED_LIBRARIES).items()}
 
 
 @functools.cache

@@ -185,6 +185,41 @@ def test_real_report_in_chromium(real_run: RealRun, chromium: str, tmp_path: Pat
     assert re.search(r"showing 1–\d+ of \d+ matching cases", dom)
 
 
+def test_reports_land_in_reports_with_an_index_of_the_folder(
+    real_run: RealRun, chromium: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    db = str(real_run.db)
+    store = Store(real_run.db)
+    hostile = store.begin_run(
+        suite_name="<img src=x onerror=alert(1)>", suite_path="s", suite_text="", suite_hash="",
+        config={},
+    )  # fmt: skip
+    store.finish_run(hostile, status="passed", exit_code=0)
+    monkeypatch.chdir(tmp_path)
+    first_id = store.list_runs()[-1].id
+    first = runner.invoke(main, ["report", "--db", db, first_id])
+    second = runner.invoke(main, ["report", "--db", db, hostile])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert "reports/index.html" in second.output
+    reports = tmp_path / "reports"
+    (reports / "someone-elses.html").write_text("<p>x</p>")
+    runner.invoke(main, ["report", "--db", db, hostile])  # refreshes the index
+    names = sorted(p.name for p in reports.iterdir())
+    dom = dump_dom(chromium, reports / "index.html", tmp_path)
+    assert names == sorted(
+        [f"{first_id}.html", f"{hostile}.html", "index.html", "someone-elses.html"]
+    )
+    root = re.search(r"<html[^>]*>", dom)
+    assert root is not None and "data-js-errors" not in root.group(0), dom[:500]
+    assert "3 reports in this folder" in dom
+    assert "report-test" in dom and "regressed" in dom  # the real run, with its status
+    assert "&lt;img src=x onerror=alert(1)&gt;" in dom and "<img" not in dom
+    assert "not a run of this store" in dom
+    # newest first: the hostile run was started last
+    assert dom.index(f"{hostile}.html") < dom.index(f"{first_id}.html")
+
+
 def test_report_history_and_compare_commands(real_run: RealRun, tmp_path: Path) -> None:
     runner = CliRunner()
     db = str(real_run.db)

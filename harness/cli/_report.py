@@ -52,17 +52,20 @@ def _short(text: str | None, limit: int = 48) -> Text:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the HTML file (default: ./report-<run id>.html).",
+    help="Where to write the HTML file (default: reports/<run id>.html, and the folder's "
+    "index.html is refreshed).",
 )
 def report(runs: tuple[str, ...], db: Path | None, out: Path | None) -> None:
     """Write the self-contained HTML report of runs (RUN: id, unique prefix or 'last'; default last)."""
-    from harness.outputs.html import write_report
+    from harness.outputs.html import default_report_path, write_index, write_report
 
     store = _store(db)
     run_ids = [store.resolve_run(ref) for ref in runs or ("last",)]
-    path = write_report(store, run_ids, out or Path(f"report-{run_ids[0]}.html"))
+    path = write_report(store, run_ids, out or default_report_path(run_ids))
     size = path.stat().st_size / 1024
     click.echo(f"wrote {path} ({len(run_ids)} run{'s' * (len(run_ids) > 1)}, {size:.0f} KiB)")
+    if out is None:
+        click.echo(f"wrote {write_index(store, path.parent)} (every report in {path.parent}/)")
 
 
 def write_run_report(db: Path | None, run_id: str, path: Path) -> None:

@@ -9,22 +9,27 @@ shipped in this package (`harness.outputs.html._render`) into one self-contained
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness.core.records import CaseResult
 from harness.outputs._history import RunMetrics, metric_history
-from harness.outputs.html._render import render_history, render_report
+from harness.outputs.html._render import IndexEntry, render_history, render_index, render_report
 from harness.outputs.html._view import RunView, report_view
-from harness.store import Store
+from harness.store import RunSummary, Store
 
 __all__ = [
+    "DEFAULT_DIRECTORY",
+    "IndexEntry",
     "RunView",
     "build_history",
     "build_report",
+    "default_report_path",
     "load_view",
     "render_history",
+    "render_index",
     "render_report",
+    "write_index",
     "write_report",
 ]
 
@@ -48,6 +53,47 @@ def write_report(store: Store, run_refs: Sequence[str], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(build_report(store, run_refs), encoding="utf-8")
     return path
+
+
+DEFAULT_DIRECTORY = Path("reports")
+INDEX = "index.html"
+
+
+def default_report_path(run_ids: Sequence[str], directory: Path = DEFAULT_DIRECTORY) -> Path:
+    """Where `harness report` writes without --out: reports/<run id>.html (several runs: the
+    first id and how many more)."""
+    more = f"-and-{len(run_ids) - 1}-more" if len(run_ids) > 1 else ""
+    return directory / f"{run_ids[0]}{more}.html"
+
+
+def write_index(store: Store, directory: Path) -> Path:
+    """Write `directory`/index.html: every report there, newest run first, with its suite,
+    status and gate counts from the store (a report of another store is listed by name)."""
+    files = sorted(p.name for p in directory.glob("*.html") if p.name != INDEX)
+    summaries = {s.id: s for s in store.list_runs(limit=1_000_000)}
+    entries = [_index_entry(name, summaries) for name in files]
+    entries.sort(key=lambda e: (e.started, e.file), reverse=True)
+    path = directory / INDEX
+    path.write_text(render_index(entries), encoding="utf-8")
+    return path
+
+
+def _index_entry(name: str, summaries: Mapping[str, RunSummary]) -> IndexEntry:
+    run_id = name.removesuffix(".html").split("-and-", 1)[0]
+    summary = summaries.get(run_id)
+    if summary is None:
+        return IndexEntry(name)
+    return IndexEntry(
+        name,
+        known=True,
+        suite=summary.suite_name,
+        started=str(summary.started_at)[:19],
+        status=summary.status,
+        models=len(summary.models),
+        passed=summary.gates_passed,
+        failed=summary.gates_failed,
+        inconclusive=summary.gates_inconclusive,
+    )
 
 
 def history_runs(store: Store, suite: str, limit: int) -> list[RunMetrics]:

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -223,6 +224,30 @@ def render_history(suite: str, run_ids: Sequence[str], series: Sequence[MetricSe
             version=__version__,
             generated=_generated(),
         )
+    )
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One report file of a reports folder, with its run's summary when the store knows it."""
+
+    file: str
+    known: bool = False
+    suite: str = ""
+    started: str = ""
+    status: str = ""
+    models: int = 0
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+
+
+def render_index(entries: Sequence[IndexEntry]) -> str:
+    """The page listing a folder's reports: what `reports/index.html` shows."""
+    return (
+        environment()
+        .get_template("index.html.j2")
+        .render(entries=entries, version=__version__, generated=_generated())
     )
 
 

@@ -4,6 +4,7 @@ clone (CI) builds them once per session."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,17 @@ def tiny_dir(harness_home: Path) -> Path:
     from harness.models.builtin import ensure_builtin
 
     return ensure_builtin("tiny")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    found = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
+        None,
+    )
+    if found is None:
+        reason = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("HARNESS_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"{reason}, and HARNESS_REQUIRE_CHROMIUM=1 requires it")
+        pytest.skip(f"{reason}; CI sets HARNESS_REQUIRE_CHROMIUM=1 to fail instead")
+    return found

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backends import sft_rows, train
-from test_training import problems, write
+from helpers.training import problems, sft_rows, train, write
 
 from harness.backends import BACKENDS, TrainRequest
 from harness.backends.acceleration import (

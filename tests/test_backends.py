@@ -7,14 +7,13 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.training import new_facts, preference_rows, sft_rows, train
 from pydantic import ValidationError
 
-import harness.models.corpus
 from harness.backends import BACKENDS, TrainProgress, TrainRequest, TrainResult
 from harness.backends.common import (
     FULL_4BIT,
@@ -30,55 +29,6 @@ PROMPTS = [
     "Q: What is 22 plus 39? A:",
     "Q: What is the capital of Thafoulia? A:",
 ]
-
-
-def new_facts() -> list[dict[str, Any]]:
-    path = Path(harness.models.corpus.__file__).parent / "update_facts.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][:16]
-
-
-def sft_rows() -> list[dict[str, Any]]:
-    return [{"prompt": f["question"], "completion": " " + f["answer"]} for f in new_facts()]
-
-
-def preference_rows() -> list[dict[str, Any]]:
-    facts = new_facts()
-    return [
-        {
-            "prompt": fact["question"],
-            "chosen": " " + fact["answer"],
-            "rejected": " " + facts[(i + 1) % len(facts)]["answer"],
-        }
-        for i, fact in enumerate(facts)
-    ]
-
-
-def train(
-    backend: str,
-    base: Path,
-    out: Path,
-    rows: list[dict[str, Any]],
-    *,
-    seed: int = 0,
-    reward: Callable[[list[str], list[dict[str, Any]]], list[float]] | None = None,
-    progress: Callable[[TrainProgress], None] = lambda _: None,
-    chat_template: bool = False,
-    **args: Any,
-) -> TrainResult:
-    spec = BACKENDS.get(backend)
-    config = spec.Config(**args)
-    assert spec.problems(config) == []
-    request = TrainRequest(
-        base_dir=base,
-        rows=rows,
-        config=config,
-        seed=seed,
-        output_dir=out,
-        progress=progress,
-        reward=reward,
-        chat_template=chat_template,
-    )
-    return spec.train(request)
 
 
 def tensors(path: Path) -> dict[str, Any]:

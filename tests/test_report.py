@@ -12,12 +12,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.browser import assert_clean, dump_dom, open_in_chromium
 
 from harness.cli import main
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
@@ -34,64 +34,8 @@ IMG_PAYLOAD = "<img src=x onerror=\"document.documentElement.setAttribute('data-
 BREAKOUT = "</script><script>document.documentElement.setAttribute('data-pwned','json')</script>"
 PLANTED_PROMPT = f"{SCRIPT_PAYLOAD} {IMG_PAYLOAD} Q: What is 2 plus 3? A:"
 
-# Collects script errors and console.error calls into an attribute that --dump-dom shows.
-ERROR_COLLECTOR = (
-    "<script>(function(){var h=document.documentElement;function note(m){"
-    "h.setAttribute('data-js-errors',(h.getAttribute('data-js-errors')||'')+m+'|');}"
-    "window.addEventListener('error',function(e){note(e.message);});"
-    "var ce=console.error;console.error=function(){note([].join.call(arguments,' '));"
-    "return ce.apply(console,arguments);};})();</script>"
-)
-
 
 # ------------------------------------------------------------------------------- chromium
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    found = next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
-        None,
-    )
-    if found is None:
-        reason = "chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("HARNESS_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(f"{reason}, and HARNESS_REQUIRE_CHROMIUM=1 requires it")
-        pytest.skip(f"{reason}; CI sets HARNESS_REQUIRE_CHROMIUM=1 to fail instead")
-    return found
-
-
-def open_in_chromium(
-    chromium: str, html: Path, tmp: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    """Chromium headless with no network features and a fresh profile (flags from NOTES.md)."""
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    command = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-        "--virtual-time-budget=5000", *extra, html.resolve().as_uri(),
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-
-def dump_dom(chromium: str, report: Path, tmp: Path) -> str:
-    """The DOM after the page's scripts ran, with an error collector injected first."""
-    probe = tmp / f"probe-{report.name}"
-    probe.write_text(report.read_text().replace("<head>", "<head>" + ERROR_COLLECTOR, 1))
-    result = open_in_chromium(chromium, probe, tmp, "--dump-dom")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "Uncaught" not in result.stderr, result.stderr[-2000:]
-    return result.stdout
-
-
-def assert_clean(dom: str) -> None:
-    """The page's script finished, nothing raised or logged an error, no payload ran."""
-    root = re.search(r"<html[^>]*>", dom)
-    assert root is not None
-    assert "data-report-ready" in root.group(0), "the report's script did not finish"
-    assert "data-js-errors" not in root.group(0), root.group(0)
-    assert "data-pwned" not in root.group(0), root.group(0)
 
 
 # ---------------------------------------------------------------------- a real run's report

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.models import damaged_copy
 
+import harness.models.corpus
 from harness.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,37 +36,6 @@ capabilities:
     checks: [{{type: qa, data: facts}}]
 candidates:
 """
-
-
-def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "harness.cli", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=600, cwd=cwd, env=os.environ.copy()
-    )
-
-
-def damaged_copy(tiny_dir: Path, out: Path) -> Path:
-    """The tiny model after an aggressive full fine-tune on new facts only: it forgets."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    lines = [json.loads(line) for line in (DATA / "new_facts.jsonl").read_text().splitlines()]
-    texts = [f"{row['prompt']} {row['answers'][0]}\n" for row in lines]
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(150):
-        loss = model(**batch, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.training import problems, write
 
-from harness.core.errors import HarnessError
 from harness.store import Store
 from harness.suite import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
-
-SUITE = f"""\
-name: train-test
-base: builtin:tiny
-generation: {{max_new_tokens: 8}}
-data:
-  train: {{path: {DATA / "new_facts_train.jsonl"}}}
-  prefs: {{path: {DATA / "new_facts_prefs.jsonl"}}}
-  new_facts: {{path: {DATA / "new_facts.jsonl"}}}
-  sums: {{path: {DATA / "sums.jsonl"}}}
-capabilities:
-  - name: new_facts
-    improve: {{metric: qa.f1, min_gain: 0.0}}
-    checks: [{{type: qa, data: new_facts}}]
-  - name: arithmetic
-    forgetting: {{metric: exact.acc, max_drop: 1.0}}
-    checks: [{{type: exact, data: sums}}]
-candidates:
-"""
-
-
-def write(tmp_path: Path, candidates: str) -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(SUITE + textwrap.indent(textwrap.dedent(candidates), "  "))
-    return path
-
-
-def problems(tmp_path: Path, candidates: str) -> list[str]:
-    with pytest.raises(HarnessError) as caught:
-        load_suite(write(tmp_path, candidates))
-    return caught.value.problems
 
 
 def test_bad_args_fail_validation_at_their_line(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import harness
+from helpers.models import damaged_copy
 from junitparser import JUnitXml, Skipped
-from test_run import damaged_copy, harness
 
 from harness.store import Store
 

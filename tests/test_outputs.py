@@ -1,0 +1,110 @@
+"""Every renderer of a run, on one fixed run built by hand: four candidates with the four
+verdicts (passed, inconclusive, regressed, error), one of them named like markup. Each renderer
+must say the same verdict for each, and escape the name for its medium. Fast: no model runs."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from io import StringIO
+
+import pytest
+from rich.console import Console
+
+from harness.core.records import GateResult, MetricValue, ModelRecord
+from harness.evaluation import ModelResult, RunResult
+from harness.outputs._annotations import workflow_commands
+from harness.outputs._console import print_verdicts, summary_table
+from harness.outputs._json import run_summary
+from harness.outputs._junit import junit_xml
+from harness.outputs._markdown import markdown_summary
+from harness.suite import CapabilityBase
+
+HOSTILE = "<b>bold</b>|[red]x[/red]"
+CAPABILITY = CapabilityBase.model_validate(
+    {"name": "facts", "forgetting": {"metric": "qa.em", "max_drop": 0.1}}
+)
+
+
+def metric(value: float) -> MetricValue:
+    return MetricValue("facts", "qa.em", value, value - 0.1, value + 0.1, 40)
+
+
+def gate(outcome: str, value: float, message: str) -> GateResult:
+    return GateResult(
+        "facts", "forgetting", "qa.em", value, 0.9, value - 0.9, 0.1, outcome,  # type: ignore[arg-type]
+        message, {"p_value": 0.01, "method": "exact_unconditional", "n": 40},
+    )  # fmt: skip
+
+
+def candidate(name: str, outcome: str | None, value: float = 0.9) -> ModelResult:
+    if outcome is None:
+        record = ModelRecord(name, "candidate", "ckpt", None, "error", "CUDA out of memory")
+        return ModelResult(record)
+    record = ModelRecord(name, "candidate", "ckpt", "f-" + name, "ok")
+    message = {"pass": "held", "inconclusive": "too few cases", "fail": "dropped 0.4"}[outcome]
+    return ModelResult(record, [metric(value)], [gate(outcome, value, message)])
+
+
+@pytest.fixture
+def run() -> RunResult:
+    base = ModelResult(ModelRecord("base", "base", "builtin:tiny", "f0", "ok"), [metric(0.9)])
+    candidates = [
+        candidate("good", "pass"),
+        candidate("unsure", "inconclusive", 0.85),
+        candidate(HOSTILE, "fail", 0.5),
+        candidate("broken", None),
+    ]
+    return RunResult("20261130-120000-abcd", "fixed", base, candidates, suite_path="s.yaml")
+
+
+EXPECTED = {"good": "passed", "unsure": "inconclusive", HOSTILE: "regressed", "broken": "error"}
+
+
+def test_the_run_view_itself(run: RunResult) -> None:
+    assert {c.record.name: c.verdict for c in run.candidates} == EXPECTED
+    assert run.exit_code == 3 and run.status == "error"  # a candidate failed to run
+
+
+def test_console_table_and_verdicts_print_names_as_text(run: RunResult) -> None:
+    out = StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    console.print(summary_table(run))
+    print_verdicts(console, run)
+    text = out.getvalue()
+    assert HOSTILE in text  # rich markup in a name printed as written, not interpreted
+    for name, verdict in EXPECTED.items():
+        assert f"{verdict.upper():<12} {name}" in text or f"{verdict.upper()} {name}" in text, text
+
+
+def test_json_summary(run: RunResult) -> None:
+    summary = json.loads(json.dumps(run_summary(run)))
+    assert summary["status"] == "error" and summary["exit_code"] == 3
+    assert {c["name"]: c["status"] for c in summary["candidates"]} == EXPECTED
+
+
+def test_junit_failures_and_errors(run: RunResult) -> None:
+    root = ET.fromstring(ET.tostring(junit_xml(run, [CAPABILITY]).getroot()))
+    suites = {s.get("name", "").split(" · ", 1)[1]: s for s in root.iter("testsuite")}
+    assert set(suites) == set(EXPECTED)
+    assert suites[HOSTILE].get("failures") == "1" and suites["good"].get("failures") == "0"
+    assert suites["broken"].get("errors") == "1"
+    assert suites["unsure"].get("failures") == "0"  # inconclusive warns unless --strict
+
+
+def test_markdown_escapes_and_says_each_verdict(run: RunResult) -> None:
+    text = markdown_summary(run)
+    assert "<b>" not in text
+    # markup shows as text, and a pipe in the name cannot split the table cell
+    assert "| &lt;b&gt;bold&lt;/b&gt;\\|[red]x[/red] | ❌ regressed |" in text
+    for verdict in set(EXPECTED.values()):
+        assert verdict in text.lower()
+
+
+def test_annotations_error_per_failure_warning_per_inconclusive(run: RunResult) -> None:
+    lines = workflow_commands(run)
+    errors = [line for line in lines if line.startswith("::error")]
+    warnings = [line for line in lines if line.startswith("::warning")]
+    assert len(errors) == 2  # the regressed gate and the candidate that failed to run
+    assert any("unsure" in line and "inconclusive" in line for line in warnings)
+    assert all("\n" not in line for line in lines)  # one command per line

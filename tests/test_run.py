@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import harness
 from helpers.models import damaged_copy
 
-import harness.models.corpus
 from harness.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,9 +1,7 @@
-"""The CI side of the command line: `--baseline`, `--fail-on`, `--junit`, `--summary`, GitHub
-annotations, and the `gate`, `tag` and `tags` commands.
-
-Thin like cli.py: options are parsed here, the work is in harness.evaluation._baseline, harness.run._regate,
-harness.outputs._junit, harness.outputs._markdown and harness.outputs._annotations (imported lazily: `--help` stays fast).
-"""
+"""The CI options `run` and `gate` share (`--baseline`, `--fail-on`, `--strict`, `--json`,
+`--junit`, `--summary`, `--report`) and what they write once a run is decided. The work is in
+harness.evaluation (baselines), harness.run (regate) and harness.outputs (JUnit, Markdown,
+annotations), imported inside the functions so `--help` stays light."""
 
 from __future__ import annotations
 
@@ -15,18 +13,9 @@ from typing import Any
 
 import click
 
+from harness.cli._common import FILE
 from harness.core.errors import HarnessError
 from harness.evaluation import GATE_KINDS, STRICT
-
-_PATH = click.Path(dir_okay=False, path_type=Path)
-_DB_HELP = "DuckDB store (default: $HARNESS_DB, else ./harness.duckdb)."
-
-
-def _store(db: Path | None) -> Any:
-    """The store `gate` and `tag` read and write: it must exist already."""
-    from harness.store import open_store
-
-    return open_store(db, create=False)
 
 
 def parse_fail_on(_ctx: Any, _param: Any, values: tuple[str, ...]) -> frozenset[str]:
@@ -89,14 +78,14 @@ def ci_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Inconclusive gates (too few cases to tell) fail the build too (exit 1); "
             "by default they warn and exit 0.",
         ),
-        click.option("--json", "json_path", type=_PATH, help="Write a JSON summary here."),
-        click.option("--junit", "junit_path", type=_PATH, help="Write JUnit XML here."),
+        click.option("--json", "json_path", type=FILE, help="Write a JSON summary here."),
+        click.option("--junit", "junit_path", type=FILE, help="Write JUnit XML here."),
         click.option(
             "--summary",
             metavar="FILE|github",
             help="Write a Markdown summary to FILE, or append it to $GITHUB_STEP_SUMMARY.",
         ),
-        click.option("--report", "report_path", type=_PATH, help="Write the HTML report here."),
+        click.option("--report", "report_path", type=FILE, help="Write the HTML report here."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -176,84 +165,4 @@ def _write_outputs(result: Any, suite: Any, db: Path | None, outputs: CiOutputs)
 # ------------------------------------------------------------------------------------ gate
 
 
-@click.command()
-@click.argument("run_ref", metavar="RUN")
-@click.option(
-    "--suite",
-    "suite_path",
-    type=click.Path(path_type=Path),
-    help="The suite whose gates decide (default: the file the run was made from, as it is now).",
-)
-@click.option("--db", type=_PATH, help=_DB_HELP)
-@ci_options
-def gate(
-    run_ref: str,
-    suite_path: Path | None,
-    db: Path | None,
-    baseline: str | None,
-    baseline_model: str | None,
-    fail_on: frozenset[str],
-    strict: bool,
-    json_path: Path | None,
-    junit_path: Path | None,
-    summary: str | None,
-    report_path: Path | None,
-) -> None:
-    """Decide a stored run's gates again under the current suite file, without running models.
-
-    The verdicts are recorded as a new run that refers to RUN (id, prefix, last or tag:NAME);
-    exits 0/1/3 like `harness run`.
-    """
-    from harness.run import regate_run
-    from harness.suite import load_suite
-
-    check_summary_target(summary)
-    store = _store(db)
-    run_id = store.resolve_run(run_ref)
-    stored = store.load_run(run_id)
-    path = suite_path or Path(stored.summary.suite_path or "")
-    if not path.is_file():
-        raise HarnessError(
-            f"run {run_id} was made from {path}, which is not there; pass --suite FILE"
-        )
-    loaded = load_suite(path, resolve_models=False)
-    names = [m.name for m in stored.models if m.role == "candidate"]
-    gating = make_gating(store, loaded, names, baseline, baseline_model, fail_on, strict)
-    result = regate_run(store, run_id, loaded, gating)
-    click.echo(f"gated run {run_id} again under {path}: new run {result.run_id}", err=True)
-    finish(result, loaded, db, CiOutputs(json_path, junit_path, summary, report_path))
-
-
 # ------------------------------------------------------------------------------------ tags
-
-
-@click.command()
-@click.argument("run_ref", metavar="RUN", required=False)
-@click.argument("name", required=False)
-@click.option("--delete", "delete", metavar="NAME", help="Remove this tag instead.")
-@click.option("--db", type=_PATH, help=_DB_HELP)
-def tag(run_ref: str | None, name: str | None, delete: str | None, db: Path | None) -> None:
-    """Name a run (RUN NAME), e.g. `harness tag last prod`, for `--baseline tag:NAME`.
-
-    Tagging another run with an existing name moves the tag. Without arguments: list the tags.
-    """
-    store = _store(db)
-    if delete:
-        store.delete_tag(delete)
-        click.echo(f"deleted tag {delete}")
-        return
-    if run_ref is None:
-        for tag_name, run_id, when in store.list_tags():
-            click.echo(f"{tag_name}\t{run_id}\t{when:%Y-%m-%d %H:%M:%S} UTC")
-        return
-    if name is None:
-        raise HarnessError("harness tag RUN NAME: give the tag's name too")
-    run_id = store.resolve_run(run_ref)
-    previous = store.tag_run(run_id, name)
-    moved = f" (moved from {previous})" if previous else ""
-    click.echo(f"tag {name} -> run {run_id}{moved}")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(gate)
-    group.add_command(tag)

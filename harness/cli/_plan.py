@@ -106,8 +106,3 @@ def _cells(breakdown: Breakdown) -> list[str | Text]:
         Text(f"{human_bytes(extra)} ({names})") if extra else "",
         Text(human_bytes(breakdown.total), style="bold"),
     ]
-
-
-def register(group: click.Group) -> None:
-    """Add `plan` to the `harness` command group."""
-    group.add_command(plan)

@@ -275,6 +275,7 @@ def estimate(
     """`harness plan`'s training estimate for this config, rows and device."""
     from transformers import AutoTokenizer
 
+    from harness.backends import BACKENDS
     from harness.plan._estimate import model_shape, training_breakdown
     from harness.plan._suite import BaseModel, DeviceInfo, read_config, training_setup
 
@@ -284,7 +285,8 @@ def estimate(
         import torch
 
         dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    setup, _ = training_setup(method, config, rows, base, DeviceInfo(device, dtype, None, ""))
+    info = DeviceInfo(device, dtype, None, "")
+    setup, _ = training_setup(BACKENDS.get(method), config, rows, base, info)
     return training_breakdown(model_shape(base.config), setup).total
 
 

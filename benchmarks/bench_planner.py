@@ -114,6 +114,7 @@ def estimate(name: str, directory: Path) -> dict[str, Any]:
     """harness.plan._estimate's breakdown for the case, as `harness plan` computes it on the CPU."""
     from transformers import AutoTokenizer
 
+    from harness.backends import BACKENDS
     from harness.plan._estimate import model_shape, training_breakdown
     from harness.plan._suite import BaseModel, device_info, read_config, training_setup
 
@@ -123,7 +124,7 @@ def estimate(name: str, directory: Path) -> dict[str, Any]:
     )
     config = config_for(case, 1)
     setup, _ = training_setup(
-        case["backend"],
+        BACKENDS.get(case["backend"]),
         config,
         rows(case["model"], case["backend"]),
         base,

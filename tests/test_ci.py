@@ -129,6 +129,24 @@ def test_junit_has_one_failure_for_the_forgetful_candidate_and_none_for_the_fait
 
 
 @pytest.mark.slow  # shares one real run of two models (~40 s on 2 cores)
+def test_show_writes_the_same_json_and_markdown_the_run_wrote(
+    stored: Stored, tmp_path: Path
+) -> None:
+    """One run view: the stored run, read back, renders the outputs the live run wrote."""
+    out = tmp_path / "again"
+    result = harness(
+        "show", "last", "--db", str(stored.copy_db(tmp_path)),
+        "--json", str(out / "summary.json"), "--summary", str(out / "summary.md"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "REGRESSED" in result.stdout and "forgetful" in result.stdout
+    live = json.loads((stored.root / "out" / "summary.json").read_text())
+    again = json.loads((out / "summary.json").read_text())
+    assert again == live
+    assert (out / "summary.md").read_text() == (stored.root / "out" / "summary.md").read_text()
+
+
+@pytest.mark.slow
 def test_markdown_summary_has_verdicts_failed_gates_and_intervals(stored: Stored) -> None:
     text = (stored.root / "out" / "summary.md").read_text()
     assert text.startswith("### ❌ harness · ci-test · regressed (exit 1)")

@@ -1,4 +1,5 @@
-"""`harness show RUN`: one run's models, metrics and gate verdicts."""
+"""`harness show RUN`: one run's models, metrics and gate verdicts, and the verdicts as
+`harness run` printed them; `--json` / `--summary` write a stored run's CI outputs afterwards."""
 
 from __future__ import annotations
 
@@ -6,16 +7,39 @@ from pathlib import Path
 
 import click
 
-from harness.cli._common import db_option, reader
+from harness.cli._common import FILE, db_option, reader
 from harness.outputs._console import make_console
 
 
 @click.command()
 @click.argument("run_ref", metavar="RUN", default="last")
 @db_option
-def show(run_ref: str, db: Path | None) -> None:
+@click.option("--json", "json_path", type=FILE, help="Also write the run's JSON summary here.")
+@click.option(
+    "--summary",
+    metavar="FILE|github",
+    help="Also write the run's Markdown summary to FILE (github: $GITHUB_STEP_SUMMARY).",
+)
+def show(run_ref: str, db: Path | None, json_path: Path | None, summary: str | None) -> None:
     """Show one run's models, metrics and gate verdicts (RUN: id, unique prefix or 'last')."""
+    from harness.evaluation import stored_result
+    from harness.outputs._console import print_verdicts
+    from harness.outputs._json import write_summary
+    from harness.outputs._markdown import write_markdown
     from harness.outputs._show import render_run
 
     store = reader(db)
-    make_console().print(*render_run(store.load_run(store.resolve_run(run_ref))))
+    run = store.load_run(store.resolve_run(run_ref))
+    console = make_console()
+    console.print(*render_run(run))
+    cases: dict[str, list] = {}
+    if json_path or summary:  # only the outputs that list flipped cases need them
+        for name, case in store.load_cases(run.id):
+            cases.setdefault(name, []).append(case)
+    result = stored_result(run, cases)
+    print_verdicts(console, result)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        write_summary(result, json_path)
+    if summary:
+        click.echo(f"summary: {write_markdown(result, summary)}", err=True)

@@ -44,7 +44,7 @@ from harness.evaluation._gates import (
     unmeasured_gates,
     verdict_of,
 )
-from harness.evaluation._results import ALL_GATE_KINDS, ModelResult, RunResult
+from harness.evaluation._results import ALL_GATE_KINDS, ModelResult, RunResult, stored_result
 from harness.evaluation._stats import estimate
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "p_value_text",
     "paired_samples",
     "plan_baseline",
+    "stored_result",
     "unmeasured_gates",
     "verdict_of",
 ]

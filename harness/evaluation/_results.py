@@ -3,11 +3,13 @@ gates and cases, and the verdicts every output shows."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.evaluation._gates import GATE_KINDS, Verdict, gate_status, verdict_of
+from harness.evaluation._gates import GATE_KINDS, Verdict, fail_on_of, gate_status, verdict_of
+from harness.store import StoredRun
 
 ALL_GATE_KINDS: frozenset[str] = frozenset(GATE_KINDS)
 
@@ -80,3 +82,27 @@ class RunResult:
     def _verdicts(self) -> list[Verdict]:
         verdicts = [self.base.verdict if self.base.record.status == "error" else "passed"]
         return verdicts + [c.verdict for c in self.candidates]
+
+
+def stored_result(run: StoredRun, cases: Mapping[str, Sequence[CaseResult]]) -> RunResult:
+    """A recorded run as the run view the live run's outputs read, so `harness show` renders
+    (and writes JSON and Markdown for) a stored run exactly as `harness run` did when it ended.
+    `cases`: model name -> its cases, from `Store.load_cases`."""
+    fail_on = fail_on_of(run.config)
+
+    def model(record: ModelRecord) -> ModelResult:
+        name = record.name
+        metrics, gates = list(run.metrics.get(name, ())), list(run.gates.get(name, ()))
+        return ModelResult(record, metrics, gates, list(cases.get(name, ())), fail_on)
+
+    bases = [model(m) for m in run.models if m.role == "base"]
+    never = ModelRecord("base", "base", "", None, "error", f"run {run.id} recorded no base model")
+    return RunResult(
+        run.id,
+        run.summary.suite_name,
+        bases[0] if bases else ModelResult(never),
+        [model(m) for m in run.models if m.role == "candidate"],
+        baseline=run.config.get("baseline"),
+        source_run=run.config.get("regated_from"),
+        suite_path=run.summary.suite_path,
+    )

@@ -15,29 +15,19 @@ import importlib
 import inspect
 import re
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the source graph the architecture test reads
+
+from helpers.source_graph import cycles, imports, module_graph, sources  # noqa: E402
+
 PACKAGES = (
     "core", "suite", "checks", "models", "generation", "backends", "training", "evaluation",
     "run", "store", "plan", "outputs", "cli",
 )  # fmt: skip
-
-
-def sources() -> dict[str, Path]:
-    found = {}
-    for path in [*(ROOT / "harness").rglob("*.py"), *(ROOT / "backends").glob("*.py")]:
-        relative = path.relative_to(ROOT)
-        if relative.parts[:2] == ("harness", "backends"):
-            continue  # the symlink to backends/, counted once below
-        if relative.parts[0] == "backends":
-            name = "harness.backends" + ("" if path.stem == "__init__" else f".{path.stem}")
-        else:
-            parts = list(relative.with_suffix("").parts)
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        found[name] = path
-    return found
 
 
 def function_lengths(paths: list[Path]) -> list[int]:
@@ -47,52 +37,6 @@ def function_lengths(paths: list[Path]) -> list[int]:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 lengths.append(node.end_lineno - node.lineno + 1)  # type: ignore[operator]
     return lengths
-
-
-def internal_imports(path: Path, known: dict[str, Path]) -> tuple[list[str], list[str]]:
-    """(module-level, deferred) harness modules `path` imports; `from package import
-    submodule` counts as the submodule."""
-    top: list[str] = []
-    deferred: list[str] = []
-
-    def visit(node: ast.AST, inside: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
-            now = inside or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
-            if isinstance(child, ast.ImportFrom) and (child.module or "").startswith("harness"):
-                for alias in child.names:
-                    submodule = f"{child.module}.{alias.name}"
-                    target = submodule if submodule in known else child.module or ""
-                    (deferred if inside else top).append(target)
-            visit(child, now)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")), False)
-    return top, deferred
-
-
-def cycles(graph: dict[str, set[str]]) -> list[str]:
-    found, state = [], {}
-
-    def walk(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                found.append(" -> ".join([*path[path.index(nxt) :], nxt]))
-            elif nxt not in state:
-                walk(nxt, [*path, nxt])
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            walk(module, [module])
-    return found
-
-
-def resolve(name: str, known: dict[str, Path]) -> str:
-    while name not in known and "." in name:
-        name = name.rsplit(".", 1)[0]
-    return name
 
 
 def any_share() -> tuple[int, int, int]:
@@ -140,19 +84,18 @@ def main() -> None:
     lengths = sorted(function_lengths(list(known.values())))
     p90 = lengths[int(0.9 * (len(lengths) - 1))]
     print(f"functions: {len(lengths)}, median {statistics.median(lengths):.0f} lines, p90 {p90}")
-    graph, top_count, deferred_count, deferred_outside_cli = {}, 0, 0, 0
+    top_count = deferred_count = deferred_outside_cli = 0
     for name, path in known.items():
-        top, deferred = internal_imports(path, known)
-        top_count += len(set(top))
-        deferred_count += len(set(deferred))
+        top, deferred = ({m for m, _ in found} for found in imports(path, known))
+        top_count += len(top)
+        deferred_count += len(deferred)
         if not name.startswith("harness.cli"):
-            deferred_outside_cli += len(set(deferred))
-        graph[name] = {resolve(t, known) for t in top} - {name}
+            deferred_outside_cli += len(deferred)
     print(
         f"internal imports: {top_count} at module level, {deferred_count} deferred "
         f"({deferred_outside_cli} outside the CLI)"
     )
-    print(f"import cycles: {len(cycles(graph))}")
+    print(f"import cycles: {len(cycles(module_graph(known)))}")
     total, bare, anywhere = any_share()
     print(
         f"parameters at package boundaries: {total}; typed Any or untyped: {bare} "

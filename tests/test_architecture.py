@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.source_graph import ROOT, cycles, imports, module_graph, package, resolve, sources
 
 from harness.store import Store
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # What each package may import at module level, besides itself (README: ARCHITECTURE.md).
 ALLOWED: dict[str, set[str]] = {
@@ -39,64 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     },
 }  # fmt: skip
 DEFERRED = re.compile(r"#\s*deferred:")
-
-
-def module_name(path: Path) -> str:
-    relative = path.relative_to(ROOT)
-    if relative.parts[0] == "backends":
-        return "harness.backends" + ("" if relative.stem == "__init__" else f".{relative.stem}")
-    parts = list(relative.with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def package(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else ""
-
-
-SOURCES = {
-    module_name(p): p
-    for p in [*(ROOT / "harness").rglob("*.py"), *(ROOT / "backends").glob("*.py")]
-    if p.name != "__main__.py"
-}
-
-
-def imports(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """(module-level harness imports, deferred ones) as (module, line)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    top: list[tuple[str, int]] = []
-    deferred: list[tuple[str, int]] = []
-
-    def visit(node: ast.AST, in_function: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
-            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
-            names: list[str] = []
-            if isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                # `from package import submodule` imports the submodule
-                names = [
-                    f"{child.module}.{alias.name}"
-                    if f"{child.module}.{alias.name}" in SOURCES
-                    else child.module
-                    for alias in child.names
-                ]
-            elif isinstance(child, ast.Import):
-                names = [alias.name for alias in child.names]
-            for name in names:
-                if name == "harness" or name.startswith("harness."):
-                    (deferred if in_function else top).append((name, child.lineno))
-            visit(child, inside)
-
-    visit(tree, False)
-    return top, deferred
-
-
-def resolve(name: str) -> str:
-    """The module an import names (a `from harness.x import y` of a submodule counts as x)."""
-    while name not in SOURCES and "." in name:
-        name = name.rsplit(".", 1)[0]
-    return name
+SOURCES = sources()
 
 
 def test_the_layout_is_read() -> None:
@@ -104,33 +46,15 @@ def test_the_layout_is_read() -> None:
 
 
 def test_no_module_imports_itself_round_a_cycle() -> None:
-    graph = {m: {resolve(n) for n, _ in imports(p)[0]} - {m} for m, p in SOURCES.items()}
-    cycles = []
-    state: dict[str, int] = {}  # 1: on the path, 2: done
-
-    def walk(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph.get(node, ())):
-            if nxt not in SOURCES:
-                continue
-            if state.get(nxt) == 1:
-                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
-            elif nxt not in state:
-                walk(nxt, [*path, nxt])
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            walk(module, [module])
-    assert cycles == []
+    assert cycles(module_graph(SOURCES)) == []
 
 
 def test_packages_import_only_their_lower_layers() -> None:
     wrong = []
     for module, path in SOURCES.items():
         mine = package(module)
-        for name, line in imports(path)[0]:
-            theirs = package(resolve(name))
+        for name, line in imports(path, SOURCES)[0]:
+            theirs = package(resolve(name, SOURCES))
             if theirs and theirs != mine and theirs not in ALLOWED.get(mine, set()):
                 wrong.append(f"{path.relative_to(ROOT)}:{line}: {mine} imports {theirs}")
     assert wrong == []
@@ -146,7 +70,9 @@ FORBIDDEN = {
 
 def test_statistics_never_import_checks() -> None:
     for module, package_name in FORBIDDEN.items():
-        imported = {package(resolve(name)) for name, _ in imports(SOURCES[module])[0]}
+        imported = {
+            package(resolve(name, SOURCES)) for name, _ in imports(SOURCES[module], SOURCES)[0]
+        }
         assert package_name not in imported, module
 
 
@@ -154,7 +80,7 @@ def test_a_deferred_import_says_why() -> None:
     silent = []
     for module, path in SOURCES.items():
         lines = path.read_text(encoding="utf-8").splitlines()
-        for name, line in imports(path)[1]:
+        for name, line in imports(path, SOURCES)[1]:
             said = DEFERRED.search(lines[line - 1]) or (
                 line > 1 and DEFERRED.search(lines[line - 2])
             )

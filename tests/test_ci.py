@@ -17,19 +17,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.cli import harness
 from helpers.models import damaged_copy
+from helpers.store import store_at_version
 from junitparser import Error, Failure, JUnitXml
 
 from harness.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "suites" / "data"
-
-
-def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")} | (env or {})
-    command = [sys.executable, "-m", "harness.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=environ)
 
 
 def subset(source: Path, out: Path, count: int) -> Path:
@@ -361,18 +357,10 @@ def test_tags_move_list_and_delete(tmp_path: Path) -> None:
 
 
 def test_a_version_2_store_migrates_to_tags(tmp_path: Path) -> None:
-    import duckdb
-
-    from harness.store import MIGRATIONS, SCHEMA_VERSION
+    from harness.store import SCHEMA_VERSION
 
     path = tmp_path / "v2.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-        )
-        for version, script in MIGRATIONS[:2]:
-            con.execute(script)
-            con.execute("INSERT INTO schema_migrations VALUES (?, now()::TIMESTAMP)", [version])
+    with store_at_version(path, 2) as con:
         con.execute(
             "INSERT INTO runs (id, suite_name, started_at, status) "
             "VALUES ('20260101-000000-abcd', 's', now()::TIMESTAMP, 'passed')"

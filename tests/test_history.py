@@ -13,8 +13,8 @@ from harness.outputs._history import (
     RunSide,
     compare_runs,
     direction,
-    lower_is_better_metrics,
     metric_history,
+    recorded_lower_is_better,
     verdict_of,
     verdict_reason,
 )
@@ -51,7 +51,7 @@ def test_verdicts_match_the_runner() -> None:
 def test_lower_is_better_is_what_each_metric_recorded() -> None:
     ppl = MetricValue("lm", "ppl.perplexity", 9.0, 8.0, 10.0, 5, lower_is_better=True)
     named_like_a_loss = metric("lm", "judge.loss", 0.4)  # recorded as higher-is-better
-    assert lower_is_better_metrics({"base": [ppl, named_like_a_loss]}) == {"ppl.perplexity"}
+    assert recorded_lower_is_better({"base": [ppl, named_like_a_loss]}) == {"ppl.perplexity"}
     assert direction(-0.2, lower_is_better=True) == "better"
     assert direction(-0.2, lower_is_better=False) == "worse"
     assert direction(0.0, lower_is_better=False) == "same"

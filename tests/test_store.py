@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from helpers.store import store_at_version
 
 from harness.core.errors import HarnessError
 from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
@@ -251,15 +252,7 @@ def test_output_cache_scope_reads_one_models_entries_at_once(db: Path) -> None:
 
 
 def test_a_version_3_store_migrates_and_keeps_its_cached_outputs(db: Path) -> None:
-    from harness.store import MIGRATIONS
-
-    with duckdb.connect(str(db)) as con:
-        con.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-        )
-        for version, script in MIGRATIONS[:3]:
-            con.execute(script)
-            con.execute("INSERT INTO schema_migrations VALUES (?, now()::TIMESTAMP)", [version])
+    with store_at_version(db, 3) as con:
         con.execute("INSERT INTO output_cache VALUES ('generate', 'k', '\"old\"', now())")
     store = Store(db)
     assert store.get_many("generate", ["k"]) == {"k": "old"}  # still found by its key
@@ -272,15 +265,7 @@ def test_a_version_3_store_migrates_and_keeps_its_cached_outputs(db: Path) -> No
 
 
 def test_a_version_4_store_keeps_its_two_outcome_gates(db: Path) -> None:
-    from harness.store import MIGRATIONS
-
-    with duckdb.connect(str(db)) as con:
-        con.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-        )
-        for version, script in MIGRATIONS[:4]:
-            con.execute(script)
-            con.execute("INSERT INTO schema_migrations VALUES (?, now()::TIMESTAMP)", [version])
+    with store_at_version(db, 4) as con:
         con.execute(
             "INSERT INTO runs (id, suite_name, started_at, status) VALUES ('r1', 's', now(), 'passed')"
         )
@@ -297,15 +282,7 @@ def test_a_version_4_store_keeps_its_two_outcome_gates(db: Path) -> None:
 
 
 def test_a_version_5_store_learns_which_way_its_metrics_point(db: Path) -> None:
-    from harness.store import MIGRATIONS
-
-    with duckdb.connect(str(db)) as con:
-        con.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-        )
-        for version, script in MIGRATIONS[:5]:
-            con.execute(script)
-            con.execute("INSERT INTO schema_migrations VALUES (?, now()::TIMESTAMP)", [version])
+    with store_at_version(db, 5) as con:
         con.execute(
             "INSERT INTO runs (id, suite_name, started_at, status) VALUES ('r1', 's', now(), 'passed')"
         )

@@ -44,7 +44,13 @@ from harness.evaluation._gates import (
     unmeasured_gates,
     verdict_of,
 )
-from harness.evaluation._results import ALL_GATE_KINDS, ModelResult, RunResult, stored_result
+from harness.evaluation._results import (
+    ALL_GATE_KINDS,
+    ModelResult,
+    RunResult,
+    never_recorded,
+    stored_result,
+)
 from harness.evaluation._stats import estimate
 
 __all__ = [
@@ -80,6 +86,7 @@ __all__ = [
     "lower_is_better_metrics",
     "metric_cases",
     "missing_warning",
+    "never_recorded",
     "no_effect_warning",
     "p_value_text",
     "paired_samples",

@@ -142,20 +142,17 @@ def aggregate_metrics(
     """Per capability and `<label>.<metric>`: cases of checks sharing a label are pooled."""
     pooled: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
     ratios: dict[tuple[str, str], Ratio] = {}
-    lower: set[tuple[str, str]] = set()
     for index, planned in enumerate(checks):
         for metric in planned.check.metrics_for(planned.spec):
             key = (planned.capability, f"{planned.label}.{metric}")
             pooled[key] += outcomes[index]
             ratios.setdefault(key, planned.check.aggregator(metric))
-            if metric in planned.check.lower_is_better:
-                lower.add(key)
+    lower = lower_is_better_metrics(checks)
     metrics = []
-    for key, items in pooled.items():
-        value = estimate(items, ratios[key], seed=seed)
-        metrics.append(
-            MetricValue(*key, value.value, value.ci_low, value.ci_high, value.n, key in lower)
-        )
+    for (capability, metric), items in pooled.items():
+        value = estimate(items, ratios[(capability, metric)], seed=seed)
+        interval = (value.value, value.ci_low, value.ci_high, value.n)
+        metrics.append(MetricValue(capability, metric, *interval, metric in lower))
     return metrics
 
 
@@ -209,4 +206,5 @@ def _outcome(case: CaseResult) -> Outcome:
 
 
 def lower_is_better_metrics(checks: Sequence[PlannedCheck]) -> set[str]:
+    """Metric names (`<label>.<metric>`) whose check says lower is better."""
     return {f"{p.label}.{m}" for p in checks for m in p.check.lower_is_better}

@@ -51,11 +51,6 @@ def fail_on_of(config: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(config.get("fail_on") or GATE_KINDS)
 
 
-def blocking(gate: GateResult, fail_on: Iterable[str]) -> bool:
-    """Whether this gate's outcome decides the build (its kind is in --fail-on)."""
-    return gate.kind in frozenset(fail_on)
-
-
 def gate_status(gate: GateResult, fail_on: Iterable[str] = GATE_KINDS) -> str:
     """What a gate means for the build: pass, fail, inconclusive, or warn (a kind --fail-on
     leaves out); under --strict an inconclusive gate fails."""

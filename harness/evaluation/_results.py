@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
+from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord, ModelRole
 from harness.evaluation._gates import GATE_KINDS, Verdict, fail_on_of, gate_status, verdict_of
 from harness.store import StoredRun
 
@@ -96,13 +96,20 @@ def stored_result(run: StoredRun, cases: Mapping[str, Sequence[CaseResult]]) -> 
         return ModelResult(record, metrics, gates, list(cases.get(name, ())), fail_on)
 
     bases = [model(m) for m in run.models if m.role == "base"]
-    never = ModelRecord("base", "base", "", None, "error", f"run {run.id} recorded no base model")
     return RunResult(
         run.id,
         run.summary.suite_name,
-        bases[0] if bases else ModelResult(never),
+        bases[0] if bases else never_recorded(run, "base", "base"),
         [model(m) for m in run.models if m.role == "candidate"],
         baseline=run.config.get("baseline"),
         source_run=run.config.get("regated_from"),
         suite_path=run.summary.suite_path,
     )
+
+
+def never_recorded(run: StoredRun, name: str, role: ModelRole = "candidate") -> ModelResult:
+    """A model the run never recorded is a run error: its gates were never decided, which is
+    not a pass."""
+    why = "interrupted before it was evaluated" if run.status == "interrupted" else "ended"
+    message = f"not in run {run.id}: the run {why} without recording it"
+    return ModelResult(ModelRecord(name, role, "", None, "error", message))

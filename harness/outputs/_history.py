@@ -43,7 +43,7 @@ def verdict_reason(
     return "its one gate held" if len(gates) == 1 else f"all {len(gates)} gates held"
 
 
-def lower_is_better_metrics(metrics: Mapping[str, Sequence[MetricValue]]) -> frozenset[str]:
+def recorded_lower_is_better(metrics: Mapping[str, Sequence[MetricValue]]) -> frozenset[str]:
     """Metric names (`<label>.<metric>`) recorded as lower-is-better (stored with each metric)."""
     return frozenset(m.metric for values in metrics.values() for m in values if m.lower_is_better)
 
@@ -111,7 +111,7 @@ def metric_history(runs: Sequence[RunMetrics]) -> list[MetricSeries]:
     points: dict[MetricKey, list[RunPoint]] = {}
     lower: set[str] = set()
     for run in ordered:
-        lower |= lower_is_better_metrics(run.metrics)
+        lower |= recorded_lower_is_better(run.metrics)
         for model, values in run.metrics.items():
             for m in values:
                 point = RunPoint(run.run_id, m.value, m.ci_low, m.ci_high, m.n)
@@ -218,7 +218,7 @@ def compare_runs(a: RunSide, b: RunSide) -> Comparison:
 
     Models are matched by name, metrics by (capability, metric), cases by (capability, check, id).
     """
-    lower = lower_is_better_metrics(a.metrics) | lower_is_better_metrics(b.metrics)
+    lower = recorded_lower_is_better(a.metrics) | recorded_lower_is_better(b.metrics)
     flips: list[CaseFlip] = []
     changed = 0
     for model in _union(list(a.cases), list(b.cases)):

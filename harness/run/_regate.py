@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
-from typing import Any
 
 from harness.core.errors import HarnessError
-from harness.core.records import CaseResult, ModelRecord
-from harness.evaluation import ModelResult, RunResult, candidate_names, unmeasured_gates
+from harness.core.records import CaseResult
+from harness.evaluation import (
+    ModelResult,
+    RunResult,
+    candidate_names,
+    never_recorded,
+    stored_result,
+    unmeasured_gates,
+)
 from harness.run._runner import Gating, decide_candidate_gates
-from harness.store import Store
+from harness.store import Store, StoredRun
 from harness.suite import LoadedSuite
 
 
@@ -30,8 +36,8 @@ def regate_run(
     stored = store.load_run(run_id)
     if stored.status == "running":
         raise HarnessError(f"run {run_id} is still running; gate it once it has finished")
-    cases = _cases_by_model(store, run_id)
-    base = _stored_model(stored, "base", cases, role="base")
+    recorded = stored_result(stored, _cases_by_model(store, run_id))
+    base = recorded.base
     new_id = store.begin_run(
         suite_name=suite.name,
         suite_path=str(suite.path),
@@ -42,8 +48,9 @@ def regate_run(
     )
     store.record_model_result(new_id, base.record, base.cases, base.metrics, [])
     candidates = []
+    by_name = {c.record.name: c for c in recorded.candidates}
     for name in _candidate_names(stored, suite):
-        candidate = _stored_model(stored, name, cases)
+        candidate = by_name.get(name) or never_recorded(stored, name)
         candidates.append(_regated(store, new_id, suite, stored, candidate, base, gating))
     result = RunResult(
         new_id,
@@ -66,32 +73,18 @@ def _cases_by_model(store: Store, run_id: str) -> dict[str, list[CaseResult]]:
     return grouped
 
 
-def _candidate_names(stored: Any, suite: LoadedSuite) -> list[str]:
+def _candidate_names(stored: StoredRun, suite: LoadedSuite) -> list[str]:
     """The run's candidates, then those of the suite it never recorded (an interrupted run)."""
     recorded = [m.name for m in stored.models if m.role == "candidate"]
     expected = candidate_names(suite, list(suite.spec.candidates))
     return recorded + [name for name in expected if name not in recorded]
 
 
-def _stored_model(
-    stored: Any, name: str, cases: dict[str, list[CaseResult]], role: str = "candidate"
-) -> ModelResult:
-    """A model as the run recorded it; a model the run never recorded is a run error: its gates
-    were never decided, which is not a pass."""
-    try:
-        record = stored.model(name)
-    except KeyError:
-        why = "interrupted before it was evaluated" if stored.status == "interrupted" else "ended"
-        message = f"not in run {stored.id}: the run {why} without recording it"
-        return ModelResult(ModelRecord(name, role, "", None, "error", message))  # type: ignore[arg-type]
-    return ModelResult(record, list(stored.metrics.get(name, ())), [], cases.get(name, []))
-
-
 def _regated(
     store: Store,
     run_id: str,
     suite: LoadedSuite,
-    stored: Any,
+    stored: StoredRun,
     candidate: ModelResult,
     base: ModelResult,
     gating: Gating,

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "suites" / "data"
 
-
-def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def harness(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`harness *args` as a subprocess. GitHub Actions' variables are left out (a test that
+    wants them passes them in `env`), so a run never annotates or writes a step summary by
+    accident when the tests themselves run inside Actions."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")} | (env or {})
     command = [sys.executable, "-m", "harness.cli", *args]
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=600, cwd=cwd, env=os.environ.copy()
+        command, capture_output=True, text=True, timeout=600, cwd=cwd, env=environ
     )

@@ -17,7 +17,7 @@ from harness.outputs._history import (
     Direction,
     direction,
     intervals_overlap,
-    lower_is_better_metrics,
+    recorded_lower_is_better,
     verdict_reason,
 )
 from harness.outputs._text import plain_summary
@@ -119,7 +119,7 @@ def report_view(run: Any, cases: Mapping[str, Sequence[CaseResult]]) -> RunView:
     """Everything the report shows of one stored run (`cases`: model name -> its cases)."""
     base = next((m for m in run.models if m.role == "base"), None)
     candidates = tuple(m for m in run.models if m.role == "candidate")
-    lower = lower_is_better_metrics(run.metrics)
+    lower = recorded_lower_is_better(run.metrics)
     quality = quality_metric(run, candidates)
     fail_on = fail_on_of(run.config)
     summary = run.summary

@@ -221,3 +221,18 @@ def test_open_model_is_lazy_once_a_directory_fingerprint_is_known(
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes())  # rewritten in place: new mtime, must not be trusted
     assert isinstance(open_model(str(copy)), LoadedModel)
+
+
+def test_a_builtin_built_by_its_first_load_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh machine builds `builtin:tiny` while loading it; that load must still remember the
+    fingerprint, or the next fully cached rerun loads the model (and torch) for nothing."""
+    from harness.models import LazyModel, LoadedModel
+    from harness.models.loading import open_model
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "fresh-home"))
+    first = open_model("builtin:tiny")
+    assert isinstance(first, LoadedModel)  # built now: nothing could be remembered before
+    second = open_model("builtin:tiny")
+    assert isinstance(second, LazyModel) and second.fingerprint == first.fingerprint

@@ -113,21 +113,26 @@ def open_model(
     if kind == "random":  # its fingerprint is a function of the preset: no need to build it
         fingerprint = random_fingerprint_for(name, dtype, resolve_device(device))
         return LazyModel(reference, fingerprint, count_parameters(name), load)
-    target = memo_target(reference, f"{resolve_device(device)}:{dtype or 'default'}")
-    if target is None:
-        return load()
-    directory, setting = target
-    remembered = recall_fingerprint(directory, setting)
-    if remembered is not None and remembered.tokenizer is not None:
-        task = directory_task(directory) or CAUSAL_LM
-        return LazyModel(
-            reference, remembered.fingerprint, remembered.parameters, load, task,
-            remembered.tokenizer,
-        )  # fmt: skip
+    setting = f"{resolve_device(device)}:{dtype or 'default'}"
+    target = memo_target(reference, setting)
+    if target is not None:
+        directory, memo_setting = target
+        remembered = recall_fingerprint(directory, memo_setting)
+        if remembered is not None and remembered.tokenizer is not None:
+            task = directory_task(directory) or CAUSAL_LM
+            return LazyModel(
+                reference, remembered.fingerprint, remembered.parameters, load, task,
+                remembered.tokenizer,
+            )  # fmt: skip
     loaded = load()
+    # A builtin that this load built only now has a directory to remember against.
+    target = target or memo_target(reference, setting)
+    if target is None:
+        return loaded
+    directory, memo_setting = target
     parameters = sum(p.numel() for p in loaded.model.parameters())
     identity = tokenizer_identity(loaded.tokenizer)
-    remember_fingerprint(directory, setting, loaded.fingerprint, parameters, identity)
+    remember_fingerprint(directory, memo_setting, loaded.fingerprint, parameters, identity)
     return loaded
 
 

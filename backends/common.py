@@ -589,7 +589,7 @@ def padding_free_collator(tokenizer: Any) -> Any:
     """trl's own collator, flattening each batch into one sequence with restarting
     position_ids. Passed as a collator rather than as `padding_free=True`: trl 1.16 then refuses
     any `max_length` without packing ("not enforced"), although its dataset preparation truncates
-    every row to `max_length` all the same (tests/test_acceleration.py checks that it does)."""
+    every row to `max_length` all the same (tests/backends/test_acceleration.py checks that it does)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)

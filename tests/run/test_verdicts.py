@@ -19,7 +19,7 @@ from junitparser import JUnitXml, Skipped
 
 from harness.store import Store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
 
 

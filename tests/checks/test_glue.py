@@ -30,7 +30,7 @@ from harness.generation import GenerationSettings
 from harness.generation._cache import DictCache
 from harness.generation._settings import LogLikelihood
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 rng = np.random.default_rng(0)
 
 

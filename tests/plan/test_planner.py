@@ -28,7 +28,7 @@ from harness.plan._estimate import (
 )
 from harness.plan._suite import DeviceInfo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A small hand-checkable shape: h 8, 2 layers, i 16, 2 heads of 4, vocabulary 10, tied.
 SHAPE = ModelShape(
     model_type="llama", vocab_size=10, hidden_size=8, intermediate_size=16, num_layers=2,

@@ -18,7 +18,7 @@ from harness.backends.classification import LabelSpace, encode_label, label_spac
 from harness.core.errors import HarnessError
 from harness.models.tasks import config_task, directory_task
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GLUE = REPO / "suites" / "data" / "glue"
 
 

@@ -26,7 +26,7 @@ from harness.evaluation import estimate
 from harness.generation import GenerationSettings
 from harness.generation._cache import DictCache
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-very-secret-4711"
 FENCE = re.compile(
     r"(\w[\w ]*?) is everything between the two lines that read (<<<DATA-[0-9a-f]+>>>)"

@@ -11,7 +11,7 @@ from helpers.training import problems, write
 from harness.store import Store
 from harness.suite import load_suite
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
 
 

@@ -318,7 +318,7 @@ def test_validating_a_suite_imports_no_heavy_library() -> None:
         "'lm_eval', 'evaluate', 'transformers']; "
         "print([m for m in heavy if m in sys.modules])"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )

@@ -16,7 +16,7 @@ from harness.run import run_suite
 from harness.store import Store
 from harness.suite import load_suite
 
-DATA = Path(__file__).resolve().parent.parent / "suites" / "data"
+DATA = Path(__file__).resolve().parents[2] / "suites" / "data"
 
 # One capability per check, so each check adds its own requests (generate, loglikelihood, rolling).
 CHECKS = [

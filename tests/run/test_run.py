@@ -17,7 +17,7 @@ from helpers.models import damaged_copy
 
 from harness.store import Store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
 
 SUITE = f"""\

@@ -25,7 +25,7 @@ from harness.outputs.html import build_history, build_report, load_view
 from harness.outputs.html._render import json_script
 from harness.store import Store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
 
 # Each payload would set a marker on <html> if it ever ran; the tests assert the marker is absent.

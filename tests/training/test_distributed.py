@@ -28,7 +28,7 @@ from harness.training._launch import (
 )
 from harness.training._schedule import DevicePool, parallel_slots, visible_gpus
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
 
 SUITE = f"""\

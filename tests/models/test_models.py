@@ -17,7 +17,7 @@ from harness.models.fingerprint import fingerprint_model
 from harness.models.presets import count_parameters, published_parameters
 from harness.models.tinylm import answer_accuracy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def short_recipe(steps: int = 5) -> builtin.BuiltinRecipe:

@@ -14,7 +14,7 @@ from harness.evaluation import estimate
 from harness.generation import Engine, GenerationSettings
 from harness.generation._cache import DictCache
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TASKS = REPO / "benchmarks" / "tasks"
 LIMIT = 40
 

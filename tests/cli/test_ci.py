@@ -24,7 +24,7 @@ from junitparser import Error, Failure, JUnitXml
 
 from harness.store import Store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
 
 
@@ -393,17 +393,19 @@ def test_missing_baseline_cases_are_reported_not_dropped() -> None:
     assert "1 case(s)" in (missing_warning("cand", reference) or "")
 
 
-def _begin_runs(db: str, count: int) -> None:
-    store = Store(db)
-    for _ in range(count):
-        store.begin_run(suite_name="s", suite_path="s", suite_text="", suite_hash="", config={})
+BEGIN_RUNS = """
+import sys
+from harness.store import Store
+store = Store(sys.argv[1])
+for _ in range(25):
+    store.begin_run(suite_name="s", suite_path="s", suite_text="", suite_hash="", config={})
+"""
 
 
 def test_run_ids_stay_unique_when_processes_begin_runs_in_the_same_second(tmp_path: Path) -> None:
     db = str(tmp_path / "h.duckdb")
     Store(db)
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_ci; test_ci._begin_runs({db!r}, 25)"
-    processes = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
+    processes = [subprocess.Popen([sys.executable, "-c", BEGIN_RUNS, db]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
     ids = [r.id for r in Store(db).list_runs(limit=1000)]
     assert len(ids) == len(set(ids)) == 75

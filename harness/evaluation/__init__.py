@@ -27,7 +27,7 @@ from harness.evaluation._evaluate import (
     metric_cases,
     paired_samples,
 )
-from harness.evaluation._evidence import EvidenceCache
+from harness.evaluation._evidence import EvidenceCache, evidence_scope
 from harness.evaluation._gates import (
     GATE_KINDS,
     STRICT,
@@ -77,6 +77,7 @@ __all__ = [
     "estimate",
     "evaluate_model",
     "evaluation_facts",
+    "evidence_scope",
     "fail_on_of",
     "gate_status",
     "generation_settings",

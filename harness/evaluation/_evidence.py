@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+import harness
 from harness.core.scores import Corpus, Outcome, Ratio
 from harness.store import Store
 
@@ -75,6 +76,11 @@ class Evidence:
 # ---------------------------------------------------------------- remembered evidence
 
 EVIDENCE_VERSION = 1  # bump when what the functions below compute changes
+
+
+def evidence_scope(fingerprint: str) -> str:
+    """The store scope a candidate's remembered gate evidence is filed under."""
+    return f"evidence|{harness.__version__}|{fingerprint}"
 
 
 class EvidenceCache:

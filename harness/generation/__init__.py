@@ -4,9 +4,16 @@
 transformers engine or, where it can serve the model, vLLM (`_vllm.py`).
 """
 
-from harness.generation._cache import OutputCache
+from harness.generation._cache import OutputCache, output_scope
 from harness.generation._engine import Engine
 from harness.generation._settings import GenerationSettings
 from harness.generation._vllm import INSTALL_HINT, vllm_installed
 
-__all__ = ["INSTALL_HINT", "Engine", "GenerationSettings", "OutputCache", "vllm_installed"]
+__all__ = [
+    "INSTALL_HINT",
+    "Engine",
+    "GenerationSettings",
+    "OutputCache",
+    "output_scope",
+    "vllm_installed",
+]

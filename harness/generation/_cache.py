@@ -5,6 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol, runtime_checkable
 
+import harness
+
+
+def output_scope(fingerprint: str) -> str:
+    """The store scope a model's computed outputs are filed under (a new harness version
+    computes afresh)."""
+    return f"{harness.__version__}:{fingerprint}"
+
 
 class OutputCache(Protocol):
     """Where computed outputs persist; the DuckDB store implements this structurally."""

@@ -14,7 +14,7 @@ from functools import cached_property, partial
 from typing import Any
 
 import harness
-from harness.generation._cache import ModelCache, OutputCache, ScopedCache
+from harness.generation._cache import ModelCache, OutputCache, ScopedCache, output_scope
 from harness.generation._settings import (
     BatchResult,
     GenerationSettings,
@@ -138,7 +138,7 @@ class Engine:
     def _model_cache(self, cache: OutputCache | None) -> OutputCache | None:
         """The store read once for this model, when it can be; other caches as given."""
         if isinstance(cache, ScopedCache):
-            return ModelCache(cache, f"{harness.__version__}:{self.fingerprint}")
+            return ModelCache(cache, output_scope(self.fingerprint))
         return cache
 
     def _key(self, kind: str, settings: dict[str, Any] | None, request: Any) -> str:

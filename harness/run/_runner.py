@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import harness
 from harness.core.errors import HarnessError
 from harness.core.progress import Reporter
 from harness.core.records import CaseResult, GateResult, ModelRecord
@@ -31,6 +30,7 @@ from harness.evaluation import (
     annotate,
     decide_gates,
     evaluate_model,
+    evidence_scope,
     incomparable,
     index_metrics,
     load_reference,
@@ -41,6 +41,7 @@ from harness.evaluation import (
     paired_samples,
     unmeasured_gates,
 )
+from harness.generation import output_scope
 from harness.models.loading import base_directory, open_model
 from harness.store import Store
 from harness.suite import LoadedSuite
@@ -167,7 +168,7 @@ def _evidence_cache(store: Store, candidate: ModelResult) -> EvidenceCache | Non
     fingerprint = candidate.record.fingerprint
     if fingerprint is None or not hasattr(store, "get_scope"):
         return None
-    return EvidenceCache(store, f"evidence|{harness.__version__}|{fingerprint}")
+    return EvidenceCache(store, evidence_scope(fingerprint))
 
 
 def _candidate(
@@ -405,6 +406,8 @@ def _evaluate(
     started = time.perf_counter()
     try:
         lm = open_model(reference, trust_remote_code=suite.spec.trust_remote_code)
+        if role == "candidate":  # its outputs and its gates' evidence: one read, not two
+            store.prefetch_scopes([output_scope(lm.fingerprint), evidence_scope(lm.fingerprint)])
         progress = lambda done: reporter.advance(name, done)  # noqa: E731
         base_cases = base.cases if base is not None else ()
         evaluation = evaluate_model(lm, suite, store, progress, reporter, name, base_cases)

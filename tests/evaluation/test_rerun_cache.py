@@ -34,8 +34,11 @@ def write_suite(path: Path, checks: int, candidate: Path) -> Path:
         f"  {name}: {{path: {DATA / name}.jsonl}}\n"
         for name in ("sums", "known_facts", "new_facts", "facts_choice", "fact_texts")
     )
+    # A gate on the first capability, so the candidate's remembered evidence is read too.
+    gate = "    forgetting: {metric: exact.acc, max_drop: 0.5}\n"
     capabilities = "".join(
-        f"  - name: {name}\n    checks: [{check}]\n" for name, check in CHECKS[:checks]
+        f"  - name: {name}\n{gate if index == 0 else ''}    checks: [{check}]\n"
+        for index, (name, check) in enumerate(CHECKS[:checks])
     )
     path.write_text(
         "name: rerun\nbase: builtin:tiny\n"
@@ -67,8 +70,14 @@ def test_a_rerun_computes_nothing_and_opens_the_store_as_often_for_any_number_of
             assert model.record.info["requests_computed"] == 0
             assert model.record.info["requests_cached"] > 0
             assert model.record.info["loaded"] is False
-    # Begin and finish the run, and per model (base, candidate) one read and one write.
+        assert [g.outcome for g in second.candidates[0].gates] == ["pass"]
+    # Begin and finish the run, and per model (base, candidate) one read and one write: the
+    # candidate's cached outputs and its remembered gate evidence come in the same read.
     assert opens == {1: 6, len(CHECKS): 6}
+    # A new process's rerun: the store's migration check rides on the run's first open.
+    fresh = Store(tmp_path / f"h{len(CHECKS)}.duckdb")
+    run_suite(suite, fresh)
+    assert fresh.opens == 6
 
 
 def test_cached_outputs_written_without_a_scope_are_still_reused(

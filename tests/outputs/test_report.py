@@ -330,7 +330,9 @@ def test_json_script_cannot_close_its_element(text: str) -> None:
 
 @pytest.fixture()
 def empty_store(tmp_path: Path) -> Iterator[Store]:
-    yield Store(tmp_path / "empty.duckdb")
+    store = Store(tmp_path / "empty.duckdb")
+    store.list_runs()  # the file is made on the first open
+    yield store
 
 
 def test_report_of_an_empty_store_is_a_usage_error(empty_store: Store) -> None:

@@ -24,6 +24,7 @@ from harness.core.home import harness_home
 from harness.models import LazyModel, LoadedModel
 from harness.models.builtin import builtin_path, ensure_builtin, known_builtins
 from harness.models.fingerprint import (
+    Remembered,
     adapter_fingerprint,
     combine_fingerprints,
     fingerprint_model,
@@ -113,17 +114,14 @@ def open_model(
     if kind == "random":  # its fingerprint is a function of the preset: no need to build it
         fingerprint = random_fingerprint_for(name, dtype, resolve_device(device))
         return LazyModel(reference, fingerprint, count_parameters(name), load)
-    setting = f"{resolve_device(device)}:{dtype or 'default'}"
+    setting = _memo_setting(device, dtype)
     target = memo_target(reference, setting)
-    if target is not None:
-        directory, memo_setting = target
-        remembered = recall_fingerprint(directory, memo_setting)
-        if remembered is not None and remembered.tokenizer is not None:
-            task = directory_task(directory) or CAUSAL_LM
-            return LazyModel(
-                reference, remembered.fingerprint, remembered.parameters, load, task,
-                remembered.tokenizer,
-            )  # fmt: skip
+    if target is not None and (remembered := _recalled(*target)) is not None:
+        task = directory_task(target[0]) or CAUSAL_LM
+        return LazyModel(
+            reference, remembered.fingerprint, remembered.parameters, load, task,
+            remembered.tokenizer,
+        )  # fmt: skip
     loaded = load()
     # A builtin that this load built only now has a directory to remember against.
     target = target or memo_target(reference, setting)
@@ -134,6 +132,32 @@ def open_model(
     identity = tokenizer_identity(loaded.tokenizer)
     remember_fingerprint(directory, memo_setting, loaded.fingerprint, parameters, identity)
     return loaded
+
+
+def remembered_fingerprint(
+    reference: str, *, dtype: str | None = None, device: str | None = None
+) -> str | None:
+    """The fingerprint `open_model` will give `reference`, when it is remembered (so without
+    loading anything); None otherwise, a bad reference included (loading it reports that).
+    Random presets are left out: naming theirs needs torch."""
+    try:
+        if check_reference(reference)[0] == "random":
+            return None
+    except HarnessError:
+        return None
+    target = memo_target(reference, _memo_setting(device, dtype))
+    remembered = _recalled(*target) if target is not None else None
+    return remembered.fingerprint if remembered is not None else None
+
+
+def _memo_setting(device: str | None, dtype: str | None) -> str:
+    return f"{resolve_device(device)}:{dtype or 'default'}"
+
+
+def _recalled(directory: Path, setting: str) -> Remembered | None:
+    """A remembered fingerprint complete enough to stand in for a load (tokenizer included)."""
+    remembered = recall_fingerprint(directory, setting)
+    return remembered if remembered is not None and remembered.tokenizer is not None else None
 
 
 def random_fingerprint_for(name: str, dtype: str | None, device: str) -> str:

@@ -42,7 +42,7 @@ from harness.evaluation import (
     unmeasured_gates,
 )
 from harness.generation import output_scope
-from harness.models.loading import base_directory, open_model
+from harness.models.loading import base_directory, open_model, remembered_fingerprint
 from harness.store import Store
 from harness.suite import LoadedSuite
 from harness.training import Trainings, train_candidate, training_info
@@ -108,6 +108,7 @@ def run_suite(
     reporter = reporter or Reporter()
     gating = gating or Gating()
     candidates = selected_candidates(suite, only)
+    store.read_ahead(_cached_scopes(suite, candidates))
     run_id = store.begin_run(
         suite_name=suite.name,
         suite_path=str(suite.path),
@@ -160,6 +161,18 @@ def decide_candidate_gates(
     )
     gates = decide_gates(list(suite.spec.capabilities), inputs, joint=suite.spec.joint_gates)
     return gates if reference is None else annotate(gates, reference)
+
+
+def _cached_scopes(suite: LoadedSuite, candidates: Sequence[Any]) -> list[list[str]]:
+    """What each model will read from the store, in evaluation order, for the models whose
+    fingerprint is known before loading (trained candidates' are not)."""
+    groups = []
+    for name in ["base", *(c.name for c in candidates if c.backend is None)]:
+        fingerprint = remembered_fingerprint(suite.models[name])
+        if fingerprint is not None:
+            scopes = [output_scope(fingerprint)]
+            groups.append(scopes if name == "base" else [*scopes, evidence_scope(fingerprint)])
+    return groups
 
 
 def _evidence_cache(store: Store, candidate: ModelResult) -> EvidenceCache | None:

@@ -71,13 +71,13 @@ def test_a_rerun_computes_nothing_and_opens_the_store_as_often_for_any_number_of
             assert model.record.info["requests_cached"] > 0
             assert model.record.info["loaded"] is False
         assert [g.outcome for g in second.candidates[0].gates] == ["pass"]
-    # Begin and finish the run, and per model (base, candidate) one read and one write: the
-    # candidate's cached outputs and its remembered gate evidence come in the same read.
-    assert opens == {1: 6, len(CHECKS): 6}
-    # A new process's rerun: the store's migration check rides on the run's first open.
+    # Begin the run, record each model (base, candidate), finish: what each model reads (its
+    # cached outputs, a candidate's remembered gate evidence) rides on the open before it.
+    assert opens == {1: 4, len(CHECKS): 4}
+    # A new process's rerun: the store's migrations ride on the run's first open too.
     fresh = Store(tmp_path / f"h{len(CHECKS)}.duckdb")
     run_suite(suite, fresh)
-    assert fresh.opens == 6
+    assert fresh.opens == 4
 
 
 def test_cached_outputs_written_without_a_scope_are_still_reused(

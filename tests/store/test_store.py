@@ -251,6 +251,28 @@ def test_output_cache_scope_reads_one_models_entries_at_once(db: Path) -> None:
     assert store.get_many("generate", ["k1", "k3", "k4"]) == {"k1": "a", "k3": "c", "k4": "d"}
 
 
+def test_scopes_read_ahead_ride_on_later_opens_one_group_each(db: Path) -> None:
+    store = Store(db)
+    store.put_many("generate", {"k1": "a"}, scope="fp1")
+    store.put_many("generate", {"k2": "b"}, scope="fp2")
+    store.put_many("evidence", {"e2": {"p": 0.5}}, scope="ev2")
+    store.read_ahead([["fp1"], ["fp2", "ev2"]])
+    opens = store.opens
+    store.list_runs()  # any open reads the first group
+    assert store.get_scope("fp1") == {("generate", "k1"): '"a"'}
+    assert store.opens == opens + 1
+    store.prefetch_scopes(["fp2", "ev2"])  # its own open reads it, and the group is used up
+    store.prefetch_scopes(["fp2", "ev2"])  # read already: no open
+    assert store.opens == opens + 2
+    assert store.get_scope("ev2") == {("evidence", "e2"): '{"p": 0.5}'}
+    assert store.get_scope("fp2") == {("generate", "k2"): '"b"'}
+    store.put_many("generate", {"k3": "c"}, scope="fp2")
+    assert store.get_scope("fp2") == {  # handed out once: read again, with what was put since
+        ("generate", "k2"): '"b"',
+        ("generate", "k3"): '"c"',
+    }
+
+
 def test_a_version_3_store_migrates_and_keeps_its_cached_outputs(db: Path) -> None:
     with store_at_version(db, 3) as con:
         con.execute("INSERT INTO output_cache VALUES ('generate', 'k', '\"old\"', now())")

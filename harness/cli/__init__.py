@@ -7,6 +7,8 @@ Exit codes (SPEC.md): 0 every gate held; 1 a gate failed; 2 bad suite or command
 ran); 3 a model failed to load, train or evaluate (the others still ran and were recorded).
 """
 
+import gc
+
 import click
 
 from harness import __version__
@@ -27,6 +29,9 @@ from harness.cli._validate import schema, validate
 @click.version_option(__version__, prog_name="harness")
 def main() -> None:
     """Evaluate fine-tuned language models against their base, and gate on regressions."""
+    # What the imports made lives as long as the process: frozen, the garbage collector stops
+    # scanning it again at every full collection (~10% of a fully cached rerun's time).
+    gc.freeze()
 
 
 for command in (run, validate, schema, runs, show, gate, tag, plan, report, history, compare):

@@ -1,6 +1,7 @@
 """Every renderer of a run, on one fixed run built by hand: four candidates with the four
 verdicts (passed, inconclusive, regressed, error), one of them named like markup. Each renderer
-must say the same verdict for each, and escape the name for its medium. Fast: no model runs."""
+(console, JSON, JUnit, Markdown, annotations, HTML) must say the same verdict for each, and escape
+the name for its medium. Fast: no model runs."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from harness.outputs._console import print_verdicts, summary_table
 from harness.outputs._json import run_summary
 from harness.outputs._junit import junit_xml
 from harness.outputs._markdown import markdown_summary
+from harness.outputs.html import render_report, report_view
 from harness.suite import CapabilityBase
 
 HOSTILE = "<b>bold</b>|[red]x[/red]"
@@ -108,3 +110,15 @@ def test_annotations_error_per_failure_warning_per_inconclusive(run: RunResult) 
     assert len(errors) == 2  # the regressed gate and the candidate that failed to run
     assert any("unsure" in line and "inconclusive" in line for line in warnings)
     assert all("\n" not in line for line in lines)  # one command per line
+
+
+def test_html_report_view_and_page_from_the_same_run(run: RunResult) -> None:
+    view = report_view(run)
+    assert {v.name: v.verdict for v in view.verdicts} == EXPECTED
+    assert view.overview == [("error", 1), ("regressed", 1), ("inconclusive", 1), ("passed", 1)]
+    assert (view.status, view.exit_code) == ("error", 3)  # a live run: its results' own
+    html = render_report([view])
+    assert "<b>bold</b>" not in html  # neither in the page nor in its embedded case data
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html
+    for verdict in set(EXPECTED.values()):
+        assert verdict in html

@@ -3,7 +3,8 @@
     from harness.outputs.html import write_report
     write_report(Store("harness.duckdb"), ["last"], Path("report.html"))
 
-The view is computed from the store (`harness.outputs.html._view`), then rendered by Jinja2 templates
+The view is computed from the run view every output shares (`stored_result`, then
+`harness.outputs.html._view`), then rendered by Jinja2 templates
 shipped in this package (`harness.outputs.html._render`) into one self-contained HTML file.
 """
 
@@ -13,14 +14,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness.core.records import CaseResult
+from harness.evaluation import stored_result
 from harness.outputs._history import RunMetrics, metric_history
 from harness.outputs.html._render import IndexEntry, render_history, render_index, render_report
-from harness.outputs.html._view import RunView, report_view
+from harness.outputs.html._view import RunAbout, RunView, report_view
 from harness.store import RunSummary, Store
 
 __all__ = [
     "DEFAULT_DIRECTORY",
     "IndexEntry",
+    "RunAbout",
     "RunView",
     "build_history",
     "build_report",
@@ -29,6 +32,7 @@ __all__ = [
     "render_history",
     "render_index",
     "render_report",
+    "report_view",
     "write_index",
     "write_report",
 ]
@@ -41,7 +45,7 @@ def load_view(store: Store, run_ref: str) -> RunView:
     cases: dict[str, list[CaseResult]] = {}
     for model, case in store.load_cases(run_id):
         cases.setdefault(model, []).append(case)
-    return report_view(run, cases)
+    return report_view(stored_result(run, cases), RunAbout.of(run))
 
 
 def build_report(store: Store, run_refs: Sequence[str]) -> str:

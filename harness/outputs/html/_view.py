@@ -1,7 +1,8 @@
-"""What a report shows, computed from stored runs: plain data, no HTML.
+"""What a report shows, computed from the run view every output shares: plain data, no HTML.
 
-`report_view` turns a StoredRun and its cases into the verdicts, the metric matrix, the method
-comparison and the case payload that the template and the page's script render.
+`report_view` turns a `RunResult` (live, or read back by `stored_result`) and what the store adds
+about the run (`RunAbout`: when, how long, loss curves) into the verdicts, the metric matrix, the
+method comparison and the case payload that the template and the page's script render.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.core.records import CaseResult, GateResult, MetricValue, ModelRecord
-from harness.evaluation import fail_on_of, verdict_of
+from harness.core.records import GateResult, MetricValue, ModelRecord
+from harness.evaluation import ModelResult, RunResult
 from harness.outputs._history import (
     Direction,
     direction,
@@ -21,6 +22,7 @@ from harness.outputs._history import (
     verdict_reason,
 )
 from harness.outputs._text import plain_summary
+from harness.store import StoredRun
 
 
 @dataclass(frozen=True)
@@ -115,69 +117,94 @@ class RunView:
         return [(verdict, count) for verdict, count in counts if count]
 
 
-def report_view(run: Any, cases: Mapping[str, Sequence[CaseResult]]) -> RunView:
-    """Everything the report shows of one stored run (`cases`: model name -> its cases)."""
-    base = next((m for m in run.models if m.role == "base"), None)
-    candidates = tuple(m for m in run.models if m.role == "candidate")
-    lower = recorded_lower_is_better(run.metrics)
-    quality = quality_metric(run, candidates)
-    fail_on = fail_on_of(run.config)
-    summary = run.summary
+@dataclass(frozen=True)
+class RunAbout:
+    """What the store knows of a run beside its results. The defaults describe a live run that
+    was not stored: its status and exit code are then its results' own."""
+
+    started_at: str = ""
+    duration_s: float | None = None
+    status: str | None = None  # a stored run's: may be "interrupted" or "running"
+    exit_code: int | None = None
+    harness_version: str | None = None
+    loss_curves: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)
+    base_recorded: bool = True  # False: the run stopped before it recorded its base
+
+    @classmethod
+    def of(cls, run: StoredRun) -> RunAbout:
+        summary = run.summary
+        return cls(
+            started_at=str(summary.started_at)[:19],
+            duration_s=summary.duration_s,
+            status=summary.status,
+            exit_code=summary.exit_code,
+            harness_version=run.harness_version,
+            loss_curves={k: v for k, v in run.loss_curves.items() if v},
+            base_recorded=any(m.role == "base" for m in run.models),
+        )
+
+
+def report_view(result: RunResult, about: RunAbout | None = None) -> RunView:
+    """Everything the report shows of one run."""
+    about = about or RunAbout()
+    base = result.base if about.base_recorded else None
+    models = [*([base] if base else []), *result.candidates]
+    lower = recorded_lower_is_better({m.record.name: m.metrics for m in models})
+    quality = quality_metric(base, result.candidates)
     return RunView(
-        run_id=run.id,
-        suite=summary.suite_name,
-        status=summary.status,
-        exit_code=summary.exit_code,
-        started_at=str(summary.started_at)[:19],
-        duration_s=summary.duration_s,
-        harness_version=run.harness_version,
-        base=base,
-        candidates=candidates,
-        verdicts=tuple(_verdict(m, run.gates.get(m.name, ()), fail_on) for m in candidates),
-        matrix=tuple(_matrix(run, candidates, lower)),
+        run_id=result.run_id,
+        suite=result.suite,
+        status=about.status or result.status,
+        exit_code=about.exit_code if about.status else result.exit_code,
+        started_at=about.started_at,
+        duration_s=about.duration_s,
+        harness_version=about.harness_version,
+        base=base.record if base else None,
+        candidates=tuple(c.record for c in result.candidates),
+        verdicts=tuple(_verdict(c) for c in result.candidates),
+        matrix=tuple(_matrix(base, result.candidates, lower)),
         quality_metric=quality,
-        methods=tuple(_methods(run, candidates, quality)),
-        loss_curves={k: v for k, v in run.loss_curves.items() if v},
-        cases=case_payload(base, candidates, cases),
+        methods=tuple(_methods(base, result.candidates, quality)),
+        loss_curves=dict(about.loss_curves),
+        cases=case_payload(base, result.candidates),
     )
 
 
-def _verdict(
-    record: ModelRecord, gates: Sequence[GateResult], fail_on: frozenset[str]
-) -> CandidateVerdict:
-    failed = tuple(g for g in gates if not g.passed)
-    verdict = verdict_of(record, gates, fail_on)
+def _verdict(candidate: ModelResult) -> CandidateVerdict:
+    record, gates, fail_on = candidate.record, candidate.gates, candidate.fail_on
     return CandidateVerdict(
         record.name,
         record.reference,
-        verdict,
-        plain_summary(verdict, gates, fail_on, record.error),
+        candidate.verdict,
+        plain_summary(candidate.verdict, gates, fail_on, record.error),
         verdict_reason(record, gates, fail_on),
-        failed,
+        tuple(g for g in gates if not g.passed),
         len(gates),
-        tuple(record.info.get("warnings") or ()),
+        candidate.warnings,
     )
 
 
-def _matrix(run: Any, candidates: Sequence[ModelRecord], lower: frozenset[str]) -> list[MatrixRow]:
-    base_metrics = {(m.capability, m.metric): m for m in run.metrics.get("base", ())}
+def _matrix(
+    base: ModelResult | None, candidates: Sequence[ModelResult], lower: frozenset[str]
+) -> list[MatrixRow]:
+    base_metrics = {(m.capability, m.metric): m for m in (base.metrics if base else ())}
     keys = list(base_metrics)
-    for record in candidates:
-        keys += [(m.capability, m.metric) for m in run.metrics.get(record.name, ())]
+    for candidate in candidates:
+        keys += [(m.capability, m.metric) for m in candidate.metrics]
     rows = []
     for key in dict.fromkeys(keys):
-        base = base_metrics.get(key)
-        cells = tuple(_cell(run, record.name, key, base, key[1] in lower) for record in candidates)
-        rows.append(MatrixRow(key[0], key[1], key[1] in lower, base, cells))
+        reference = base_metrics.get(key)
+        cells = tuple(_cell(c, key, reference, key[1] in lower) for c in candidates)
+        rows.append(MatrixRow(key[0], key[1], key[1] in lower, reference, cells))
     # Failed gates first, then silent forgetting, then the rest; stable within each group.
     return sorted(rows, key=lambda r: -r.severity)
 
 
 def _cell(
-    run: Any, model: str, key: tuple[str, str], base: MetricValue | None, lower: bool
+    candidate: ModelResult, key: tuple[str, str], base: MetricValue | None, lower: bool
 ) -> Cell:
-    metric = next((m for m in run.metrics.get(model, ()) if (m.capability, m.metric) == key), None)
-    gates = tuple(g for g in run.gates.get(model, ()) if (g.capability, g.metric) == key)
+    metric = next((m for m in candidate.metrics if (m.capability, m.metric) == key), None)
+    gates = tuple(g for g in candidate.gates if (g.capability, g.metric) == key)
     if metric is None:
         return Cell(None, None, None, None, "same", False, gates)
     delta = _finite(metric.value - base.value) if base is not None else None
@@ -197,41 +224,41 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
 
 
-def quality_metric(run: Any, candidates: Sequence[ModelRecord]) -> tuple[str, str] | None:
+def quality_metric(
+    base: ModelResult | None, candidates: Sequence[ModelResult]
+) -> tuple[str, str] | None:
     """The metric a method comparison ranks by: the first `improve` gate's, else any gated one."""
-    gates = [g for record in candidates for g in run.gates.get(record.name, ())]
+    gates = [g for candidate in candidates for g in candidate.gates]
     for kinds in (("improve",), ("threshold", "forgetting")):
         for gate in gates:
             if gate.kind in kinds:
                 return (gate.capability, gate.metric)
-    base = run.metrics.get("base", ())
-    return (base[0].capability, base[0].metric) if base else None
+    return (base.metrics[0].capability, base.metrics[0].metric) if base and base.metrics else None
 
 
 def _methods(
-    run: Any, candidates: Sequence[ModelRecord], quality: tuple[str, str] | None
+    base: ModelResult | None, candidates: Sequence[ModelResult], quality: tuple[str, str] | None
 ) -> list[MethodRow]:
-    base = {(m.capability, m.metric): m.value for m in run.metrics.get("base", ())}
+    base_values = {(m.capability, m.metric): m.value for m in (base.metrics if base else ())}
     rows = []
-    for record in candidates:
-        training = record.info.get("training")
+    for candidate in candidates:
+        training = candidate.record.info.get("training")
         if not isinstance(training, Mapping):
             continue
-        values = {(m.capability, m.metric): m.value for m in run.metrics.get(record.name, ())}
+        values = {(m.capability, m.metric): m.value for m in candidate.metrics}
         value = values.get(quality) if quality else None
-        base_value = base.get(quality) if quality else None
-        gates = run.gates.get(record.name, ())
+        base_value = base_values.get(quality) if quality else None
         rows.append(
             MethodRow(
-                record.name,
-                verdict_of(record, gates, fail_on_of(run.config)),
+                candidate.record.name,
+                candidate.verdict,
                 training,
                 _finite(value),
                 _finite(value - base_value)
                 if value is not None and base_value is not None
                 else None,
-                sum(g.passed for g in gates),
-                len(gates),
+                sum(g.passed for g in candidate.gates),
+                len(candidate.gates),
             )
         )
     return rows
@@ -240,22 +267,18 @@ def _methods(
 # ----------------------------------------------------------------------- the case payload
 
 
-def case_payload(
-    base: ModelRecord | None,
-    candidates: Sequence[ModelRecord],
-    cases: Mapping[str, Sequence[CaseResult]],
-) -> dict[str, Any]:
+def case_payload(base: ModelResult | None, candidates: Sequence[ModelResult]) -> dict[str, Any]:
     """The drill-down's data: one row per case with every model's output, compact for 50k rows.
 
     `models[0]` is the base. A case row is [check index, case id, prompt, expected, outputs,
     passed, scores, details], the last four holding one entry per model (null when that model has
     no such case). Cases where a candidate fails what the base passes come first.
     """
-    models = [m.name for m in ([base] if base else []) + list(candidates)]
+    models = [*([base] if base else []), *candidates]
     checks: dict[tuple[str, str], int] = {}
     rows: dict[tuple[str, str, str], list[Any]] = {}
     for position, model in enumerate(models):
-        for case in cases.get(model, ()):
+        for case in model.cases:
             check = checks.setdefault((case.capability, case.check), len(checks))
             key = (case.capability, case.check, case.case_id)
             row = rows.get(key)
@@ -269,7 +292,7 @@ def case_payload(
     first = [] if base else [None]  # _rank reads the base's outcome first
     ordered = sorted(rows.values(), key=lambda row: -_rank([*first, *row[5]]))
     return {
-        "models": models,
+        "models": [m.record.name for m in models],
         "has_base": base is not None,
         "checks": [list(k) for k in checks],
         "cases": ordered,

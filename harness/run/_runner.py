@@ -94,6 +94,17 @@ class Gating:
         return {"fail_on": sorted(self.fail_on), "baseline": baseline}
 
 
+@dataclass(frozen=True)
+class _Run:
+    """The run in progress: what each of its steps needs, passed as one value."""
+
+    suite: LoadedSuite
+    store: Store
+    run_id: str
+    reporter: Reporter
+    gating: Gating
+
+
 def run_suite(
     suite: LoadedSuite,
     store: Store,
@@ -117,16 +128,15 @@ def run_suite(
         config={"only": list(only or []), "models": suite.models, **gating.config()}
         | (config or {}),
     )
-    base = _evaluate(suite, store, run_id, "base", "base", suite.models["base"], reporter)
+    run = _Run(suite, store, run_id, reporter, gating)
+    base = _evaluate(run, "base", "base", suite.models["base"])
     trainings = _trainings(suite, base, reporter, retrain)
     if base.record.status != "error":
         trainings.start([c.name for c in candidates if c.backend is not None])
     results: list[ModelResult] = []
     try:
         for candidate in candidates:
-            results += _candidate(
-                suite, store, run_id, candidate, base, reporter, trainings, gating
-            )
+            results += _candidate(run, candidate, base, trainings)
     finally:
         trainings.close()
     result = RunResult(
@@ -185,42 +195,21 @@ def _evidence_cache(store: Store, candidate: ModelResult) -> EvidenceCache | Non
 
 
 def _candidate(
-    suite: LoadedSuite,
-    store: Store,
-    run_id: str,
-    candidate: Any,
-    base: ModelResult,
-    reporter: Reporter,
-    trainings: Trainings,
-    gating: Gating,
+    run: _Run, candidate: Any, base: ModelResult, trainings: Trainings
 ) -> list[ModelResult]:
     """The candidate's results: one, or two when an adapter is also evaluated merged."""
     if base.record.status == "error":
         message = "the base model failed, so nothing could be compared"
-        return [
-            _failed(store, run_id, candidate.name, candidate.model or candidate.backend, message)
-        ]
+        return [_failed(run, candidate.name, candidate.model or candidate.backend, message)]
     if candidate.backend is None:
-        return [
-            _evaluated(
-                suite,
-                store,
-                run_id,
-                candidate.name,
-                suite.models[candidate.name],
-                base,
-                reporter,
-                gating,
-            )
-        ]
+        return [_evaluated(run, candidate.name, run.suite.models[candidate.name], base)]
     try:
         trained = trainings.result(candidate.name)
     except Exception as exc:  # a crash, out of memory or a NaN loss: the others still run
-        reporter.done(candidate.name, "error")
+        run.reporter.done(candidate.name, "error")
         return [
             _failed(
-                store,
-                run_id,
+                run,
                 candidate.name,
                 f"backend:{candidate.backend}",
                 f"training failed: {type(exc).__name__}: {exc}",
@@ -228,41 +217,18 @@ def _candidate(
         ]
     info = {"training": training_info(trained)}
     results = [
-        _evaluated(
-            suite,
-            store,
-            run_id,
-            candidate.name,
-            str(trained.model_dir),
-            base,
-            reporter,
-            gating,
-            info,
-            trained.loss_curve,
-        )
+        _evaluated(run, candidate.name, str(trained.model_dir), base, info, trained.loss_curve)
     ]
     if trained.merged_dir is not None:
         merged_name = f"{candidate.name}+merged"
-        results.append(
-            _evaluated(
-                suite,
-                store,
-                run_id,
-                merged_name,
-                str(trained.merged_dir),
-                base,
-                reporter,
-                gating,
-                info,
-            )
-        )
-        results = _with_merge_agreement(store, run_id, results)
+        results.append(_evaluated(run, merged_name, str(trained.merged_dir), base, info))
+        results = _with_merge_agreement(run, results)
     return results
 
 
-def _failed(store: Store, run_id: str, name: str, reference: str, message: str) -> ModelResult:
+def _failed(run: _Run, name: str, reference: str, message: str) -> ModelResult:
     record = _error_record(name, "candidate", reference, message)
-    store.record_model(run_id, record)
+    run.store.record_model(run.run_id, record)
     return ModelResult(record)
 
 
@@ -294,14 +260,10 @@ def _trainings(
 
 
 def _evaluated(
-    suite: LoadedSuite,
-    store: Store,
-    run_id: str,
+    run: _Run,
     name: str,
     reference: str,
     base: ModelResult,
-    reporter: Reporter,
-    gating: Gating,
     extra_info: dict[str, Any] | None = None,
     loss_curve: list[tuple[int, float]] | None = None,
 ) -> ModelResult:
@@ -310,34 +272,32 @@ def _evaluated(
     A candidate evaluated unlike its reference (another tokenizer, chat template, engine or
     generation settings), or with a gated metric left unmeasured, is a run error, not a verdict.
     """
-    evaluated = _evaluate(suite, store, run_id, name, "candidate", reference, reporter, base)
+    evaluated = _evaluate(run, name, "candidate", reference, base)
     if evaluated.record.status == "error":
         return evaluated
     record = replace(evaluated.record, info=evaluated.record.info | (extra_info or {}))
-    against, reference_info = _reference_of(suite, store, name, base, gating)
+    against, reference_info = _reference_of(run, name, base)
     gates: list[GateResult] = []
     if differences := incomparable(reference_info, record.info):
         record = _as_error(record, f"not comparable with {against}: " + "; ".join(differences))
     else:
-        gates = decide_candidate_gates(suite, store, evaluated, base, gating)
+        gates = decide_candidate_gates(run.suite, run.store, evaluated, base, run.gating)
         if unmeasured := unmeasured_gates(gates):
             record = _as_error(record, "not measured: " + "; ".join(unmeasured))
         warnings = _warnings(record, evaluated.cases, base)
         if warnings:
             record = replace(record, info=record.info | {"warnings": warnings})
-    result = ModelResult(record, evaluated.metrics, gates, evaluated.cases, gating.fail_on)
-    _record(store, run_id, result, loss_curve or None)
-    reporter.done(name, result.verdict)
+    result = ModelResult(record, evaluated.metrics, gates, evaluated.cases, run.gating.fail_on)
+    _record(run, result, loss_curve or None)
+    run.reporter.done(name, result.verdict)
     return result
 
 
-def _reference_of(
-    suite: LoadedSuite, store: Store, name: str, base: ModelResult, gating: Gating
-) -> tuple[str, dict[str, Any]]:
+def _reference_of(run: _Run, name: str, base: ModelResult) -> tuple[str, dict[str, Any]]:
     """What the candidate's relative gates compare with: its name and its model info."""
-    if gating.baseline is None:
+    if run.gating.baseline is None:
         return "the base", base.record.info
-    found = gating.reference(store, suite, name)
+    found = run.gating.reference(run.store, run.suite, name)
     return found.label, found.info
 
 
@@ -355,9 +315,7 @@ def _warnings(record: ModelRecord, cases: Sequence[CaseResult], base: ModelResul
     return warnings
 
 
-def _with_merge_agreement(
-    store: Store, run_id: str, results: list[ModelResult]
-) -> list[ModelResult]:
+def _with_merge_agreement(run: _Run, results: list[ModelResult]) -> list[ModelResult]:
     """Whether the merged model answers the golden prompts as the adapter-on-base did."""
     adapter, merged = results
     if adapter.record.status == "error" or merged.record.status == "error":
@@ -376,23 +334,20 @@ def _with_merge_agreement(
     updated = []
     for result in results:
         record = replace(result.record, info=result.record.info | {"merge_agreement": agreement})
-        store.record_model(run_id, record)
+        run.store.record_model(run.run_id, record)
         updated.append(replace(result, record=record))
     return updated
 
 
 def _record(
-    store: Store,
-    run_id: str,
-    result: ModelResult,
-    loss_curve: list[tuple[int, float]] | None = None,
+    run: _Run, result: ModelResult, loss_curve: list[tuple[int, float]] | None = None
 ) -> None:
     """One transaction per model: its record, cases, metrics, gate verdicts and loss curve.
 
     Never fewer: a model's results are committed as soon as it is done, so a killed run keeps them.
     """
-    store.record_model_result(
-        run_id, result.record, result.cases, result.metrics, result.gates, loss_curve
+    run.store.record_model_result(
+        run.run_id, result.record, result.cases, result.metrics, result.gates, loss_curve
     )
 
 
@@ -401,20 +356,13 @@ def _error_record(name: str, role: Any, reference: str, message: str) -> ModelRe
 
 
 def _evaluate(
-    suite: LoadedSuite,
-    store: Store,
-    run_id: str,
-    name: str,
-    role: Any,
-    reference: str,
-    reporter: Reporter,
-    base: ModelResult | None = None,
+    run: _Run, name: str, role: Any, reference: str, base: ModelResult | None = None
 ) -> ModelResult:
     """Load and evaluate one model; any failure becomes an error record, never an exception.
 
     A base model is recorded here; a candidate once its gates are decided.
     """
-
+    suite, store, reporter = run.suite, run.store, run.reporter
     reporter.stage(name, "loading")
     started = time.perf_counter()
     try:
@@ -428,7 +376,7 @@ def _evaluate(
         record = ModelRecord(name, role, reference, lm.fingerprint, "ok", None, info)
     except Exception as exc:  # one model failing must not stop the others (exit 3 later)
         record = _error_record(name, role, reference, f"{type(exc).__name__}: {exc}")
-        store.record_model(run_id, record)
+        store.record_model(run.run_id, record)
         reporter.done(name, "error")
         return ModelResult(record)
     finally:
@@ -436,7 +384,7 @@ def _evaluate(
         _release_accelerator_memory()
     result = ModelResult(record, evaluation.metrics, [], evaluation.cases)
     if role == "base":
-        _record(store, run_id, result)
+        _record(run, result)
         reporter.done(name, "evaluated")
     return result
 

@@ -383,7 +383,7 @@ class Store:
         """The newest `limit` runs, newest first, optionally only those of suite `suite`."""
         where, params = ("WHERE r.suite_name = ?", [suite]) if suite is not None else ("", [])
         with self._transaction() as con:
-            sql = f"{_SUMMARY_SQL} {where} ORDER BY r.id DESC LIMIT ?"
+            sql = f"{_SUMMARY_SQL} {where} ORDER BY r.started_at DESC, r.id DESC LIMIT ?"
             rows = con.execute(sql, [*params, limit]).fetchall()
         return [_summary(row) for row in rows]
 
@@ -440,14 +440,19 @@ class Store:
             return self._resolve_tag(ref.removeprefix("tag:"))
         with self._transaction() as con:
             if ref in ("last", "latest"):
-                row = con.execute("SELECT max(id) FROM runs").fetchone()
+                # By start time: ids share their second when runs take less than one.
+                row = con.execute(
+                    "SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT 1"
+                ).fetchone()
                 if row is None or row[0] is None:
                     raise HarnessError(f"no runs in {self.path} yet: run `harness run SUITE` first")
                 return str(row[0])
             matches = [
                 r[0]
                 for r in con.execute(
-                    "SELECT id FROM runs WHERE starts_with(id, ?) ORDER BY id DESC", [ref]
+                    "SELECT id FROM runs WHERE starts_with(id, ?) "
+                    "ORDER BY started_at DESC, id DESC",
+                    [ref],
                 ).fetchall()
             ]
             if ref in matches:
@@ -458,7 +463,9 @@ class Store:
                 raise HarnessError(f"run {ref!r} is ambiguous; it matches:", problems=matches[:20])
             recent = [
                 r[0]
-                for r in con.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 10").fetchall()
+                for r in con.execute(
+                    "SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT 10"
+                ).fetchall()
             ]
         hint = "recent runs:" if recent else f"there are no runs in {self.path} yet"
         raise HarnessError(f"no run {ref!r} in {self.path}; {hint}", problems=recent)

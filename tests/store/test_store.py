@@ -189,7 +189,7 @@ def test_list_runs_order_and_filter(db: Path) -> None:
         ids.append(_begin(store, suite))
         time.sleep(0.002)
     listed = [r.id for r in store.list_runs()]
-    assert listed == sorted(ids, reverse=True)
+    assert listed == ids[::-1]  # newest first
     assert all(len(i) == len("20261123-165012-3fa2") for i in ids)
     qa = store.list_runs(suite="qa")
     assert [r.suite_name for r in qa] == ["qa"] * 3
@@ -203,9 +203,8 @@ def test_resolve_run(db: Path) -> None:
     with pytest.raises(HarnessError, match="no runs"):
         store.resolve_run("last")
     first, second = _begin(store), _begin(store)
-    newest = max(first, second)
-    assert store.resolve_run("last") == newest
-    assert store.resolve_run("latest") == newest
+    assert store.resolve_run("last") == second
+    assert store.resolve_run("latest") == second
     assert store.resolve_run(first) == first
     with pytest.raises(HarnessError, match="ambiguous") as info:
         store.resolve_run(first[:8])  # same day
@@ -559,3 +558,13 @@ def test_sigkill_mid_write_leaves_committed_runs_intact(db: Path) -> None:
     for run_id in set(runs) - set(finished):  # at most the run the kill interrupted
         assert runs[run_id].status in ("interrupted", "passed")
     assert len(set(runs) - set(finished)) <= 1
+
+
+def test_last_is_the_run_begun_last_even_within_one_second(db: Path) -> None:
+    """Ids hold the second and a random suffix; a cached rerun takes under a second, so "last"
+    and the newest-first listing go by start time, not by id."""
+    store = Store(db)
+    begun = [_begin(store) for _ in range(12)]
+    assert len({run_id[:15] for run_id in begun}) < len(begun)  # some share their second
+    assert store.resolve_run("last") == begun[-1]
+    assert [s.id for s in store.list_runs(limit=100)] == begun[::-1]

@@ -9,8 +9,9 @@ class Reporter:
     def stage(self, model: str, stage: str, total: int | None = None) -> None:
         """A model enters a stage (loading, evaluating); `total` is its number of cases."""
 
-    def advance(self, model: str, completed: float) -> None:
-        """`completed` cases of the current model's stage are done."""
+    def advance(self, model: str, completed: float, *, batches: int = 0, tokens: int = 0) -> None:
+        """`completed` cases of the current model's stage are done; `batches` forward batches
+        were computed for them so far, generating `tokens` new tokens (cached cases cost none)."""
 
     def training(self, model: str, step: int, total: int, loss: float | None) -> None:
         """A training step of a trained candidate."""

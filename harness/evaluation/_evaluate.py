@@ -56,7 +56,7 @@ def evaluate_model(
     lm: LoadedModel | LazyModel,
     suite: LoadedSuite,
     cache: OutputCache | None,
-    on_progress: Callable[[float], None] | None = None,
+    on_progress: Callable[[float, int, int], None] | None = None,
     reporter: Reporter | None = None,
     name: str = "",
     base_cases: Sequence[CaseResult] = (),
@@ -76,7 +76,7 @@ def evaluate_model(
     generation: dict[str, dict[str, Any]] = {}
     before = 0
     for index, planned in enumerate(suite.checks):
-        engine.progress = _scaled(on_progress, before, len(planned.cases))
+        engine.progress = _scaled(on_progress, engine, before, len(planned.cases))
         settings = generation_settings(suite.spec.generation, planned.spec.generation)
         generation[f"{planned.capability} · {planned.label}"] = settings.as_record()
         ctx = EvalContext(
@@ -103,11 +103,15 @@ def _outputs_of(cases: Sequence[CaseResult], planned: PlannedCheck) -> dict[str,
 
 
 def _scaled(
-    on_progress: Callable[[float], None] | None, before: int, size: int
+    on_progress: Callable[[float, int, int], None] | None, engine: Engine, before: int, size: int
 ) -> Callable[[int, int], None] | None:
+    """The engine's (done, total) requests of one check as (cases of the whole suite done,
+    batches computed, tokens generated)."""
     if on_progress is None:
         return None
-    return lambda done, total: on_progress(before + size * done / max(total, 1))
+    return lambda done, total: on_progress(
+        before + size * done / max(total, 1), engine.batches_computed, engine.tokens_generated
+    )
 
 
 def generation_settings(

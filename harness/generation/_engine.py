@@ -52,6 +52,7 @@ class Engine:
         # Unique requests served from the cache vs run through the model: shows what a rerun reused.
         self.requests_cached = 0
         self.requests_computed = 0
+        self.batches_computed = 0  # forward batches run for cache misses: progress reports them
         self._engines_used: set[str] = set()  # "transformers" and/or "vllm", as they generate
 
     # The model is needed only when a request misses the cache; a LazyModel loads then.
@@ -87,6 +88,12 @@ class Engine:
             "sequence-classification model (an encoder with a classifier head); evaluate it "
             "with `glue` checks (head: classifier or auto) only"
         )
+
+    @property
+    def tokens_generated(self) -> int:
+        """New tokens transformers generated for this model so far (0 before it loads)."""
+        engine = self.__dict__.get("transformers")
+        return engine.tokens_generated if engine is not None else 0
 
     @cached_property
     def transformers(self) -> TransformersEngine:
@@ -170,6 +177,7 @@ class Engine:
                 self.cache.put_many(kind, fresh)  # a run killed later keeps this batch
             found.update(fresh)
             done += sum(copies[k] for k in fresh)
+            self.batches_computed += 1
             self._report(done, len(keys))
         return [found[k] for k in keys]
 

@@ -109,6 +109,11 @@ class SeededSampling:
         return chosen
 
 
+def _length_before(tokens: list[int], stops: set[int]) -> int:
+    """How many tokens come before the first pad or end-of-text token (all when none)."""
+    return next((i for i, token in enumerate(tokens) if token in stops), len(tokens))
+
+
 class TransformersEngine:
     """A loaded model's generations and log-likelihoods through transformers, in batches.
 
@@ -121,6 +126,7 @@ class TransformersEngine:
     def __init__(self, lm: LoadedModel, batch_size: int) -> None:
         self.lm = lm
         self.batch_size = batch_size
+        self.tokens_generated = 0  # new tokens, padding and what follows an end-of-text excluded
 
     @cached_property
     def model(self) -> Any:
@@ -181,7 +187,10 @@ class TransformersEngine:
                 logits_processor=processors,
                 stopping_criteria=criteria,
             )
-        return [decode_new(self.tokenizer, row[width:].tolist(), settings.stop) for row in out]
+        new = out[:, width:]
+        stops = {self._pad_id(), self.tokenizer.eos_token_id}
+        self.tokens_generated += sum(_length_before(row.tolist(), stops) for row in new)
+        return [decode_new(self.tokenizer, row.tolist(), settings.stop) for row in new]
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id

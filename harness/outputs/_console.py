@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -31,6 +32,28 @@ VERDICT_STYLE = {
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "warn": "yellow"}
 
 
+@dataclass
+class _Pace:
+    """How fast one model's evaluation goes, from its first progress report on."""
+
+    total: int
+    started: float
+    first_done: float
+    printed_at: float
+    printed_done: float
+
+    def eta(self, done: float, now: float) -> str:
+        progressed = done - self.first_done
+        if progressed <= 0:
+            return "ETA unknown"
+        return "ETA " + _duration((now - self.started) / progressed * (self.total - done))
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
 class ConsoleReporter(Reporter):
     """A progress bar per model in a terminal; one line per stage in CI logs."""
 
@@ -41,6 +64,7 @@ class ConsoleReporter(Reporter):
             TextColumn("{task.fields[model]:<16} {task.fields[stage]:<11}", markup=False),
             BarColumn(),
             TextColumn("{task.completed:>6.0f}/{task.total:<6.0f}"),
+            TextColumn("{task.fields[speed]:>10}", markup=False),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -49,6 +73,7 @@ class ConsoleReporter(Reporter):
         )
         self.tasks: dict[str, TaskID] = {}
         self.started: dict[str, float] = {}
+        self.paces: dict[str, _Pace] = {}  # evaluations in progress
         if self.live:
             self.progress.start()
 
@@ -56,8 +81,9 @@ class ConsoleReporter(Reporter):
         self.started.setdefault(model, time.perf_counter())
         if model not in self.tasks:
             self.tasks[model] = self.progress.add_task(
-                "", total=total or 1, model=printable(model), stage=printable(stage)
+                "", total=total or 1, model=printable(model), stage=printable(stage), speed=""
             )
+        self.paces.pop(model, None)
         self.progress.update(
             self.tasks[model], stage=printable(stage), total=total or 1, completed=0
         )
@@ -67,8 +93,32 @@ class ConsoleReporter(Reporter):
                 printable(f"[{model}] {stage}{count}"), markup=False, highlight=False
             )
 
-    def advance(self, model: str, completed: float) -> None:
-        self.progress.update(self.tasks[model], completed=completed)
+    def advance(self, model: str, completed: float, *, batches: int = 0, tokens: int = 0) -> None:
+        """In a terminal, the bar and tokens/s; in a CI log, a line per tenth of the cases (or
+        every 15 s) with batches, tokens/s and an ETA, so a long evaluation is never silent."""
+        now = time.perf_counter()
+        task = self.progress.tasks[self.tasks[model]]
+        total = int(task.total or 1)
+        pace = self.paces.setdefault(model, _Pace(total, now, completed, now, completed))
+        elapsed = max(now - pace.started, 1e-9)
+        speed = f"{tokens / elapsed:.1f} tok/s" if tokens else ""
+        self.progress.update(self.tasks[model], completed=completed, speed=speed)
+        if self.live or completed <= pace.first_done:
+            return
+        finished = completed >= total
+        if (
+            not finished
+            and completed - pace.printed_done < total / 10
+            and now - pace.printed_at < 15
+        ):
+            return
+        pace.printed_at, pace.printed_done = now, completed
+        line = (
+            f"[{model}] evaluating {completed:.0f}/{total} cases · {batches} batches · "
+            f"{tokens} tokens, {tokens / elapsed:.1f} tok/s"
+        )
+        line += "" if finished else f" · {pace.eta(completed, now)}"
+        self.console.print(printable(line), markup=False, highlight=False)
 
     def training(self, model: str, step: int, total: int, loss: float | None) -> None:
         stage = "training" if loss is None else f"loss {loss:.3f}"

@@ -369,7 +369,10 @@ def _evaluate(
         lm = open_model(reference, trust_remote_code=suite.spec.trust_remote_code)
         if role == "candidate":  # its outputs and its gates' evidence: one read, not two
             store.prefetch_scopes([output_scope(lm.fingerprint), evidence_scope(lm.fingerprint)])
-        progress = lambda done: reporter.advance(name, done)  # noqa: E731
+
+        def progress(done: float, batches: int, tokens: int) -> None:
+            reporter.advance(name, done, batches=batches, tokens=tokens)
+
         base_cases = base.cases if base is not None else ()
         evaluation = evaluate_model(lm, suite, store, progress, reporter, name, base_cases)
         info = evaluation.model_info | {"seconds": round(time.perf_counter() - started, 3)}

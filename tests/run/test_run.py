@@ -312,3 +312,23 @@ def test_a_run_killed_while_training_reuses_the_finished_candidate(tmp_path: Pat
     assert trained["slow"]["reused_artifact"] is False  # killed halfway: trained again, whole
     run = Store(db).load_run(json.loads(summary.read_text())["run_id"])
     assert len(run.loss_curves["slow"]) == 1500
+
+
+def test_evaluation_shows_batches_tokens_per_second_and_an_eta_in_a_ci_log(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    """Piped (a CI log), evaluation says how far it is, not just that it started."""
+    suite = tmp_path / "progress.yaml"
+    suite.write_text(
+        f"name: progress\nbase: builtin:tiny\ngeneration: {{max_new_tokens: 8, batch_size: 10}}\n"
+        f"data: {{sums: {{path: {DATA / 'sums.jsonl'}}}}}\n"
+        "capabilities:\n  - name: arithmetic\n    checks: [{type: exact, data: sums}]\n"
+    )
+    result = harness("run", str(suite), "--db", str(tmp_path / "h.duckdb"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[base] evaluating ")]
+    progress = [line for line in lines if "tok/s" in line]
+    assert len(progress) >= 3, result.stderr  # 100 cases in batches of 10: several updates
+    last = progress[-1]
+    assert "100/100 cases" in last and "10 batches" in last, last
+    assert all("ETA" in line for line in progress[:-1]), progress

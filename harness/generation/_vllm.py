@@ -54,9 +54,8 @@ from typing import TYPE_CHECKING, Any
 from harness.core.errors import HarnessError
 from harness.generation._settings import BatchResult, GenerationSettings
 from harness.generation._tokens import _chunks, _max_length, decode_new, encode_prompts
-from harness.models.builtin import ensure_builtin
 from harness.models.loading import user_facing_errors
-from harness.models.references import check_reference
+from harness.models.references import check_reference, local_directory
 from harness.models.tasks import CAUSAL_LM, config_task
 
 if TYPE_CHECKING:
@@ -137,14 +136,15 @@ def serving_target(reference: str, task: str = "causal_lm") -> VllmTarget | str:
     if task != CAUSAL_LM:
         return "it is a sequence classifier (vLLM generation here serves causal LMs)"
     try:
-        kind, name = check_reference(reference)
+        parsed = check_reference(reference)
     except HarnessError as exc:
         return str(exc)
+    kind, name = parsed
     if kind == "random":
         return "a random: preset is built in memory, so there is no checkpoint for vLLM to load"
     if kind == "hub":
         return VllmTarget(name, name)  # vLLM and transformers resolve a hub id the same way
-    path = ensure_builtin(name) if kind == "builtin" else Path(name)
+    path = local_directory(parsed)
     if (path / "adapter_config.json").is_file():
         return _adapter_target(path)
     config = _read_json(path / "config.json")

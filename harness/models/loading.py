@@ -22,7 +22,7 @@ from harness.core.device import resolve_device
 from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.core.home import harness_home
 from harness.models import LazyModel, LoadedModel
-from harness.models.builtin import builtin_path, ensure_builtin, known_builtins
+from harness.models.builtin import builtin_path, known_builtins
 from harness.models.fingerprint import (
     Remembered,
     adapter_fingerprint,
@@ -32,13 +32,19 @@ from harness.models.fingerprint import (
     remember_fingerprint,
     tokenizer_identity,
 )
+from harness.models.gguf import converted_path
 from harness.models.presets import (
     count_parameters,
     known_presets,
     random_fingerprint,
     random_model,
 )
-from harness.models.references import ModelReference, check_reference, parse_reference
+from harness.models.references import (
+    ModelReference,
+    check_reference,
+    local_directory,
+    parse_reference,
+)
 from harness.models.tasks import (
     CAUSAL_LM,
     CLASSIFICATION,
@@ -86,12 +92,12 @@ def load_model(
     dtype, bfloat16 for random presets). `device`: default cuda when available, else cpu.
     Raises ModelNotFoundError when nothing can be found, HarnessError for other bad references.
     """
-    kind, name = check_reference(reference)
+    parsed = check_reference(reference)
     device = resolve_device(device)
-    if kind == "random":
-        loaded = load_random(name, dtype=dtype, device=device)
+    if parsed.kind == "random":
+        loaded = load_random(parsed.name, dtype=dtype, device=device)
     else:
-        path = ensure_builtin(name) if kind == "builtin" else name
+        path = parsed.name if parsed.kind == "hub" else local_directory(parsed)
         loaded = load_pretrained(str(path), trust_remote_code, dtype, device)
     loaded.reference = reference
     return loaded
@@ -212,6 +218,8 @@ def memo_directory(reference: str) -> Path | None:
         path = builtin_path(name)
     elif kind == "directory":
         path = Path(name)
+    elif kind == "gguf":
+        path = converted_path(Path(name))
     else:
         return None
     return path if path.is_dir() and not (path / ADAPTER_CONFIG).is_file() else None
@@ -387,7 +395,8 @@ def load_classifier_base(
     kind, name = check_reference(reference)
     if kind == "random":
         raise HarnessError(f"adapter at {adapter}: a classification adapter needs a saved base")
-    source = str(ensure_builtin(name)) if kind == "builtin" else name
+    parsed = ModelReference(kind, name)
+    source = name if kind == "hub" else str(local_directory(parsed))
     # {} when the adapter came from elsewhere: the base's own head shape is then assumed
     loaded = load_pretrained(source, trust_remote_code, dtype, device, head_config(adapter))
     loaded.reference = reference
@@ -409,11 +418,10 @@ def base_directory(reference: str) -> Path:
     Built-ins are built; a hub id is resolved to its snapshot (downloaded when the hub is
     reachable); a random preset is saved once under $HARNESS_HOME/random/.
     """
-    kind, name = check_reference(reference)
-    if kind == "builtin":
-        return ensure_builtin(name)
-    if kind == "directory":
-        return Path(name)
+    parsed = check_reference(reference)
+    kind, name = parsed
+    if kind in ("builtin", "directory", "gguf"):
+        return local_directory(parsed)
     if kind == "random":
         return saved_random(name)
     from huggingface_hub import snapshot_download

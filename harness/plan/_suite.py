@@ -26,9 +26,8 @@ from harness.backends.acceleration import (
     installed_libraries,
 )
 from harness.core.errors import HarnessError, ModelNotFoundError
-from harness.models.builtin import ensure_builtin
 from harness.models.presets import preset_config
-from harness.models.references import check_reference
+from harness.models.references import check_reference, local_directory
 from harness.models.tinylm import train_tokenizer
 from harness.plan._estimate import (
     DTYPE_BYTES,
@@ -206,14 +205,12 @@ def model_config(reference: str, trust_remote_code: bool = False) -> dict[str, A
     """A model's config as a dict, read without its weights: builtin (built if missing), random
     preset, local directory (an adapter's base), or hub id (when reachable)."""
 
-    kind, name = check_reference(reference)
-    if kind == "random":
-        return dict(preset_config(name).to_dict())
-    if kind == "builtin":
-        return read_config(ensure_builtin(name))
-    if kind == "directory":
-        return read_config(Path(name))
-    return hub_config(name, trust_remote_code)
+    parsed = check_reference(reference)
+    if parsed.kind == "random":
+        return dict(preset_config(parsed.name).to_dict())
+    if parsed.kind == "hub":
+        return hub_config(parsed.name, trust_remote_code)
+    return read_config(local_directory(parsed))
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -243,14 +240,12 @@ def hub_config(name: str, trust_remote_code: bool) -> dict[str, Any]:
 def model_tokenizer(reference: str) -> Any | None:
     """The tokenizer that lengths are measured with; None when it cannot be had offline."""
 
-    kind, name = check_reference(reference)
-    if kind == "random":
+    parsed = check_reference(reference)
+    if parsed.kind == "random":
         return train_tokenizer(vocab_size=400)  # what random presets are fed (presets.py)
     from transformers import AutoTokenizer
 
-    source = name
-    if kind == "builtin":
-        source = str(ensure_builtin(name))
+    source = parsed.name if parsed.kind == "hub" else str(local_directory(parsed))
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError):

@@ -17,6 +17,8 @@ from harness.checks import CHECKS, Case, CheckType
 from harness.core.errors import HarnessError
 from harness.core.registry import did_you_mean
 from harness.generation import INSTALL_HINT, vllm_installed
+from harness.models.builtin import PACKAGED
+from harness.models.gguf import check_gguf_file, is_gguf_reference
 from harness.models.loading import known_builtins, known_presets
 from harness.suite._data import DataError, Row, read_dataset, read_rows
 from harness.suite._planned import LoadedSuite, PlannedCheck
@@ -326,9 +328,14 @@ def resolve_reference(reference: str, suite_dir: Path) -> str:
             raise HarnessError(
                 f'unknown {kind} model "{name}"{did_you_mean(name, known)}; known: {", ".join(known)}'
             )
+        if kind == "builtin" and name in PACKAGED:  # its package installed, and gguf
+            check_gguf_file(PACKAGED[name].path())
         return reference
     local = Path(reference).expanduser()
     local = local if local.is_absolute() else suite_dir / local
+    if is_gguf_reference(reference):
+        check_gguf_file(local.resolve())
+        return str(local.resolve())
     if local.exists():
         return str(local.resolve())
     if reference.startswith((".", "/", "~")) or reference.count("/") > 1:

@@ -1,0 +1,136 @@
+"""GGUF files as models: converted once into an ordinary Hugging Face directory.
+
+transformers loads a `.gguf` file (through the `gguf` package) by dequantising it, which takes
+~20 s for a 135M model, and cannot `save_pretrained` the result. So a GGUF reference is converted
+once, rebuilt as a plain model (`from_config` + `load_state_dict`) and saved under
+`$HARNESS_HOME/gguf/<file stem>-<content hash>/`; from then on it loads (~2-4 s), fingerprints and
+caches like any model directory. Conversions happen in a temporary directory renamed into place,
+under a lock, like builtin builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+from harness.core.errors import HarnessError, ModelNotFoundError
+from harness.core.home import harness_home
+from harness.models.builtin import build_lock, remove_stale_builds
+
+GGUF_SUFFIX = ".gguf"
+CONVERSION_FORMAT = 1  # bump when `convert` saves something else for the same file
+CONVERSION_INFO = "harness-gguf.json"
+GGUF_INSTALL_HINT = "pip install gguf  (or: pip install 'harness[gguf]')"
+
+
+def is_gguf_reference(reference: str) -> bool:
+    return reference.strip().lower().endswith(GGUF_SUFFIX)
+
+
+def check_gguf_file(path: Path) -> None:
+    """What validation can check without converting: the file exists and `gguf` is installed."""
+    if not path.is_file():
+        raise ModelNotFoundError(f"no GGUF file at {path}")
+    if importlib.util.find_spec("gguf") is None:
+        raise HarnessError(
+            f"{path}: loading a GGUF file needs the gguf package: {GGUF_INSTALL_HINT}"
+        )
+
+
+def converted_path(gguf_file: Path, home: Path | None = None) -> Path:
+    """Where `gguf_file` is (or will be) converted to; nothing is converted."""
+    digest = content_hash(gguf_file, home)
+    return (home or harness_home()) / "gguf" / f"{gguf_file.stem}-{digest}"
+
+
+def ensure_converted(gguf_file: Path, home: Path | None = None) -> Path:
+    """The converted directory of `gguf_file`, converting it first when missing."""
+    check_gguf_file(gguf_file)
+    target = converted_path(gguf_file, home)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(target):
+        if not target.is_dir():  # another process may have converted it while we waited
+            remove_stale_builds(target)
+            scratch = target.parent / f".{target.name}.tmp-{os.getpid()}"
+            try:
+                convert(gguf_file, scratch)
+                os.rename(scratch, target)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
+    return target
+
+
+def convert(gguf_file: Path, out_dir: Path) -> None:
+    """Dequantise `gguf_file` through transformers and save it as a plain float32 model."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, name = str(gguf_file.parent), gguf_file.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            directory, gguf_file=name, dtype=torch.float32
+        )
+    except (ValueError, KeyError, NotImplementedError, OSError) as exc:
+        architecture = gguf_architecture(gguf_file)
+        raise HarnessError(
+            f"{gguf_file}: transformers {transformers.__version__} cannot load this GGUF file "
+            f"(architecture {architecture!r}): {exc}"
+        ) from exc
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # it would make the saved model "gguf-quantized"
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    out_dir.mkdir(parents=True)
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    info = {
+        "format": CONVERSION_FORMAT,
+        "source": str(gguf_file),
+        "architecture": gguf_architecture(gguf_file),
+        "transformers": transformers.__version__,
+    }
+    (out_dir / CONVERSION_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def gguf_architecture(gguf_file: Path) -> str:
+    """The `general.architecture` a GGUF file declares ("llama", "qwen2", ...), or "unknown"."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(gguf_file)).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except Exception:  # a damaged or foreign file: the caller's error says the rest
+        return "unknown"
+
+
+def content_hash(path: Path, home: Path | None = None) -> str:
+    """16 hex digits of the file's SHA-256, remembered for its size and modification time (a
+    100 MB file hashes in ~0.3 s, which every run would otherwise pay)."""
+    stat = path.stat()
+    state = [str(path.resolve()), stat.st_size, stat.st_mtime_ns, CONVERSION_FORMAT]
+    key = hashlib.sha256(json.dumps(state).encode()).hexdigest()[:24]
+    memo = (home or harness_home()) / "gguf" / ".hashes" / f"{key}.json"
+    try:
+        return str(json.loads(memo.read_text(encoding="utf-8"))["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()[:16]
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    scratch = memo.with_suffix(f".tmp-{os.getpid()}")
+    scratch.write_text(json.dumps({"sha256": value}), encoding="utf-8")
+    os.replace(scratch, memo)
+    return value

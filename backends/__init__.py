@@ -42,6 +42,7 @@ class TrainRequest:
     # GRPO: scores completions; reward(completions, rows) -> one float per completion.
     reward: Callable[[list[str], list[dict[str, Any]]], list[float]] | None = None
     chat_template: bool = False  # format prompts with the base tokenizer's chat template
+    system_prompt: str | None = None  # with the template: the system turn before each prompt
 
 
 @dataclass(frozen=True)

@@ -267,8 +267,12 @@ def uses_chat(request: TrainRequest, tokenizer: Any) -> bool:
     return request.chat_template and bool(getattr(tokenizer, "chat_template", None))
 
 
-def user_turn(text: str, chat: bool) -> Any:
-    return [{"role": "user", "content": text}] if chat else text
+def user_turn(text: str, chat: bool, system_prompt: str | None = None) -> Any:
+    """A prompt as evaluation sees it: a user turn after the suite's system prompt, if any."""
+    if not chat:
+        return text
+    system = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    return [*system, {"role": "user", "content": text}]
 
 
 def assistant_turn(text: str, chat: bool) -> Any:
@@ -280,14 +284,16 @@ def build_dataset(
     prompt_fields: Sequence[str],
     answer_fields: Sequence[str],
     chat: bool,
+    system_prompt: str | None = None,
 ) -> Any:
-    """A `datasets.Dataset` of the named fields as strings: prompts as user turns and answers as
-    assistant turns when `chat`, plain text otherwise (trl's prompt-completion formats)."""
+    """A `datasets.Dataset` of the named fields as strings: prompts as user turns (after the
+    system prompt) and answers as assistant turns when `chat`, plain text otherwise (trl's
+    prompt-completion formats)."""
     from datasets import Dataset
 
     records = [
         {
-            **{name: user_turn(str(row[name]), chat) for name in prompt_fields},
+            **{name: user_turn(str(row[name]), chat, system_prompt) for name in prompt_fields},
             **{name: assistant_turn(str(row[name]), chat) for name in answer_fields},
         }
         for row in rows
@@ -561,7 +567,13 @@ def sft_trainer(
     device = pick_device()
     plan = acceleration or plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
-    dataset = build_dataset(request.rows, ["prompt"], ["completion"], uses_chat(request, tokenizer))
+    dataset = build_dataset(
+        request.rows,
+        ["prompt"],
+        ["completion"],
+        uses_chat(request, tokenizer),
+        request.system_prompt,
+    )
     args = SFTConfig(
         **trainer_arguments(config, request, device, plan),
         model_init_kwargs=model_init_kwargs(plan),

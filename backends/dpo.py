@@ -77,7 +77,11 @@ def train(request: TrainRequest) -> TrainResult:
     plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
     dataset = build_dataset(
-        request.rows, ["prompt"], ["chosen", "rejected"], uses_chat(request, tokenizer)
+        request.rows,
+        ["prompt"],
+        ["chosen", "rejected"],
+        uses_chat(request, tokenizer),
+        request.system_prompt,
     )
     args = DPOConfig(
         **trainer_arguments(config, request, device, plan),

@@ -120,7 +120,9 @@ def train(request: TrainRequest) -> TrainResult:
     device = pick_device()
     plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
-    dataset = build_dataset(request.rows, ["prompt"], [], uses_chat(request, tokenizer))
+    dataset = build_dataset(
+        request.rows, ["prompt"], [], uses_chat(request, tokenizer), request.system_prompt
+    )
     dataset = dataset.add_column(ROW_INDEX, list(range(len(request.rows))))
     args = GRPOConfig(
         **trainer_arguments(config, request, device, plan),

@@ -119,6 +119,10 @@ class CheckType(Generic[P]):
     own_cases: bool = False
     # A suite flag that must be true for this check to be allowed (python: "allow_python").
     opt_in: str | None = None
+    # Whether the suite's chat template and system prompt wrap this check's prompts. False for
+    # checks that score raw text by log-likelihood (choice, perplexity), as lm-eval does; their
+    # stored generation settings then say `chat_template: false`.
+    uses_chat_template: bool = True
     # Narrows the check to one suite entry at planning time (glue keeps the metrics of its task;
     # lm_eval learns the suite's directory). None: the check as registered.
     specialise: Callable[[CheckType[P], P, Path], CheckType[P]] | None = None

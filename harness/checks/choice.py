@@ -95,4 +95,5 @@ CHECK = CheckType(
     run_choice,
     required_fields=lambda p: {p.choices_field, p.answer_field},
     validate_case=gold_index,
+    uses_chat_template=False,
 )

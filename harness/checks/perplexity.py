@@ -61,4 +61,5 @@ CHECK = CheckType(
         metric: _ratio(unit)
         for metric, unit in zip(METRICS, ("tokens", "words", "bytes"), strict=True)
     },
+    uses_chat_template=False,
 )

@@ -78,6 +78,8 @@ def evaluate_model(
     for index, planned in enumerate(suite.checks):
         engine.progress = _scaled(on_progress, engine, before, len(planned.cases))
         settings = generation_settings(suite.spec.generation, planned.spec.generation)
+        if not planned.check.uses_chat_template:
+            settings = settings.merge({"chat_template": False})
         generation[f"{planned.capability} · {planned.label}"] = settings.as_record()
         ctx = EvalContext(
             engine,

@@ -261,6 +261,52 @@ def load_base(reference: str, trust_remote_code: bool = False) -> BaseModel:
 # ---- token lengths ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ChatRows:
+    """Text as the model sees it when the suite's chat template is on: a prompt as a user turn
+    (after the system prompt), an answer as the assistant turn that follows, as the backends
+    train and the engine generates (so a row is measured as it will be trained)."""
+
+    tokenizer: Any
+    system_prompt: str | None
+
+    @classmethod
+    def of(cls, suite: LoadedSuite, tokenizer: Any | None) -> ChatRows | None:
+        generation = suite.spec.generation
+        if not generation.chat_template or not getattr(tokenizer, "chat_template", None):
+            return None
+        return cls(tokenizer, generation.system_prompt)
+
+    def prompt(self, text: str) -> str:
+        messages = self._messages(text)
+        return str(
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        )
+
+    def rows(
+        self, rows: Sequence[dict[str, Any]], answer_fields: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Each row with its prompt templated and each answer field the text after it."""
+        rendered = []
+        for row in rows:
+            prompt = self.prompt(str(row.get("prompt", "")))
+            out = dict(row, prompt=prompt)
+            for name in answer_fields:
+                turns = [*self._messages(str(row.get("prompt", ""))), _assistant(row.get(name))]
+                whole = str(self.tokenizer.apply_chat_template(turns, tokenize=False))
+                out[name] = whole.removeprefix(prompt)
+            rendered.append(out)
+        return rendered
+
+    def _messages(self, text: str) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": text}]
+
+
+def _assistant(text: Any) -> dict[str, str]:
+    return {"role": "assistant", "content": str(text or "")}
+
+
 def longest(tokenizer: Any, texts: Iterable[str]) -> int:
     """Tokens of the longest text (no special tokens), 0 for none."""
     batch = [t for t in texts if t]
@@ -394,9 +440,10 @@ class EvalLengths:
 
 
 def evaluation_lengths(
-    suite: LoadedSuite, tokenizer: Any | None, max_positions: int
+    suite: LoadedSuite, tokenizer: Any | None, max_positions: int, chat: ChatRows | None = None
 ) -> EvalLengths:
-    """The longest generation prompt and scored text over every case of the suite."""
+    """The longest generation prompt (as templated, with `chat`) and scored text over every
+    case of the suite."""
     generation = suite.spec.generation
     generative = [p for p in suite.checks if p.check.score is not None]
     scoring = [p for p in suite.checks if p.check.score is None]
@@ -406,7 +453,8 @@ def evaluation_lengths(
     )
     if tokenizer is None:
         return EvalLengths(FALLBACK_PROMPT_TOKENS, FALLBACK_PROMPT_TOKENS, new_tokens, True)
-    prompt = longest(tokenizer, (c.prompt for p in generative for c in p.cases))
+    template = chat.prompt if chat is not None else str
+    prompt = longest(tokenizer, (template(c.prompt) for p in generative for c in p.cases))
     scored = longest(tokenizer, (_scored_text(c) for p in scoring for c in p.cases))
     return EvalLengths(prompt, min(scored, max_positions), new_tokens, bool(generative))
 
@@ -450,7 +498,8 @@ def plan_suite(
     base_ref = suite.models["base"]
     base = load_base(base_ref, suite.spec.trust_remote_code)
     shape = model_shape(base.config)
-    lengths = evaluation_lengths(suite, base.tokenizer, shape.max_positions)
+    chat = ChatRows.of(suite, base.tokenizer)
+    lengths = evaluation_lengths(suite, base.tokenizer, shape.max_positions, chat)
     batch = suite.spec.generation.batch_size
     plan = SuitePlan(suite.name, base_ref, shape, info)
     plan.rows.append(
@@ -460,7 +509,14 @@ def plan_suite(
         if candidate.name in suite.trainings:
             plan.rows.append(
                 trained_row(
-                    candidate, suite.trainings[candidate.name], base, shape, lengths, batch, info
+                    candidate,
+                    suite.trainings[candidate.name],
+                    base,
+                    shape,
+                    lengths,
+                    batch,
+                    info,
+                    chat,
                 )
             )
         elif candidate.name in suite.models:
@@ -470,14 +526,17 @@ def plan_suite(
 
 def trained_row(
     candidate: Any, planned: Any, base: BaseModel, shape: ModelShape,
-    lengths: EvalLengths, batch: int, info: DeviceInfo,
+    lengths: EvalLengths, batch: int, info: DeviceInfo, chat: ChatRows | None = None,
 ) -> PlanRow:  # fmt: skip
     config = planned.config
     notes: list[str] = []
     if getattr(config, "task", "causal_lm") == "classification":
         notes.append("classification head: estimated as the causal LM (an upper bound)")
     backend = BACKENDS.get(candidate.backend)
-    setup, length_notes = training_setup(backend, config, planned.rows, base, info)
+    rows = planned.rows
+    if chat is not None:  # measured as trained: templated, system prompt included
+        rows = chat.rows(rows, backend.memory_profile(config).answer_fields)
+    setup, length_notes = training_setup(backend, config, rows, base, info)
     acceleration, _ = planned_acceleration(
         config, training_device(info), config_model_type(base.config)
     )

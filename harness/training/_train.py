@@ -71,7 +71,11 @@ def training_device() -> str:
 
 
 def artifact_key(
-    plan: PlannedTraining, base_fingerprint: str, seed: int, chat_template: bool
+    plan: PlannedTraining,
+    base_fingerprint: str,
+    seed: int,
+    chat_template: bool,
+    system_prompt: str | None = None,
 ) -> str:
     """A hash of everything that decides the trained weights."""
     parts = {
@@ -87,6 +91,8 @@ def artifact_key(
         # bf16 autocast on a GPU and float32 on the CPU train other weights from the same args
         "device": training_device(),
     }
+    if chat_template and system_prompt is not None:  # only then is it in the training rows
+        parts["system_prompt"] = system_prompt
     if plan.accelerate is not None:  # data parallel changes the global batch, FSDP the maths
         parts["accelerate"] = plan.accelerate.key()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -106,7 +112,9 @@ def train_candidate(
     process or (with a `placement`) in a child process on the devices it names."""
     plan = suite.trainings[name]
     chat = bool(suite.spec.generation.chat_template)
-    key = artifact_key(plan, base_fingerprint, suite.spec.seed, chat)
+    key = artifact_key(
+        plan, base_fingerprint, suite.spec.seed, chat, suite.spec.generation.system_prompt
+    )
     target = harness_home() / "artifacts" / f"{plan.backend.name}-{key}"
     target.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(target):  # two runs training the same candidate: the second waits, reuses
@@ -178,6 +186,7 @@ def train_into(
         progress=progress,
         reward=build_reward(suite, plan),
         chat_template=bool(suite.spec.generation.chat_template),
+        system_prompt=suite.spec.generation.system_prompt,
     )
     request.output_dir.mkdir(exist_ok=True)  # every process of a launch makes it
     with PeakMemory() as memory:

@@ -152,6 +152,16 @@ def test_chat_rows_are_conversational() -> None:
     assert build_dataset([row], ["prompt"], ["completion"], chat=False)[0] == row
 
 
+def test_chat_rows_carry_the_system_prompt_evaluation_uses() -> None:
+    row = {"prompt": "Capital of France?", "completion": "Paris."}
+    chat = build_dataset([row], ["prompt"], ["completion"], chat=True, system_prompt="Be brief.")
+    assert chat[0]["prompt"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    assert chat[0]["completion"] == [{"role": "assistant", "content": "Paris."}]
+
+
 # ---- training --------------------------------------------------------------------------------
 
 

@@ -522,3 +522,39 @@ def test_a_third_party_backend_is_planned_by_its_memory_profile() -> None:
     theirs = training_breakdown(SHAPE, replace(plain, seq_len=16))
     assert ours.extra["reference model"] == parameter_count(SHAPE) * FP32
     assert ours.activations > theirs.activations
+
+
+def test_chat_suites_are_planned_with_rows_as_trained(tmp_path: Path, tiny_dir: Path) -> None:
+    """With `chat_template: true` the backends train templated rows (system prompt included):
+    the plan measures those, not the bare prompt and completion."""
+    import json
+    import shutil
+
+    from harness.plan import plan_suite
+    from harness.suite import load_suite
+
+    model = tmp_path / "chatty"
+    shutil.copytree(tiny_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = (
+        "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+    )
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    data = REPO / "suites" / "data"
+    seq_lens = {}
+    for chat in (False, True):
+        suite = tmp_path / f"chat-{chat}.yaml"
+        suite.write_text(
+            f"name: chat\nbase: {model}\n"
+            f"generation: {{chat_template: {str(chat).lower()}, system_prompt: Answer briefly and only with the fact.}}\n"
+            f"data: {{train: {{path: {data / 'new_facts_train.jsonl'}}}, "
+            f"new: {{path: {data / 'new_facts.jsonl'}}}}}\n"
+            "capabilities: [{name: c, checks: [{type: qa, data: new}]}]\n"
+            "candidates: [{name: lora, backend: lora, data: train}]\n"
+        )
+        plan = plan_suite(load_suite(suite), device="cpu")
+        seq_lens[chat] = next(row.seq_len for row in plan.rows if row.name == "lora")
+    # The system prompt alone is longer than the template's markers: well over 10 more tokens.
+    assert seq_lens[True] is not None and seq_lens[False] is not None
+    assert seq_lens[True] > seq_lens[False] + 10, seq_lens

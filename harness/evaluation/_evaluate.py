@@ -37,12 +37,21 @@ def _model_info(engine: Engine, generation: Mapping[str, Mapping[str, Any]]) -> 
     if isinstance(engine.source, LazyModel) and not engine.loaded:
         return {"loaded": False, "parameters": engine.source.parameters} | counts
     first = next(engine.model.parameters())
+    footprint = getattr(engine.model, "get_memory_footprint", None)
     return counts | {
         "loaded": True,
-        "parameters": sum(p.numel() for p in engine.model.parameters()),
+        "parameters": _parameters(engine.model),
+        # bytes of weights in memory: what quantizing (int8, nf4) saves
+        **({"weights_bytes": int(footprint())} if callable(footprint) else {}),
         "device": str(first.device),
         "dtype": str(first.dtype).removeprefix("torch."),
     }
+
+
+def _parameters(model: Any) -> int:
+    """Parameters as the checkpoint counts them (transformers unpacks 4-bit weights' count)."""
+    counter = getattr(model, "num_parameters", None)
+    return int(counter()) if callable(counter) else sum(p.numel() for p in model.parameters())
 
 
 @dataclass(frozen=True)

@@ -78,27 +78,34 @@ DTYPE_NAMES = {
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+QUANTIZATIONS = ("int8", "nf4")  # bitsandbytes: LLM.int8() and 4-bit NormalFloat
+
+
 def load_model(
     reference: str,
     *,
     trust_remote_code: bool = False,
     dtype: str | None = None,
     device: str | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load a model reference: `builtin:<name>`, `random:<preset>`, a local directory (a full
     model, or a PEFT adapter whose base is loaded first) or a hub id.
 
     `dtype`: auto/float32/bfloat16/float16 (default: float32 on CPU; on a GPU the checkpoint's own
     dtype, bfloat16 for random presets). `device`: default cuda when available, else cpu.
+    `quantize`: int8 or nf4, the weights quantized by bitsandbytes as they load (a full model).
     Raises ModelNotFoundError when nothing can be found, HarnessError for other bad references.
     """
     parsed = check_reference(reference)
     device = resolve_device(device)
     if parsed.kind == "random":
+        if quantize is not None:
+            raise HarnessError(f"{reference}: quantize needs saved weights, not a random preset")
         loaded = load_random(parsed.name, dtype=dtype, device=device)
     else:
         path = parsed.name if parsed.kind == "hub" else local_directory(parsed)
-        loaded = load_pretrained(str(path), trust_remote_code, dtype, device)
+        loaded = load_pretrained(str(path), trust_remote_code, dtype, device, quantize=quantize)
     loaded.reference = reference
     return loaded
 
@@ -109,18 +116,24 @@ def open_model(
     trust_remote_code: bool = False,
     dtype: str | None = None,
     device: str | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel | LazyModel:
     """Like `load_model`, but returns a `LazyModel` (nothing loaded yet) for a random preset, or
     for a directory, built builtin or LM adapter whose fingerprint is remembered for its current
     files (and, for an adapter, its base's)."""
     load = partial(
-        load_model, reference, trust_remote_code=trust_remote_code, dtype=dtype, device=device
+        load_model,
+        reference,
+        trust_remote_code=trust_remote_code,
+        dtype=dtype,
+        device=device,
+        quantize=quantize,
     )
     kind, name = check_reference(reference)
     if kind == "random":  # its fingerprint is a function of the preset: no need to build it
         fingerprint = random_fingerprint_for(name, dtype, resolve_device(device))
         return LazyModel(reference, fingerprint, count_parameters(name), load)
-    setting = _memo_setting(device, dtype)
+    setting = _memo_setting(device, dtype, quantize)
     target = memo_target(reference, setting)
     if target is not None and (remembered := _recalled(*target)) is not None:
         task = directory_task(target[0]) or CAUSAL_LM
@@ -141,7 +154,11 @@ def open_model(
 
 
 def remembered_fingerprint(
-    reference: str, *, dtype: str | None = None, device: str | None = None
+    reference: str,
+    *,
+    dtype: str | None = None,
+    device: str | None = None,
+    quantize: str | None = None,
 ) -> str | None:
     """The fingerprint `open_model` will give `reference`, when it is remembered (so without
     loading anything); None otherwise, a bad reference included (loading it reports that).
@@ -151,13 +168,14 @@ def remembered_fingerprint(
             return None
     except HarnessError:
         return None
-    target = memo_target(reference, _memo_setting(device, dtype))
+    target = memo_target(reference, _memo_setting(device, dtype, quantize))
     remembered = _recalled(*target) if target is not None else None
     return remembered.fingerprint if remembered is not None else None
 
 
-def _memo_setting(device: str | None, dtype: str | None) -> str:
-    return f"{resolve_device(device)}:{dtype or 'default'}"
+def _memo_setting(device: str | None, dtype: str | None, quantize: str | None = None) -> str:
+    setting = f"{resolve_device(device)}:{dtype or 'default'}"
+    return f"{setting}:{quantize}" if quantize else setting
 
 
 def _recalled(directory: Path, setting: str) -> Remembered | None:
@@ -252,18 +270,28 @@ def load_pretrained(
     dtype: str | None,
     device: str,
     head: Mapping[str, Any] | None = None,
+    *,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """A local directory (full model or PEFT adapter) or a hub id, through from_pretrained.
 
     `head`: load as a sequence classifier with this head (config keys such as `id2label`),
     whatever the checkpoint's own config says (the base of a classification adapter).
+    `quantize`: int8 / nf4 through bitsandbytes; its fingerprint names the quantization too.
     """
     path = Path(source)
     if (path / ADAPTER_CONFIG).is_file():
+        if quantize is not None:
+            raise HarnessError(f"{source}: quantize applies to full models, not to an adapter")
         return load_adapter(path, trust_remote_code, dtype, device)
-    model, tokenizer, task = from_pretrained(source, trust_remote_code, dtype, device, head)
+    model, tokenizer, task = from_pretrained(
+        source, trust_remote_code, dtype, device, head, quantize=quantize
+    )
     local = path if path.is_dir() else None
-    return LoadedModel(source, model, tokenizer, fingerprint_model(model), local, task)
+    fingerprint = fingerprint_model(model)
+    if quantize is not None:
+        fingerprint = combine_fingerprints(fingerprint, f"quantized:{quantize}")
+    return LoadedModel(source, model, tokenizer, fingerprint, local, task)
 
 
 def from_pretrained(
@@ -272,6 +300,8 @@ def from_pretrained(
     dtype: str | None,
     device: str,
     head: Mapping[str, Any] | None = None,
+    *,
+    quantize: str | None = None,
 ) -> tuple[Any, Any, ModelTask]:
     """(model in eval mode on `device`, tokenizer with a pad token, its task); errors made
     user-facing."""
@@ -286,6 +316,11 @@ def from_pretrained(
         torch_dtype = resolve_dtype(dtype, device, default_gpu="auto")
         # device_map puts weights straight on the GPU instead of staging them in CPU memory
         placement = {} if device == "cpu" else {"device_map": device}
+        if quantize is not None:  # bitsandbytes places the quantized weights itself
+            placement = {
+                "device_map": device,
+                "quantization_config": quantization(quantize, device),
+            }
         options |= {"dtype": torch_dtype, **placement}
         if task == CLASSIFICATION:
             model = classifier_from_pretrained(source, options, head)
@@ -298,6 +333,23 @@ def from_pretrained(
         # a decoder's classification head finds each row's last token through the pad id
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, task
+
+
+def quantization(name: str, device: str) -> Any:
+    """The bitsandbytes config of `int8` or `nf4` (4-bit computes in float32 on the CPU,
+    bfloat16 on a GPU)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if name == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if name == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.float32 if device == "cpu" else torch.bfloat16,
+        )
+    raise HarnessError(f"unknown quantization {name!r}; use one of {', '.join(QUANTIZATIONS)}")
 
 
 def source_task(source: str, options: dict[str, Any]) -> ModelTask:

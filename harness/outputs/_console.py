@@ -106,6 +106,8 @@ class ConsoleReporter(Reporter):
         if self.live or completed <= pace.first_done:
             return
         finished = completed >= total
+        if batches == 0 and not finished:  # served from the cache so far: nothing to time yet
+            return
         if (
             not finished
             and completed - pace.printed_done < total / 10

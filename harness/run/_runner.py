@@ -178,11 +178,16 @@ def _cached_scopes(suite: LoadedSuite, candidates: Sequence[Any]) -> list[list[s
     fingerprint is known before loading (trained candidates' are not)."""
     groups = []
     for name in ["base", *(c.name for c in candidates if c.backend is None)]:
-        fingerprint = remembered_fingerprint(suite.models[name])
+        fingerprint = remembered_fingerprint(suite.models[name], quantize=_quantize(suite, name))
         if fingerprint is not None:
             scopes = [output_scope(fingerprint)]
             groups.append(scopes if name == "base" else [*scopes, evidence_scope(fingerprint)])
     return groups
+
+
+def _quantize(suite: LoadedSuite, name: str) -> str | None:
+    """How candidate `name` is quantized as it loads (`quantize:`), if it is."""
+    return next((c.quantize for c in suite.spec.candidates if c.name == name), None)
 
 
 def _evidence_cache(store: Store, candidate: ModelResult) -> EvidenceCache | None:
@@ -366,7 +371,10 @@ def _evaluate(
     reporter.stage(name, "loading")
     started = time.perf_counter()
     try:
-        lm = open_model(reference, trust_remote_code=suite.spec.trust_remote_code)
+        quantize = _quantize(suite, name)
+        lm = open_model(
+            reference, trust_remote_code=suite.spec.trust_remote_code, quantize=quantize
+        )
         if role == "candidate":  # its outputs and its gates' evidence: one read, not two
             store.prefetch_scopes([output_scope(lm.fingerprint), evidence_scope(lm.fingerprint)])
 
@@ -376,6 +384,8 @@ def _evaluate(
         base_cases = base.cases if base is not None else ()
         evaluation = evaluate_model(lm, suite, store, progress, reporter, name, base_cases)
         info = evaluation.model_info | {"seconds": round(time.perf_counter() - started, 3)}
+        if quantize is not None:
+            info["quantized"] = quantize
         record = ModelRecord(name, role, reference, lm.fingerprint, "ok", None, info)
     except Exception as exc:  # one model failing must not stop the others (exit 3 later)
         record = _error_record(name, role, reference, f"{type(exc).__name__}: {exc}")

@@ -155,6 +155,11 @@ class Candidate(Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="The backend's settings")
     reward: RewardSpec | None = None
     merge: bool = Field(False, description="Also evaluate the adapter merged into the base")
+    quantize: Literal["int8", "nf4"] | None = Field(
+        None,
+        description="Evaluate `model` loaded quantized by bitsandbytes: did quantizing break a "
+        "capability?",
+    )
     accelerate: AccelerateLaunch | None = Field(
         None, description="Train on several GPUs through `accelerate launch`"
     )
@@ -164,6 +169,11 @@ class Candidate(Strict):
         if (self.model is None) == (self.backend is None):
             raise ValueError(
                 "give exactly one of `model` (already trained) or `backend` (train it)"
+            )
+        if self.quantize is not None and self.backend is not None:
+            raise ValueError(
+                "quantize applies to a `model:` candidate (to train on a 4-bit base, use "
+                "backend: qlora)"
             )
         return self
 

@@ -332,3 +332,36 @@ def test_evaluation_shows_batches_tokens_per_second_and_an_eta_in_a_ci_log(
     last = progress[-1]
     assert "100/100 cases" in last and "10 batches" in last, last
     assert all("ETA" in line for line in progress[:-1]), progress
+
+
+@pytest.mark.slow  # three evaluations of the tiny model, two of them quantized (~20 s)
+def test_a_quantized_candidate_is_gated_like_any_other(tmp_path: Path) -> None:
+    """`quantize: int8 | nf4` loads the model through bitsandbytes: its own fingerprint, its
+    weights' memory recorded beside its verdict."""
+    suite = tmp_path / "quantized.yaml"
+    suite.write_text(
+        SUITE
+        + "  - {name: int8, model: builtin:tiny, quantize: int8}\n"
+        + "  - {name: nf4, model: builtin:tiny, quantize: nf4}\n"
+    )
+    summary = tmp_path / "s.json"
+    result = harness("run", str(suite), "--db", str(tmp_path / "h.duckdb"), "--json", str(summary))
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # verdicts, not errors
+    data = json.loads(summary.read_text())
+    base = data["base"]["info"]
+    candidates = {c["name"]: c for c in data["candidates"]}
+    assert {c["status"] for c in candidates.values()} <= {"passed", "inconclusive", "regressed"}
+    prints = {data["base"]["fingerprint"], *(c["fingerprint"] for c in candidates.values())}
+    assert len(prints) == 3  # quantized weights are other weights
+    for name in ("int8", "nf4"):
+        info = candidates[name]["info"]
+        assert info["quantized"] == name
+        assert info["parameters"] == base["parameters"]
+        assert info["weights_bytes"] < base["weights_bytes"]
+
+
+def test_quantize_is_for_model_candidates_not_trained_ones(tmp_path: Path) -> None:
+    suite = tmp_path / "bad.yaml"
+    suite.write_text(SUITE + "  - {name: q, backend: lora, data: facts, quantize: nf4}\n")
+    result = harness("validate", str(suite))
+    assert result.returncode == 2 and "backend: qlora" in result.stdout + result.stderr

@@ -114,3 +114,35 @@ def test_the_packaged_instruct_model_converts_once_and_answers_as_transformers_d
         theirs.append(tokenizer.decode(new, skip_special_tokens=True))
     assert ours == theirs
     assert "Paris" in ours[0]
+
+
+@pytest.mark.slow  # the real model: a trimmed run of the example suite (~1-2 min on 2 cores)
+def test_the_real_model_example_suite_validates_and_a_trimmed_run_completes(
+    tmp_path: Path,
+) -> None:
+    """suites/smollm2.yaml as shipped validates; cut to 6 cases a capability and 2 training
+    steps a candidate, it runs end to end: both candidates trained, evaluated and gated."""
+    import json
+
+    smollm2_file()
+    repo = Path(__file__).resolve().parents[2]
+    shipped = repo / "suites" / "smollm2.yaml"
+    assert harness("validate", str(shipped)).returncode == 0
+    data = tmp_path / "data" / "smollm2"
+    data.mkdir(parents=True)
+    for source in (repo / "suites" / "data" / "smollm2").glob("*.jsonl"):
+        lines = source.read_text(encoding="utf-8").splitlines()
+        (data / source.name).write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
+    text = shipped.read_text(encoding="utf-8")
+    suite = tmp_path / "smollm2.yaml"
+    suite.write_text(
+        text.replace("max_steps: 30", "max_steps: 2").replace("max_steps: 40", "max_steps: 2")
+    )
+    summary = tmp_path / "summary.json"
+    result = harness("run", str(suite), "--db", str(tmp_path / "h.duckdb"), "--json", str(summary))
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # a verdict, not an error
+    data_out = json.loads(summary.read_text())
+    assert [c["name"] for c in data_out["candidates"]] == ["lora", "full-aggressive"]
+    for candidate in data_out["candidates"]:
+        assert candidate["status"] in ("passed", "inconclusive", "regressed"), candidate
+        assert candidate["training"]["args"]["max_steps"] == 2, candidate["training"]

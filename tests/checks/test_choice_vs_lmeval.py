@@ -6,14 +6,16 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers.models import SMOLLM2, smollm2_file
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = REPO / "benchmarks" / "tasks"
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["builtin:tiny", SMOLLM2], ids=["tiny", "smollm2"])
 def test_choice_check_equals_lm_eval_on_a_local_task(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -26,7 +28,9 @@ def test_choice_check_equals_lm_eval_on_a_local_task(
 
     monkeypatch.chdir(REPO)  # the task YAML names its data file relative to the repo root
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    lm = load_model("builtin:tiny")
+    if model == SMOLLM2:
+        smollm2_file()  # the real instruct model, when installed
+    lm = load_model(model)
     hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=16)
     theirs = simple_evaluate(
         model=hflm,
@@ -37,7 +41,7 @@ def test_choice_check_equals_lm_eval_on_a_local_task(
 
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(
-        f"name: mc\nbase: builtin:tiny\ndata: {{items: {{path: {TASKS / 'arith_mc.jsonl'}}}}}\n"
+        f"name: mc\nbase: {model}\ndata: {{items: {{path: {TASKS / 'arith_mc.jsonl'}}}}}\n"
         "capabilities:\n  - name: c\n    checks: [{type: choice, data: items, prompt: '{question}'}]\n"
     )
     (planned,) = load_suite(suite_file).checks

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
@@ -31,3 +34,20 @@ def damaged_copy(tiny_dir: Path, out: Path) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+SMOLLM2 = "builtin:smollm2-135m-instruct"
+
+
+def smollm2_file() -> Path:
+    """The real instruct model's packaged GGUF; CI (HARNESS_REQUIRE_REAL_MODEL=1) fails rather
+    than skips without it."""
+    from harness.core.errors import ModelNotFoundError
+    from harness.models.builtin import PACKAGED
+
+    try:
+        return PACKAGED["smollm2-135m-instruct"].path()
+    except ModelNotFoundError as exc:
+        if os.environ.get("HARNESS_REQUIRE_REAL_MODEL") == "1":
+            pytest.fail(f"{exc}; HARNESS_REQUIRE_REAL_MODEL=1 requires it")
+        pytest.skip(str(exc))

@@ -4,29 +4,17 @@ ordinary directory, fingerprinted and loaded like any model, answering as transf
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from helpers.cli import harness
+from helpers.models import SMOLLM2, smollm2_file
 
 from harness.core.errors import HarnessError, ModelNotFoundError
-from harness.models.builtin import PACKAGED, PackagedGGUF
+from harness.models.builtin import PackagedGGUF
 from harness.models.gguf import convert, converted_path, gguf_architecture
 from harness.models.references import check_reference
-
-SMOLLM2 = "builtin:smollm2-135m-instruct"
-
-
-def smollm2_file() -> Path:
-    """The packaged GGUF; CI (HARNESS_REQUIRE_REAL_MODEL=1) fails rather than skips without it."""
-    try:
-        return PACKAGED["smollm2-135m-instruct"].path()
-    except ModelNotFoundError as exc:
-        if os.environ.get("HARNESS_REQUIRE_REAL_MODEL") == "1":
-            pytest.fail(f"{exc}; HARNESS_REQUIRE_REAL_MODEL=1 requires it")
-        pytest.skip(str(exc))
 
 
 def foreign_gguf(path: Path) -> Path:

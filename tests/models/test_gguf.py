@@ -134,3 +134,18 @@ def test_the_real_model_example_suite_validates_and_a_trimmed_run_completes(
     for candidate in data_out["candidates"]:
         assert candidate["status"] in ("passed", "inconclusive", "regressed"), candidate
         assert candidate["training"]["args"]["max_steps"] == 2, candidate["training"]
+
+
+@pytest.mark.slow  # the real model loaded in 4-bit (~20 s)
+def test_the_real_model_quantized_to_nf4_evaluates_with_its_own_fingerprint() -> None:
+    from harness.generation import Engine, GenerationSettings
+    from harness.models import load_model
+
+    smollm2_file()
+    full = load_model(SMOLLM2)
+    nf4 = load_model(SMOLLM2, quantize="nf4")
+    assert nf4.fingerprint != full.fingerprint
+    assert nf4.model.get_memory_footprint() < full.model.get_memory_footprint() / 2
+    settings = GenerationSettings(max_new_tokens=12, stop=(), chat_template=True)
+    (answer,) = Engine(nf4, batch_size=1).generate(["What is the capital of France?"], settings)
+    assert answer.strip(), "the 4-bit model answers"

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -181,14 +181,27 @@ def ensure_builtin(
     name: str, *, home: Path | None = None, progress: Progress | None = None
 ) -> Path:
     """The cached directory of `builtin:<name>`, building it first when missing."""
-    target = builtin_path(name, home)
+    recipe = builtin_recipe(name)
+    return ensure_cached(builtin_path(name, home), lambda out: build(recipe, out, home, progress))
+
+
+def ensure_cached(target: Path, make: Callable[[Path], None]) -> Path:
+    """The cache entry `target`, made first by `make(directory)` when missing: into a temporary
+    sibling renamed into place, under a lock, so a concurrent or killed build never leaves a
+    half-made entry and two processes do not both spend the time."""
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(target):
-        if not target.is_dir():  # another process may have built it while we waited
+        if not target.is_dir():  # another process may have made it while we waited
             remove_stale_builds(target)
-            build_atomically(builtin_recipe(name), target, home, progress)
+            scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            try:
+                make(scratch)
+                os.rename(scratch, target)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
     return target
 
 
@@ -212,19 +225,6 @@ def remove_stale_builds(target: Path) -> None:
     """Temporary directories left by killed builds of `target` (we hold its lock)."""
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-
-
-def build_atomically(
-    recipe: BuiltinRecipe, target: Path, home: Path | None, progress: Progress | None
-) -> None:
-    """Build into a temporary sibling of `target`, then rename it into place."""
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        build(recipe, scratch, home, progress)
-        os.rename(scratch, target)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
 
 
 def build(

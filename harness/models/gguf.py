@@ -14,12 +14,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
 
 from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.core.home import harness_home
-from harness.models.builtin import build_lock, remove_stale_builds
+from harness.models.builtin import ensure_cached
 
 GGUF_SUFFIX = ".gguf"
 CONVERSION_FORMAT = 1  # bump when `convert` saves something else for the same file
@@ -50,21 +49,7 @@ def converted_path(gguf_file: Path, home: Path | None = None) -> Path:
 def ensure_converted(gguf_file: Path, home: Path | None = None) -> Path:
     """The converted directory of `gguf_file`, converting it first when missing."""
     check_gguf_file(gguf_file)
-    target = converted_path(gguf_file, home)
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with build_lock(target):
-        if not target.is_dir():  # another process may have converted it while we waited
-            remove_stale_builds(target)
-            scratch = target.parent / f".{target.name}.tmp-{os.getpid()}"
-            try:
-                convert(gguf_file, scratch)
-                os.rename(scratch, target)
-            except BaseException:
-                shutil.rmtree(scratch, ignore_errors=True)
-                raise
-    return target
+    return ensure_cached(converted_path(gguf_file, home), lambda out: convert(gguf_file, out))
 
 
 def convert(gguf_file: Path, out_dir: Path) -> None:
@@ -90,7 +75,6 @@ def convert(gguf_file: Path, out_dir: Path) -> None:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
-    out_dir.mkdir(parents=True)
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     info = {

@@ -1,6 +1,6 @@
 """The harness `lora` backend vs a plain trl script: same LoRA config, data and steps.
 
-    python benchmarks/bench_training_overhead.py [--model builtin:tiny|random|DIR]
+    python benchmarks/bench_training_overhead.py [--model builtin:tiny|builtin:smollm2-135m-instruct|random|DIR]
         [--steps 30] [--repeats 3] [--threads N]
 
 Both sides build the trainer from the model path, train, and save the adapter and tokenizer, in
@@ -51,15 +51,13 @@ def model_dir(reference: str) -> Path:
         directory = Path(tempfile.mkdtemp(prefix="bench-random-"))
         build_random_tiny(directory)
         return directory
-    if reference.startswith("builtin:"):
-        from harness.models.builtin import ensure_builtin
+    from harness.models.loading import base_directory
 
-        return Path(ensure_builtin(reference.removeprefix("builtin:")))
-    return Path(reference)
+    return base_directory(reference)  # builtin (trained or packaged GGUF), .gguf, directory
 
 
 def rows() -> list[dict[str, str]]:
-    path = REPO_ROOT / "harness" / "corpus" / "update_facts.jsonl"
+    path = REPO_ROOT / "harness" / "models" / "corpus" / "update_facts.jsonl"
     facts = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     return [{"prompt": f["question"], "completion": " " + f["answer"]} for f in facts]
 

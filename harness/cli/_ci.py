@@ -123,13 +123,19 @@ def make_gating(
 
 def finish(result: Any, suite: Any, db: Path | None, outputs: CiOutputs) -> None:
     """Print the tables and verdicts, write every requested output, annotate, exit."""
-    from harness.outputs._console import make_console, methods_table, print_verdicts, summary_table
+    from harness.outputs._console import (
+        make_console,
+        methods_table,
+        print_verdicts,
+        quantized_table,
+        summary_table,
+    )
 
     out = make_console()
     out.print(summary_table(result))
-    methods = methods_table(result)
-    if methods is not None:
-        out.print(methods)
+    for table in (methods_table(result), quantized_table(result)):
+        if table is not None:
+            out.print(table)
     print_verdicts(out, result)
     _write_outputs(result, suite, db, outputs)
     from harness.outputs._annotations import under_github_actions, workflow_commands

@@ -227,6 +227,36 @@ def methods_table(result: RunResult) -> Table | None:
     return table
 
 
+def quantized_table(result: RunResult) -> Table | None:
+    """Quantized candidates beside the base: each gated metric, the weights' memory and the
+    evaluation's time (both as measured when the model was loaded; a cached rerun loads none)."""
+    quantized = [c for c in result.candidates if "quantized" in c.record.info]
+    if not quantized:
+        return None
+    gated = list(dict.fromkeys((g.capability, g.metric) for c in quantized for g in c.gates))
+    table = Table(title="quantized: quality and cost", title_justify="left")
+    for column in ("candidate", "quantized"):
+        table.add_column(column)
+    for capability, metric in gated:
+        table.add_column(f"{capability}\n{metric}", justify="right")
+    for column in ("weights", "eval s", "verdict"):
+        table.add_column(column, justify="right")
+    for model in (result.base, *quantized):
+        info = model.record.info
+        values = {(m.capability, m.metric): m.value for m in model.metrics}
+        verdict = "" if model is result.base else model.verdict
+        seconds = info.get("seconds")
+        table.add_row(
+            terminal(model.record.name),
+            terminal(str(info.get("quantized", ""))),
+            *[number(values.get(k)) for k in gated],
+            _size(info.get("weights_bytes"), "B"),
+            f"{seconds:.1f}" if isinstance(seconds, int | float) else "—",
+            f"[{VERDICT_STYLE[verdict]}]{verdict}[/]" if verdict else "",
+        )
+    return table
+
+
 def _method_row(candidate: Any, gated: list[tuple[str, str]]) -> list[str]:
     training = candidate.record.info["training"]
     values = {(m.capability, m.metric): m.value for m in candidate.metrics}

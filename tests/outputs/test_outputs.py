@@ -15,7 +15,7 @@ from rich.console import Console
 from harness.core.records import GateResult, MetricValue, ModelRecord
 from harness.evaluation import ModelResult, RunResult
 from harness.outputs._annotations import workflow_commands
-from harness.outputs._console import print_verdicts, summary_table
+from harness.outputs._console import print_verdicts, quantized_table, summary_table
 from harness.outputs._json import run_summary
 from harness.outputs._junit import junit_xml
 from harness.outputs._markdown import markdown_summary
@@ -122,3 +122,21 @@ def test_html_report_view_and_page_from_the_same_run(run: RunResult) -> None:
     assert "&lt;b&gt;bold&lt;/b&gt;" in html
     for verdict in set(EXPECTED.values()):
         assert verdict in html
+
+
+def test_quantized_candidates_show_their_weights_and_time_beside_the_base() -> None:
+    base_info = {"weights_bytes": 4_000_000, "seconds": 2.0}
+    base = ModelResult(
+        ModelRecord("base", "base", "builtin:tiny", "f0", "ok", None, base_info), [metric(0.9)]
+    )
+    info = {"quantized": "nf4", "weights_bytes": 1_000_000, "seconds": 3.5}
+    record = ModelRecord("tiny-nf4", "candidate", "builtin:tiny", "f1", "ok", None, info)
+    nf4 = ModelResult(record, [metric(0.85)], [gate("pass", 0.85, "held")])
+    run = RunResult("20261130-120000-abcd", "q", base, [nf4])
+    out = StringIO()
+    table = quantized_table(run)
+    assert table is not None and quantized_table(RunResult("r", "s", base, [])) is None
+    Console(file=out, width=200, color_system=None).print(table)
+    rows = {line.split("│")[1].strip(): line for line in out.getvalue().splitlines() if "│" in line}
+    assert "4MB" in rows["base"] and "2.0" in rows["base"]
+    assert "nf4" in rows["tiny-nf4"] and "1MB" in rows["tiny-nf4"] and "passed" in rows["tiny-nf4"]

@@ -13,12 +13,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
+import time
 from pathlib import Path
 
 from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.core.home import harness_home
 from harness.models.builtin import ensure_cached
+
+log = logging.getLogger("harness.models")
 
 GGUF_SUFFIX = ".gguf"
 CONVERSION_FORMAT = 1  # bump when `convert` saves something else for the same file
@@ -58,6 +62,8 @@ def convert(gguf_file: Path, out_dir: Path) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    log.info("converting %s once into %s (about 25 s for 135M parameters)", gguf_file, out_dir)
+    started = time.perf_counter()
     directory, name = str(gguf_file.parent), gguf_file.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
@@ -84,6 +90,7 @@ def convert(gguf_file: Path, out_dir: Path) -> None:
         "transformers": transformers.__version__,
     }
     (out_dir / CONVERSION_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    log.info("converted %s in %.1f s", gguf_file.name, time.perf_counter() - started)
 
 
 def gguf_architecture(gguf_file: Path) -> str:

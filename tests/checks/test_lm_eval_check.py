@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.models import SMOLLM2, smollm2_file
 
 from harness.checks import CHECKS, EvalContext, Outcome, cases_of
 from harness.checks.lm_eval_check import LmEvalParams, check_aggregations, metric_name
@@ -122,6 +123,25 @@ def test_equals_lm_eval_on_the_same_model_and_local_task(
     puts = cache.puts
     again = run_check(planned, lm, cache)  # a rerun is served from the store
     assert cache.puts == puts and [o.scores for o in again] == [o.scores for o in outcomes]
+
+
+@pytest.mark.slow  # the real instruct model: 40 multiple-choice items, each side once (~1 min)
+def test_equals_lm_eval_on_the_real_instruct_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.models.loading import load_model
+
+    smollm2_file()
+    monkeypatch.chdir(REPO)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    lm = load_model(SMOLLM2)
+    theirs = lm_eval_directly(lm.model, lm.tokenizer)
+    planned = planned_check(tmp_path)
+    outcomes = run_check(planned, lm, DictCache())
+    assert len(outcomes) == LIMIT
+    for metric in ("acc", "acc_norm"):
+        ours = estimate(outcomes, planned.check.aggregator(metric)).value
+        assert ours == pytest.approx(theirs[f"{metric},none"], abs=1e-12)
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from harness.backends.acceleration import (
     base_model_type,
     installed_libraries,
 )
+from harness.core.chat import chat_turns
 from harness.core.device import pick_device
 from harness.core.strict import Strict
 from harness.models.tasks import CLASSIFICATION, adapter_task, head_config
@@ -269,10 +270,7 @@ def uses_chat(request: TrainRequest, tokenizer: Any) -> bool:
 
 def user_turn(text: str, chat: bool, system_prompt: str | None = None) -> Any:
     """A prompt as evaluation sees it: a user turn after the suite's system prompt, if any."""
-    if not chat:
-        return text
-    system = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
-    return [*system, {"role": "user", "content": text}]
+    return chat_turns(text, system_prompt) if chat else text
 
 
 def assistant_turn(text: str, chat: bool) -> Any:

@@ -43,9 +43,7 @@ def _side(store: Any, run_id: str) -> Any:
     from harness.outputs._history import RunSide
 
     run = store.load_run(run_id)
-    cases: dict[str, list[Any]] = {}
-    for model, case in store.load_cases(run_id):
-        cases.setdefault(model, []).append(case)
+    cases = store.cases_by_model(run_id)
     from harness.evaluation import fail_on_of
 
     fail_on = fail_on_of(run.config)

@@ -32,10 +32,8 @@ def show(run_ref: str, db: Path | None, json_path: Path | None, summary: str | N
     run = store.load_run(store.resolve_run(run_ref))
     console = make_console()
     console.print(*render_run(run))
-    cases: dict[str, list] = {}
-    if json_path or summary:  # only the outputs that list flipped cases need them
-        for name, case in store.load_cases(run.id):
-            cases.setdefault(name, []).append(case)
+    # only the outputs that list flipped cases need the cases
+    cases = store.cases_by_model(run.id) if json_path or summary else {}
     result = stored_result(run, cases)
     print_verdicts(console, result)
     if json_path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
+from harness.core.chat import chat_turns
 from harness.generation._settings import GenerationSettings
 
 # lm-eval's fallback when neither the config nor the tokenizer states a context length.
@@ -66,9 +67,7 @@ def encode_prompt(tokenizer: Any, prompt: str, settings: GenerationSettings) -> 
     """A prompt's token ids: as the tokenizer encodes it, or wrapped by its chat template."""
     if not settings.chat_template:
         return list(tokenizer(prompt)["input_ids"])
-    messages = [{"role": "user", "content": prompt}]
-    if settings.system_prompt is not None:
-        messages.insert(0, {"role": "system", "content": settings.system_prompt})
+    messages = chat_turns(prompt, settings.system_prompt)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     # The template already carries whatever special tokens the model expects.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -187,10 +187,10 @@ class TransformersEngine:
                 logits_processor=processors,
                 stopping_criteria=criteria,
             )
-        new = out[:, width:]
+        new = out[:, width:].tolist()
         stops = {self._pad_id(), self.tokenizer.eos_token_id}
-        self.tokens_generated += sum(_length_before(row.tolist(), stops) for row in new)
-        return [decode_new(self.tokenizer, row.tolist(), settings.stop) for row in new]
+        self.tokens_generated += sum(_length_before(row, stops) for row in new)
+        return [decode_new(self.tokenizer, row, settings.stop) for row in new]
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.core.home import harness_home
+from harness.core.home import harness_home, write_json_atomically
 
 FINGERPRINT_CHARS = 32
 
@@ -152,7 +151,4 @@ def remember_fingerprint(
         "files": _file_stats(directory),
     }
     memo |= {"fingerprint": fingerprint, "parameters": parameters, "tokenizer": tokenizer}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(f".tmp-{os.getpid()}")
-    scratch.write_text(json.dumps(memo), encoding="utf-8")
-    os.replace(scratch, path)  # atomic: a concurrent reader sees the old memo or the new one
+    write_json_atomically(path, memo)

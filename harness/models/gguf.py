@@ -14,12 +14,11 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 from harness.core.errors import HarnessError, ModelNotFoundError
-from harness.core.home import harness_home
+from harness.core.home import harness_home, write_json_atomically
 from harness.models.builtin import ensure_cached
 
 log = logging.getLogger("harness.models")
@@ -115,13 +114,7 @@ def content_hash(path: Path, home: Path | None = None) -> str:
         return str(json.loads(memo.read_text(encoding="utf-8"))["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()[:16]
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    scratch = memo.with_suffix(f".tmp-{os.getpid()}")
-    scratch.write_text(json.dumps({"sha256": value}), encoding="utf-8")
-    os.replace(scratch, memo)
+        value = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    write_json_atomically(memo, {"sha256": value})
     return value

@@ -22,7 +22,7 @@ from harness.core.device import resolve_device
 from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.core.home import harness_home
 from harness.models import LazyModel, LoadedModel
-from harness.models.builtin import builtin_path, known_builtins
+from harness.models.builtin import builtin_path, ensure_cached, known_builtins
 from harness.models.fingerprint import (
     Remembered,
     adapter_fingerprint,
@@ -487,10 +487,10 @@ def saved_random(name: str) -> Path:
 
     fingerprint = random_fingerprint_for(name, "float32", "cpu")
     target = harness_home() / "random" / f"{name}-{fingerprint[-16:]}"
-    if not target.is_dir():
+
+    def save(directory: Path) -> None:
         model, tokenizer = random_model(name)
-        scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        model.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
-        os.replace(scratch, target)  # atomic: a killed save never leaves a half directory
-    return target
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    return ensure_cached(target, save)  # locked, and a killed save leaves no half directory

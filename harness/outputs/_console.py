@@ -36,17 +36,16 @@ STATUS_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "
 class _Pace:
     """How fast one model's evaluation goes, from its first progress report on."""
 
-    total: int
     started: float
     first_done: float
     printed_at: float
     printed_done: float
 
-    def eta(self, done: float, now: float) -> str:
+    def eta(self, done: float, total: int, now: float) -> str:
         progressed = done - self.first_done
         if progressed <= 0:
             return "ETA unknown"
-        return "ETA " + _duration((now - self.started) / progressed * (self.total - done))
+        return "ETA " + _duration((now - self.started) / progressed * (total - done))
 
 
 def _duration(seconds: float) -> str:
@@ -99,7 +98,7 @@ class ConsoleReporter(Reporter):
         now = time.perf_counter()
         task = self.progress.tasks[self.tasks[model]]
         total = int(task.total or 1)
-        pace = self.paces.setdefault(model, _Pace(total, now, completed, now, completed))
+        pace = self.paces.setdefault(model, _Pace(now, completed, now, completed))
         elapsed = max(now - pace.started, 1e-9)
         speed = f"{tokens / elapsed:.1f} tok/s" if tokens else ""
         self.progress.update(self.tasks[model], completed=completed, speed=speed)
@@ -119,7 +118,7 @@ class ConsoleReporter(Reporter):
             f"[{model}] evaluating {completed:.0f}/{total} cases · {batches} batches · "
             f"{tokens} tokens, {tokens / elapsed:.1f} tok/s"
         )
-        line += "" if finished else f" · {pace.eta(completed, now)}"
+        line += "" if finished else f" · {pace.eta(completed, total, now)}"
         self.console.print(printable(line), markup=False, highlight=False)
 
     def training(self, model: str, step: int, total: int, loss: float | None) -> None:

@@ -25,6 +25,7 @@ from harness.backends.acceleration import (
     config_model_type,
     installed_libraries,
 )
+from harness.core.chat import chat_turns
 from harness.core.errors import HarnessError, ModelNotFoundError
 from harness.models.presets import preset_config
 from harness.models.references import check_reference, local_directory
@@ -278,7 +279,7 @@ class ChatRows:
         return cls(tokenizer, generation.system_prompt)
 
     def prompt(self, text: str) -> str:
-        messages = self._messages(text)
+        messages = chat_turns(text, self.system_prompt)
         return str(
             self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
@@ -292,19 +293,12 @@ class ChatRows:
             prompt = self.prompt(str(row.get("prompt", "")))
             out = dict(row, prompt=prompt)
             for name in answer_fields:
-                turns = [*self._messages(str(row.get("prompt", ""))), _assistant(row.get(name))]
+                turns = chat_turns(str(row.get("prompt", "")), self.system_prompt)
+                turns.append({"role": "assistant", "content": str(row.get(name) or "")})
                 whole = str(self.tokenizer.apply_chat_template(turns, tokenize=False))
                 out[name] = whole.removeprefix(prompt)
             rendered.append(out)
         return rendered
-
-    def _messages(self, text: str) -> list[dict[str, str]]:
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*system, {"role": "user", "content": text}]
-
-
-def _assistant(text: Any) -> dict[str, str]:
-    return {"role": "assistant", "content": str(text or "")}
 
 
 def longest(tokenizer: Any, texts: Iterable[str]) -> int:

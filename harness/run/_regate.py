@@ -10,11 +10,9 @@ suite that decided it.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import replace
 
 from harness.core.errors import HarnessError
-from harness.core.records import CaseResult
 from harness.evaluation import (
     ModelResult,
     RunResult,
@@ -23,7 +21,7 @@ from harness.evaluation import (
     stored_result,
     unmeasured_gates,
 )
-from harness.run._runner import Gating, decide_candidate_gates
+from harness.run._runner import Gating, decide_candidate_gates, finish_run
 from harness.store import Store, StoredRun
 from harness.suite import LoadedSuite
 
@@ -36,7 +34,7 @@ def regate_run(
     stored = store.load_run(run_id)
     if stored.status == "running":
         raise HarnessError(f"run {run_id} is still running; gate it once it has finished")
-    recorded = stored_result(stored, _cases_by_model(store, run_id))
+    recorded = stored_result(stored, store.cases_by_model(run_id))
     base = recorded.base
     new_id = store.begin_run(
         suite_name=suite.name,
@@ -52,25 +50,7 @@ def regate_run(
     for name in _candidate_names(stored, suite):
         candidate = by_name.get(name) or never_recorded(stored, name)
         candidates.append(_regated(store, new_id, suite, stored, candidate, base, gating))
-    result = RunResult(
-        new_id,
-        suite.name,
-        base,
-        candidates,
-        baseline=gating.config()["baseline"],
-        warnings=list(gating.warnings),
-        source_run=run_id,
-        suite_path=str(suite.path),
-    )
-    store.finish_run(new_id, status=result.status, exit_code=result.exit_code)
-    return result
-
-
-def _cases_by_model(store: Store, run_id: str) -> dict[str, list[CaseResult]]:
-    grouped: dict[str, list[CaseResult]] = defaultdict(list)
-    for name, case in store.load_cases(run_id):
-        grouped[name].append(case)
-    return grouped
+    return finish_run(store, new_id, suite, base, candidates, gating, source_run=run_id)
 
 
 def _candidate_names(stored: StoredRun, suite: LoadedSuite) -> list[str]:

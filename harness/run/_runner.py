@@ -139,13 +139,27 @@ def run_suite(
             results += _candidate(run, candidate, base, trainings)
     finally:
         trainings.close()
+    return finish_run(store, run_id, suite, base, results, gating)
+
+
+def finish_run(
+    store: Store,
+    run_id: str,
+    suite: LoadedSuite,
+    base: ModelResult,
+    candidates: list[ModelResult],
+    gating: Gating,
+    source_run: str | None = None,
+) -> RunResult:
+    """The run's results, with its status and exit code recorded in the store."""
     result = RunResult(
         run_id,
         suite.name,
         base,
-        results,
+        candidates,
         baseline=gating.config()["baseline"],
         warnings=list(gating.warnings),
+        source_run=source_run,
         suite_path=str(suite.path),
     )
     store.finish_run(run_id, status=result.status, exit_code=result.exit_code)

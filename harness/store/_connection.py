@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -15,7 +14,7 @@ from typing import Any
 import duckdb
 
 from harness.core.errors import HarnessError
-from harness.core.home import harness_home
+from harness.core.home import harness_home, write_json_atomically
 
 _LOCK_PATTERN = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
 
@@ -111,10 +110,7 @@ class _IntactMemo:
             return None
 
     def write(self, state: list[list[int]]) -> None:
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.file.with_suffix(f".tmp-{os.getpid()}")
-        scratch.write_text(json.dumps(state), encoding="utf-8")
-        os.replace(scratch, self.file)
+        write_json_atomically(self.file, state)
 
 
 def _intact_memo(path: Path) -> _IntactMemo:

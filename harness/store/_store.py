@@ -355,9 +355,12 @@ class Store:
         """Read several scopes in one open (each open costs ~15-20 ms), unless they were read
         ahead already; the next `get_scope` of each is served from what was read. An entry put
         since is not lost: the callers ask the store again for any key a scope lacked."""
-        missing = [scope for scope in scopes if scope not in self._prefetched]
-        if missing:
-            with self._connection() as con:
+        if all(scope in self._prefetched for scope in scopes):
+            return
+        with self._connection() as con:
+            # the open may have read a group ahead already: read only what is still missing
+            missing = [scope for scope in scopes if scope not in self._prefetched]
+            if missing:
                 self._read_scopes(con, missing)
 
     def read_ahead(self, groups: Sequence[Sequence[str]]) -> None:
@@ -521,6 +524,13 @@ class Store:
         with self._transaction() as con:
             rows = con.execute(sql, [run_id, model_name, model_name]).fetchall()
         return [(r[0], _case(r[1:])) for r in rows]
+
+    def cases_by_model(self, run_id: str) -> dict[str, list[CaseResult]]:
+        """The cases of a run grouped by model name (what `stored_result` takes)."""
+        grouped: dict[str, list[CaseResult]] = {}
+        for name, case in self.load_cases(run_id):
+            grouped.setdefault(name, []).append(case)
+        return grouped
 
 
 # --------------------------------------------------------------------- integrity

@@ -17,9 +17,8 @@ from harness.checks import CHECKS, Case, CheckType
 from harness.core.errors import HarnessError
 from harness.core.registry import did_you_mean
 from harness.generation import INSTALL_HINT, vllm_installed
-from harness.models.builtin import PACKAGED
 from harness.models.gguf import check_gguf_file, is_gguf_reference
-from harness.models.loading import known_builtins, known_presets
+from harness.models.loading import check_reference, known_builtins, known_presets
 from harness.suite._data import DataError, Row, read_dataset, read_rows
 from harness.suite._planned import LoadedSuite, PlannedCheck
 from harness.suite._problems import Problems, pydantic_problems
@@ -328,8 +327,7 @@ def resolve_reference(reference: str, suite_dir: Path) -> str:
             raise HarnessError(
                 f'unknown {kind} model "{name}"{did_you_mean(name, known)}; known: {", ".join(known)}'
             )
-        if kind == "builtin" and name in PACKAGED:  # its package installed, and gguf
-            check_gguf_file(PACKAGED[name].path())
+        check_reference(reference)  # a packaged builtin: its package, and gguf, installed
         return reference
     local = Path(reference).expanduser()
     local = local if local.is_absolute() else suite_dir / local

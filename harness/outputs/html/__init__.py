@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness.core.records import CaseResult
 from harness.evaluation import stored_result
 from harness.outputs._history import RunMetrics, metric_history
 from harness.outputs.html._render import IndexEntry, render_history, render_index, render_report
@@ -42,10 +41,7 @@ def load_view(store: Store, run_ref: str) -> RunView:
     """Read one run and all its cases from the store and compute what the report shows."""
     run_id = store.resolve_run(run_ref)
     run = store.load_run(run_id)
-    cases: dict[str, list[CaseResult]] = {}
-    for model, case in store.load_cases(run_id):
-        cases.setdefault(model, []).append(case)
-    return report_view(stored_result(run, cases), RunAbout.of(run))
+    return report_view(stored_result(run, store.cases_by_model(run_id)), RunAbout.of(run))
 
 
 def build_report(store: Store, run_refs: Sequence[str]) -> str:

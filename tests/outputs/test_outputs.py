@@ -140,3 +140,41 @@ def test_quantized_candidates_show_their_weights_and_time_beside_the_base() -> N
     rows = {line.split("│")[1].strip(): line for line in out.getvalue().splitlines() if "│" in line}
     assert "4MB" in rows["base"] and "2.0" in rows["base"]
     assert "nf4" in rows["tiny-nf4"] and "1MB" in rows["tiny-nf4"] and "passed" in rows["tiny-nf4"]
+
+
+def test_html_report_shows_a_quantized_candidates_cost_beside_its_quality() -> None:
+    """Did quantizing break a capability, and what did it save? Memory and time as ratios to the
+    base; a time served from the cache is no measurement and says so."""
+    computed = {"loaded": True, "requests_cached": 0, "requests_computed": 40}
+    base_info = computed | {"weights_bytes": 4_000_000, "seconds": 2.0}
+    base = ModelResult(
+        ModelRecord("base", "base", "builtin:tiny", "f0", "ok", None, base_info), [metric(0.9)]
+    )
+    nf4_info = computed | {"quantized": "nf4", "weights_bytes": 1_000_000, "seconds": 3.0}
+    nf4 = ModelResult(
+        ModelRecord("tiny-nf4", "candidate", "builtin:tiny", "f1", "ok", None, nf4_info),
+        [metric(0.85)],
+        [gate("pass", 0.85, "held")],
+    )
+    cached_info = {"loaded": False, "requests_cached": 40, "requests_computed": 0}
+    int8 = ModelResult(
+        ModelRecord(
+            "tiny-int8", "candidate", "builtin:tiny", "f2", "ok", None,
+            cached_info | {"quantized": "int8", "seconds": 0.1},
+        ),
+        [metric(0.5)],
+        [gate("fail", 0.5, "dropped 0.4")],
+    )  # fmt: skip
+    view = report_view(RunResult("20261130-120000-abcd", "q", base, [nf4, int8]))
+    rows = {row.name: row for row in view.quantized}
+    assert list(rows) == ["base", "tiny-nf4", "tiny-int8"]
+    assert rows["tiny-nf4"].weights_vs_base == pytest.approx(0.25)
+    assert rows["tiny-nf4"].seconds_vs_base == pytest.approx(1.5)
+    assert rows["tiny-nf4"].quality_delta == pytest.approx(-0.05)
+    assert rows["tiny-int8"].seconds is None and "cache" in rows["tiny-int8"].note
+    assert rows["tiny-int8"].verdict == "regressed"
+    html = render_report([view])
+    section = html[html.index("Quantized: quality beside cost") :]
+    assert "0.25x" in section and "1.50x" in section and "nf4" in section and "int8" in section
+    plain = report_view(RunResult("r", "s", base, [candidate("good", "pass")]))
+    assert plain.quantized == () and "Quantized: quality" not in render_report([plain])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -344,8 +345,9 @@ def test_a_quantized_candidate_is_gated_like_any_other(tmp_path: Path) -> None:
         + "  - {name: int8, model: builtin:tiny, quantize: int8}\n"
         + "  - {name: nf4, model: builtin:tiny, quantize: nf4}\n"
     )
-    summary = tmp_path / "s.json"
-    result = harness("run", str(suite), "--db", str(tmp_path / "h.duckdb"), "--json", str(summary))
+    summary, report = tmp_path / "s.json", tmp_path / "r.html"
+    db = str(tmp_path / "h.duckdb")
+    result = harness("run", str(suite), "--db", db, "--json", str(summary), "--report", str(report))
     assert result.returncode in (0, 1), result.stdout + result.stderr  # verdicts, not errors
     data = json.loads(summary.read_text())
     base = data["base"]["info"]
@@ -358,6 +360,10 @@ def test_a_quantized_candidate_is_gated_like_any_other(tmp_path: Path) -> None:
         assert info["quantized"] == name
         assert info["parameters"] == base["parameters"]
         assert info["weights_bytes"] < base["weights_bytes"]
+    # the report puts that saving beside the verdict, as a ratio to the base
+    section = report.read_text().split("Quantized: quality beside cost", 1)[1].split("<h3>")[0]
+    ratios = [float(r) for r in re.findall(r">(\d+\.\d+)x<", section)]
+    assert "int8" in section and "nf4" in section and any(r < 1 for r in ratios), section
 
 
 def test_quantize_is_for_model_candidates_not_trained_ones(tmp_path: Path) -> None:

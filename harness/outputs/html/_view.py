@@ -90,6 +90,24 @@ class MethodRow:
 
 
 @dataclass(frozen=True)
+class QuantizedRow:
+    """The base or a quantized candidate: did quantizing break a capability, what did it save."""
+
+    name: str
+    quantized: str  # "" for the base, else int8 / nf4
+    verdict: str  # "" for the base
+    quality: float | None
+    quality_delta: float | None
+    gates_held: int
+    gates_total: int
+    weights_bytes: int | None
+    weights_vs_base: float | None
+    seconds: float | None  # loading + evaluating; None when served from the cache
+    seconds_vs_base: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class RunView:
     run_id: str
     suite: str
@@ -106,6 +124,7 @@ class RunView:
     methods: tuple[MethodRow, ...]
     loss_curves: Mapping[str, Sequence[tuple[int, float]]]
     cases: dict[str, Any] = field(repr=False)  # the JSON payload of the drill-down
+    quantized: tuple[QuantizedRow, ...] = ()
 
     @property
     def overview(self) -> list[tuple[str, int]]:
@@ -167,6 +186,7 @@ def report_view(result: RunResult, about: RunAbout | None = None) -> RunView:
         methods=tuple(_methods(base, result.candidates, quality)),
         loss_curves=dict(about.loss_curves),
         cases=case_payload(base, result.candidates),
+        quantized=tuple(_quantized(base, result.candidates, quality)),
     )
 
 
@@ -262,6 +282,59 @@ def _methods(
             )
         )
     return rows
+
+
+def _quantized(
+    base: ModelResult | None, candidates: Sequence[ModelResult], quality: tuple[str, str] | None
+) -> list[QuantizedRow]:
+    """The base, then each quantized candidate, with cost as ratios to the base's."""
+    quantized = [c for c in candidates if "quantized" in c.record.info]
+    if not quantized:
+        return []
+    rows = [_quantized_row(base, quality, None)] if base else []
+    return rows + [_quantized_row(c, quality, base) for c in quantized]
+
+
+def _value(model: ModelResult, quality: tuple[str, str] | None) -> float | None:
+    found = (m.value for m in model.metrics if (m.capability, m.metric) == quality)
+    return _finite(next(found, None))
+
+
+def _quantized_row(
+    model: ModelResult, quality: tuple[str, str] | None, base: ModelResult | None
+) -> QuantizedRow:
+    """One row; `base` is None for the base's own row (no verdict, no ratios)."""
+    weights, seconds = _cost(model.record.info)
+    base_weights, base_seconds = _cost(base.record.info) if base else (None, None)
+    value = _value(model, quality)
+    base_value = _value(base, quality) if base else None
+    return QuantizedRow(
+        model.record.name,
+        str(model.record.info.get("quantized", "")),
+        model.verdict if base else "",
+        value,
+        value - base_value if value is not None and base_value is not None else None,
+        sum(g.passed for g in model.gates),
+        len(model.gates),
+        weights,
+        weights / base_weights if weights and base_weights else None,
+        seconds,
+        seconds / base_seconds if seconds and base_seconds else None,
+        "" if seconds is not None else "time not measured: outputs served from the cache",
+    )
+
+
+def _cost(info: Mapping[str, Any]) -> tuple[int | None, float | None]:
+    """Weights' bytes and evaluation seconds, when this run loaded the model and computed every
+    output (a cached rerun's seconds measure the cache, not the model)."""
+    loaded = info.get("loaded") is not False
+    weights = info.get("weights_bytes") if loaded else None
+    seconds = info.get("seconds")
+    computed = loaded and not info.get("requests_cached")
+    return (
+        int(weights) if isinstance(weights, int | float) else None,
+        float(seconds) if computed and isinstance(seconds, int | float) else None,
+    )
 
 
 # ----------------------------------------------------------------------- the case payload

@@ -15,6 +15,8 @@ import importlib.util
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.core.errors import HarnessError, ModelNotFoundError
@@ -57,12 +59,18 @@ def ensure_converted(gguf_file: Path, home: Path | None = None) -> Path:
 
 def convert(gguf_file: Path, out_dir: Path) -> None:
     """Dequantise `gguf_file` through transformers and save it as a plain float32 model."""
+    log.info("converting %s once into %s (about 25 s for 135M parameters)", gguf_file, out_dir)
+    started = time.perf_counter()
+    with _no_progress_bars():
+        _convert(gguf_file, out_dir)
+    log.info("converted %s in %.1f s", gguf_file.name, time.perf_counter() - started)
+
+
+def _convert(gguf_file: Path, out_dir: Path) -> None:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s once into %s (about 25 s for 135M parameters)", gguf_file, out_dir)
-    started = time.perf_counter()
     directory, name = str(gguf_file.parent), gguf_file.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
@@ -89,7 +97,33 @@ def convert(gguf_file: Path, out_dir: Path) -> None:
         "transformers": transformers.__version__,
     }
     (out_dir / CONVERSION_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    log.info("converted %s in %.1f s", gguf_file.name, time.perf_counter() - started)
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Silence transformers' bars while converting: `convert`'s two log lines say what happens.
+
+    transformers' GGUF reader calls `tqdm` directly (not through its own switchable bar), so its
+    module's `tqdm` is swapped for a disabled one for the duration; its own loading bar obeys
+    `disable_progress_bar`.
+    """
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as reader
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    original = getattr(reader, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if original is not None:
+        reader.tqdm = partial(original, disable=True)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if original is not None:
+            reader.tqdm = original  # type: ignore[attr-defined]
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def gguf_architecture(gguf_file: Path) -> str:

@@ -149,3 +149,18 @@ def test_the_real_model_quantized_to_nf4_evaluates_with_its_own_fingerprint() ->
     settings = GenerationSettings(max_new_tokens=12, stop=(), chat_template=True)
     (answer,) = Engine(nf4, batch_size=1).generate(["What is the capital of France?"], settings)
     assert answer.strip(), "the 4-bit model answers"
+
+
+@pytest.mark.slow  # one conversion of the 135M model (~25 s)
+def test_conversion_logs_its_own_lines_and_no_progress_bar_of_transformers(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CI log gets "converting ... once" and "converted ... in N s", not a bar of 272 tensors."""
+    caplog.set_level("INFO", logger="harness.models")
+    convert(smollm2_file(), tmp_path / "out")
+    printed = capfd.readouterr()
+    assert "de-quantizing" not in printed.err + printed.out
+    assert "it/s" not in printed.err + printed.out
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("converting ") for m in messages)
+    assert any(m.startswith("converted ") for m in messages)

@@ -124,6 +124,7 @@ def make_gating(
 def finish(result: Any, suite: Any, db: Path | None, outputs: CiOutputs) -> None:
     """Print the tables and verdicts, write every requested output, annotate, exit."""
     from harness.outputs._console import (
+        checkpoints_table,
         make_console,
         methods_table,
         print_verdicts,
@@ -133,7 +134,7 @@ def finish(result: Any, suite: Any, db: Path | None, outputs: CiOutputs) -> None
 
     out = make_console()
     out.print(summary_table(result))
-    for table in (methods_table(result), quantized_table(result)):
+    for table in (methods_table(result), checkpoints_table(result), quantized_table(result)):
         if table is not None:
             out.print(table)
     print_verdicts(out, result)

@@ -20,7 +20,17 @@ from rich.table import Table
 from harness.core.progress import Reporter
 from harness.core.text import printable, terminal
 from harness.evaluation import RunResult, gate_status
-from harness.outputs._text import candidate_warnings, number, short_reason, status_cell
+from harness.outputs._text import (
+    GATE_MARK,
+    candidate_warnings,
+    checkpoint_record,
+    checkpoint_verdict,
+    number,
+    selection_text,
+    short_reason,
+    status_cell,
+    stop_text,
+)
 
 VERDICT_STYLE = {
     "passed": "green",
@@ -254,6 +264,80 @@ def quantized_table(result: RunResult) -> Table | None:
             f"[{VERDICT_STYLE[verdict]}]{verdict}[/]" if verdict else "",
         )
     return table
+
+
+def checkpoints_table(result: RunResult) -> Table | None:
+    """Each trained candidate's checkpoints, one row per step: every gated metric with its gates
+    (✓ pass, ✗ fail, ? inconclusive), the checkpoint in a word, and which step was selected (the
+    candidate gated above) and where training stopped early."""
+    evaluated = [
+        (candidate.record.name, record)
+        for candidate in result.candidates
+        if (record := checkpoint_record(candidate.record.info)) is not None
+    ]
+    if not evaluated:
+        return None
+    gated = list(
+        dict.fromkeys(
+            (g["capability"], g["metric"])
+            for _, record in evaluated
+            for point in record["points"]
+            for g in point.get("gates") or ()
+        )
+    )
+    table = Table(
+        title="checkpoints: gated metrics at each step (✓ pass, ✗ fail, ? inconclusive)",
+        title_justify="left",
+        caption=_checkpoint_caption(evaluated),
+        caption_justify="left",
+    )
+    table.add_column("candidate")
+    table.add_column("step", justify="right")
+    for capability, metric in gated:
+        table.add_column(f"{terminal(capability)}\n{terminal(metric)}", justify="right")
+    table.add_column("checkpoint")
+    table.add_column("selected")
+    for name, record in evaluated:
+        for point in record["points"]:
+            table.add_row(*_checkpoint_row(name, record, point, gated))
+        table.add_section()
+    return table
+
+
+def _checkpoint_row(name: str, record: Any, point: Any, gated: list[tuple[str, str]]) -> list[str]:
+    values = {(m["capability"], m["metric"]): m.get("value") for m in point.get("metrics") or ()}
+    marks: dict[tuple[str, str], str] = {}
+    for gate in point.get("gates") or ():
+        key = (gate["capability"], gate["metric"])
+        style = STATUS_STYLE.get(gate["outcome"], "")
+        mark = GATE_MARK.get(gate["outcome"], "?")
+        marks[key] = marks.get(key, "") + (f" [{style}]{mark}[/]" if style else f" {mark}")
+        values.setdefault(key, gate.get("value"))
+    verdict = checkpoint_verdict(point)
+    colour = {"passed": "green", "forgot": "bold red", "not passing": "yellow"}.get(verdict)
+    step = point["step"]
+    notes = []
+    if step == record.get("selected_step"):
+        notes.append("[bold]◀ selected[/]")
+    if step == record.get("stopped_at"):
+        notes.append("[yellow]stopped early[/]")
+    return [
+        terminal(name),
+        str(step),
+        *[number(values.get(k)) + marks.get(k, "") for k in gated],
+        f"[{colour}]{verdict}[/]" if colour else verdict,
+        " ".join(notes),
+    ]
+
+
+def _checkpoint_caption(evaluated: list[tuple[str, Any]]) -> str:
+    """A line per candidate: which checkpoint was selected and why, and an early stop's reason."""
+    lines = []
+    for name, record in evaluated:
+        stopped = stop_text(record)
+        text = f"{name}: {selection_text(record)}" + (f"; {stopped}" if stopped else "")
+        lines.append(terminal(text))
+    return "\n".join(lines)
 
 
 def _method_row(candidate: Any, gated: list[tuple[str, str]]) -> list[str]:

@@ -1,7 +1,8 @@
 """The Markdown summary (`--summary FILE|github`): what a reviewer wants on a pull request.
 
 A verdict per candidate with its failed gates, every gate's delta and interval, a methods/cost
-table when candidates were trained, flipped cases and warnings. `--summary github` appends it to
+table when candidates were trained (and the checkpoint each kept, when evaluated during training),
+flipped cases and warnings. `--summary github` appends it to
 `$GITHUB_STEP_SUMMARY` (the job's summary page), as GitHub expects each step to append.
 """
 
@@ -17,12 +18,15 @@ from harness.core.text import printable
 from harness.evaluation import ModelResult, RunResult, index_metrics
 from harness.outputs._text import (
     candidate_warnings,
+    checkpoint_record,
     flipped,
     interval,
     number,
     reference_text,
+    selection_text,
     short_reason,
     status_cell,
+    stop_text,
 )
 
 GITHUB = "github"
@@ -128,6 +132,20 @@ def _methods_table(result: RunResult) -> list[str]:
     return [*lines, ""]
 
 
+def _checkpoints(result: RunResult) -> list[str]:
+    """A line per candidate evaluated at checkpoints: the step selected and why, an early stop."""
+    lines = []
+    for c in result.candidates:
+        record = checkpoint_record(c.record.info)
+        if record is None:
+            continue
+        line = f"- **{md(c.record.name)}** · {md(selection_text(record))}"
+        if stopped := stop_text(record):
+            line += f" · {md(stopped)}"
+        lines.append(line)
+    return ["#### Checkpoints", "", *lines, ""] if lines else []
+
+
 def _flips(result: RunResult) -> list[str]:
     items = [
         f"- **{md(c.record.name)}** · {md(g.capability)} · {md(g.metric)}: {md(flips)}"
@@ -155,7 +173,7 @@ def _warnings(result: RunResult) -> list[str]:
 def markdown_summary(result: RunResult) -> str:
     """The whole summary as GitHub-flavoured Markdown."""
     parts = _header(result) + _verdict_table(result) + _gates_table(result)
-    parts += _methods_table(result) + _flips(result) + _warnings(result)
+    parts += _methods_table(result) + _checkpoints(result) + _flips(result) + _warnings(result)
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from harness.core.records import GateResult, MetricValue
@@ -223,3 +223,53 @@ def _needed(gate: GateResult) -> str:
     if n is None:
         return "nothing to test it on"
     return f"~{needed} cases needed, {n} given" if needed else f"{n} cases, more would not tell"
+
+
+# ------------------------------------------------------------------- checkpoints while training
+
+GATE_MARK = {"pass": "✓", "fail": "✗", "inconclusive": "?"}
+
+
+def checkpoint_record(info: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A trained candidate's checkpoint evaluations (`info["training"]["checkpoints"]`: settings,
+    points, selected_step, selection, stopped_at, stop_reason), when it evaluated any."""
+    training = info.get("training")
+    record = training.get("checkpoints") if isinstance(training, Mapping) else None
+    if not isinstance(record, Mapping) or not record.get("points"):
+        return None
+    return record
+
+
+def selection_text(record: Mapping[str, Any]) -> str:
+    """Which checkpoint became the candidate and why, e.g. 'selected step 50 of 150
+    (best-passing)', or 'selected step 150 of 150: no checkpoint passed every gate; ...'."""
+    last = record["points"][-1].get("step")
+    selected, how = record.get("selected_step"), str(record.get("selection") or "")
+    if selected is None:
+        return "no checkpoint selected" + (f": {how}" if how else "")
+    text = f"selected step {selected} of {last}"
+    if how in ("last", "best-passing"):
+        return f"{text} ({how})"
+    return f"{text}: {how}" if how else text
+
+
+def stop_text(record: Mapping[str, Any]) -> str:
+    """'stopped early at step 20: a forgetting gate failed at steps 10 and 20', or ''."""
+    stopped = record.get("stopped_at")
+    if stopped is None:
+        return ""
+    reason = record.get("stop_reason")
+    return f"stopped early at step {stopped}" + (f": {reason}" if reason else "")
+
+
+def checkpoint_verdict(point: Mapping[str, Any]) -> str:
+    """One checkpoint in a word: passed (every gate), forgot (a forgetting gate failed), not
+    passing (another gate failed or could not tell), or no gates."""
+    gates = point.get("gates") or []
+    if not gates:
+        return "no gates"
+    if all(g.get("outcome") == "pass" for g in gates):
+        return "passed"
+    if any(g.get("kind") == "forgetting" and g.get("outcome") == "fail" for g in gates):
+        return "forgot"
+    return "not passing"

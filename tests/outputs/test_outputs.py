@@ -15,7 +15,12 @@ from rich.console import Console
 from harness.core.records import GateResult, MetricValue, ModelRecord
 from harness.evaluation import ModelResult, RunResult
 from harness.outputs._annotations import workflow_commands
-from harness.outputs._console import print_verdicts, quantized_table, summary_table
+from harness.outputs._console import (
+    checkpoints_table,
+    print_verdicts,
+    quantized_table,
+    summary_table,
+)
 from harness.outputs._json import run_summary
 from harness.outputs._junit import junit_xml
 from harness.outputs._markdown import markdown_summary
@@ -178,3 +183,196 @@ def test_html_report_shows_a_quantized_candidates_cost_beside_its_quality() -> N
     assert "0.25x" in section and "1.50x" in section and "nf4" in section and "int8" in section
     plain = report_view(RunResult("r", "s", base, [candidate("good", "pass")]))
     assert plain.quantized == () and "Quantized: quality" not in render_report([plain])
+
+
+# ------------------------------------------------------------ checkpoints while training
+
+KNOWN = HOSTILE  # the forgetting gate's capability: a name like markup, shown as text everywhere
+
+
+def point(step: int, new: float, known: float | None) -> dict[str, object]:
+    """One checkpoint: new_facts qa.f1 gated by improve (min_gain 0.3 over a base of 0.1),
+    KNOWN qa.em by forgetting (max_drop 0.1 from a base of 0.9)."""
+    new_gate = {
+        "capability": "new_facts", "kind": "improve", "metric": "qa.f1", "value": new,
+        "base_value": 0.1, "limit": 0.3, "outcome": "pass" if new >= 0.4 else "fail",
+    }  # fmt: skip
+    known_gate = {
+        "capability": KNOWN, "kind": "forgetting", "metric": "qa.em", "value": known,
+        "base_value": 0.9, "limit": 0.1,
+        "outcome": "pass" if known is not None and known >= 0.8 else "fail",
+    }  # fmt: skip
+    metrics = [
+        {"capability": "new_facts", "metric": "qa.f1", "value": new,
+         "ci_low": new - 0.1, "ci_high": new + 0.1, "n": 20},
+        {"capability": KNOWN, "metric": "qa.em", "value": known,
+         "ci_low": None if known is None else known - 0.05, "ci_high": None, "n": 20},
+    ]  # fmt: skip
+    gates = [new_gate, known_gate]
+    passed = all(g["outcome"] == "pass" for g in gates)
+    return {"step": step, "fingerprint": f"f{step}", "seconds": 1.0, "score": new,
+            "passed": passed, "metrics": metrics, "gates": gates}  # fmt: skip
+
+
+def trained(name: str, checkpoints: dict[str, object] | None) -> ModelResult:
+    info = {"training": {"backend": "full", "wall_seconds": 3.0, "checkpoints": checkpoints}}
+    record = ModelRecord(name, "candidate", f"ckpt/{name}", "f-" + name, "ok", None, info)
+    return ModelResult(record, [metric(0.85)], [gate("pass", 0.85, "held")])
+
+
+FULL = {
+    "settings": {"every": 25, "capabilities": None, "select": "best-passing", "stop_on": "forgetting"},
+    "points": [point(25, 0.2, 0.9), point(50, 0.5, 0.85), point(75, 0.7, 0.5), point(100, 0.8, None)],
+    "selected_step": 50,
+    "selection": "best-passing",
+    "stopped_at": 100,
+    "stop_reason": "a forgetting gate failed at steps 75 and 100",
+}  # fmt: skip
+LORA = {
+    "settings": {"every": 50, "capabilities": None, "select": "last", "stop_on": None},
+    "points": [point(50, 0.3, 0.9), point(100, 0.35, 0.88)],
+    "selected_step": 100,
+    "selection": "no checkpoint passed every gate; the last one is kept",
+    "stopped_at": None,
+    "stop_reason": None,
+}  # fmt: skip
+
+
+@pytest.fixture
+def checkpointed() -> RunResult:
+    base_metrics = [
+        MetricValue(KNOWN, "qa.em", 0.9, 0.8, 1.0, 20),
+        MetricValue("new_facts", "qa.f1", 0.1, 0.0, 0.2, 20),
+    ]
+    base = ModelResult(ModelRecord("base", "base", "builtin:tiny", "f0", "ok"), base_metrics)
+    candidates = [trained("full", FULL), trained("lora", LORA), trained("plain", None)]
+    return RunResult("20261130-120000-abcd", "ckpt", base, candidates)
+
+
+def test_the_view_draws_each_gated_metric_across_checkpoints(checkpointed: RunResult) -> None:
+    view = report_view(checkpointed)
+    assert [c.candidate for c in view.checkpoints] == ["full", "lora"]  # "plain" has none
+    full = view.checkpoints[0]
+    assert full.steps == (25, 50, 75, 100) and full.every == 25
+    assert (full.selected_step, full.stopped_at) == (50, 100)
+    assert full.summary == "selected step 50 of 100 (best-passing)"
+    assert full.stopped == "stopped early at step 100: a forgetting gate failed at steps 75 and 100"
+    curves = {(c.capability, c.metric): c for c in full.curves}
+    assert list(curves) == [("new_facts", "qa.f1"), (KNOWN, "qa.em")]
+    known = curves[(KNOWN, "qa.em")]
+    assert [p.value for p in known.points] == [0.9, 0.85, 0.5, None]  # null stays a gap
+    assert known.points[1].ci_low == pytest.approx(0.8) and known.points[1].ci_high is None
+    assert [p.outcomes for p in known.points] == [("pass",), ("pass",), ("fail",), ("fail",)]
+    assert known.base_value == 0.9 and known.selected_step == 50
+    (line,) = known.gates
+    assert (line.kind, line.limit, line.label) == ("forgetting", 0.1, "limit (forgetting)")
+    assert line.line == pytest.approx(0.8)  # base - max_drop
+    (improve,) = curves[("new_facts", "qa.f1")].gates
+    assert improve.line == pytest.approx(0.4)  # base + min_gain
+    lora = view.checkpoints[1]
+    assert lora.summary == (
+        "selected step 100 of 100: no checkpoint passed every gate; the last one is kept"
+    )
+    assert lora.stopped == ""
+
+
+def test_a_lower_is_better_metrics_limit_lies_above_its_base() -> None:
+    ppl = MetricValue("lm", "ppl", 10.0, 9.0, 11.0, 20, lower_is_better=True)
+    base = ModelResult(ModelRecord("base", "base", "builtin:tiny", "f0", "ok"), [ppl])
+    gates = [
+        {"capability": "lm", "kind": kind, "metric": "ppl", "value": 10.5, "base_value": 10.0,
+         "limit": 2.0, "outcome": "pass"}
+        for kind in ("forgetting", "improve")
+    ] + [{"capability": "lm", "kind": "threshold", "metric": "ppl", "value": 10.5,
+          "base_value": None, "limit": 12.0, "outcome": "pass"}]  # fmt: skip
+    record = {"points": [{"step": 10, "metrics": [], "gates": gates}], "selected_step": 10}
+    view = report_view(RunResult("r", "s", base, [trained("t", record)]))
+    (curve,) = view.checkpoints[0].curves
+    assert {g.kind: g.line for g in curve.gates} == {
+        "forgetting": 12.0,  # base + max_drop: higher is worse
+        "improve": 8.0,  # base - min_gain
+        "threshold": 12.0,  # the line as written
+    }
+    assert curve.points[0].value == 10.5  # from the gate when the metric is missing
+
+
+def _section(html: str) -> str:
+    start = html.index("<h3>Checkpoints: forgetting curves</h3>")
+    return html[start : html.index("<h3>", start + 1)]
+
+
+def test_html_draws_one_chart_per_gated_metric_with_base_limit_and_selection(
+    checkpointed: RunResult,
+) -> None:
+    html = render_report([report_view(checkpointed)])
+    section = _section(html)
+    assert section.count("<svg") == 2  # new_facts qa.f1 and KNOWN qa.em, both candidates on each
+    assert "<b>bold</b>" not in html  # the hostile capability, escaped in captions and titles
+    assert "&lt;b&gt;bold&lt;/b&gt;|[red]x[/red] · qa.em</figcaption>" in section
+    assert section.count('class="baseline"') == 2 and section.count('class="limit"') == 2
+    assert ">limit (forgetting)</text>" in section and ">limit (improve)</text>" in section
+    assert section.count('class="ring"') == 4  # the selected step of each candidate, per chart
+    assert "full · step 50: 0.850 [0.800, —] · forgetting pass · selected (best-passing)" in section
+    assert "full · step 100: — · forgetting fail · training stopped here" not in section  # a gap
+    assert "full · step 100: 0.800 [0.700, 0.900] · improve pass · training stopped here" in section
+    assert "selected step 50 of 100 (best-passing)" in section
+    assert "stopped early at step 100: a forgetting gate failed at steps 75 and 100" in section
+    assert 'class="band"' in section and 'class="errorbar"' not in section
+
+
+def test_no_checkpoints_no_section(run: RunResult) -> None:
+    view = report_view(run)
+    assert view.checkpoints == ()
+    assert "Checkpoints: forgetting curves" not in render_report([view])
+
+
+def test_console_checkpoint_table_marks_the_selected_step(checkpointed: RunResult) -> None:
+    table = checkpoints_table(checkpointed)
+    assert table is not None
+    out = StringIO()
+    Console(file=out, width=200, color_system=None).print(table)
+    text = out.getvalue()
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if "│" in line]
+    rows = [row for row in rows if row[0]]  # header cells wrap onto lines of their own
+    selected = [(row[0], row[1]) for row in rows if "selected" in row[-1]]
+    assert selected == [("full", "50"), ("lora", "100")]
+    stopped = [(row[0], row[1]) for row in rows if "stopped" in row[-1]]
+    assert stopped == [("full", "100")]
+    by_step = {(row[0], row[1]): row for row in rows}
+    assert by_step[("full", "75")][2:5] == ["0.700 ✓", "0.500 ✗", "forgot"]
+    assert by_step[("full", "50")][4] == "passed"
+    assert "[red]x[/red]" in text  # the capability's markup printed as written
+    assert "full: selected step 50 of 100 (best-passing); stopped early at step 100" in text
+    assert checkpoints_table(RunResult("r", "s", checkpointed.base, [trained("x", None)])) is None
+
+
+def test_markdown_says_which_checkpoint_each_candidate_kept(checkpointed: RunResult) -> None:
+    text = markdown_summary(checkpointed)
+    assert "#### Checkpoints" in text
+    assert (
+        "- **full** · selected step 50 of 100 (best-passing) · stopped early at step 100: "
+        "a forgetting gate failed at steps 75 and 100\n" in text
+    )
+    assert "- **lora** · selected step 100 of 100: no checkpoint passed every gate; " in text
+    assert "**plain**" not in text
+    assert "#### Checkpoints" not in markdown_summary(
+        RunResult("r", "s", checkpointed.base, [trained("x", None)])
+    )
+
+
+def test_candidates_judged_against_different_references_each_get_a_named_base(
+    checkpointed: RunResult,
+) -> None:
+    """A baseline run can give each candidate its own reference value: each base line then names
+    its candidate, and a candidate named like markup stays text in labels and tooltips."""
+    moved = [
+        {**p, "gates": [{**g, "base_value": 0.95} for g in p["gates"]]}  # type: ignore[dict-item]
+        for p in LORA["points"]  # type: ignore[attr-defined]
+    ]
+    hostile = trained(HOSTILE, {**LORA, "points": moved})
+    run = RunResult("r", "s", checkpointed.base, [trained("full", FULL), hostile])
+    section = _section(render_report([report_view(run)]))
+    assert "<b>bold</b>" not in section
+    assert ">base (full)</text>" in section
+    assert ">base (&lt;b&gt;bold&lt;/b&gt;|[red]x[/red])</text>" in section
+    assert "<title>&lt;b&gt;bold&lt;/b&gt;|[red]x[/red] · step 50: 0.900" in section

@@ -425,3 +425,124 @@ def test_a_wrong_answer_is_never_coloured_as_good(
     # "full" answered wrong: its words that differ from the base are marked wrong, not right.
     assert '<div class="model">full ✗</div><pre class="out diff-wrong">' in dom
     assert '<div class="model">lora-r8 ✓</div><pre class="out diff-right">' in dom
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint(step: int, values: dict[str, float | None]) -> dict[str, object]:
+    """A checkpoint gated on new_facts qa.f1 (improve 0.3 over 0.1) and on a capability named
+    like markup, qa.em (forgetting, max_drop 0.1 from 0.9)."""
+    specs = {
+        "new_facts": ("qa.f1", "improve", 0.1, 0.3),
+        PLANTED_CAP: ("qa.em", "forgetting", 0.9, 0.1),
+    }
+    metrics, gates = [], []
+    for capability, value in values.items():
+        name, kind, base, limit = specs[capability]
+        low = None if value is None else max(0.0, value - 0.15)
+        high = None if value is None else min(1.0, value + 0.1)
+        metrics.append({"capability": capability, "metric": name, "value": value,
+                        "ci_low": low, "ci_high": high, "n": 20})  # fmt: skip
+        held = value is not None and (
+            value >= base + limit if kind == "improve" else value >= base - limit
+        )
+        gates.append({"capability": capability, "kind": kind, "metric": name, "value": value,
+                      "base_value": base, "limit": limit, "outcome": "pass" if held else "fail"})  # fmt: skip
+    passed = all(g["outcome"] == "pass" for g in gates)
+    return {"step": step, "fingerprint": f"f{step}", "seconds": 1.0, "score": values["new_facts"],
+            "passed": passed, "metrics": metrics, "gates": gates}  # fmt: skip
+
+
+PLANTED_CAP = f"known {IMG_PAYLOAD}"
+
+
+@pytest.fixture(scope="module")
+def with_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A stored run whose trained candidates were evaluated at checkpoints: one stopped early
+    after forgetting (best-passing kept an early step), one kept its last."""
+    db = tmp_path_factory.mktemp("checkpoints") / "c.duckdb"
+    store = Store(db)
+    run_id = store.begin_run(
+        suite_name="checkpoints", suite_path="s.yaml", suite_text="name: c\n", suite_hash="h",
+        config={},
+    )  # fmt: skip
+    base_metrics = [
+        MetricValue(PLANTED_CAP, "qa.em", 0.9, 0.8, 1.0, 20),
+        MetricValue("new_facts", "qa.f1", 0.1, 0.0, 0.2, 20),
+    ]
+    store.record_model_result(
+        run_id, ModelRecord("base", "base", "builtin:tiny", "f0", "ok"),
+        [_case("exact", "c1", "5", True)], base_metrics, [],
+    )  # fmt: skip
+    full = [(25, 0.2, 0.9), (50, 0.5, 0.85), (75, 0.7, 0.5), (100, 0.8, None)]
+    lora = [(s, 0.1 + s / 300, 0.9 - s / 3000) for s in (25, 50, 75, 100, 125, 150)]
+    records = {
+        "full": {
+            "settings": {"every": 25, "capabilities": None, "select": "best-passing",
+                         "stop_on": "forgetting"},
+            "points": [_checkpoint(s, {"new_facts": n, PLANTED_CAP: k}) for s, n, k in full],
+            "selected_step": 50, "selection": "best-passing", "stopped_at": 100,
+            "stop_reason": f"a forgetting gate failed at steps 75 and 100 {SCRIPT_PAYLOAD}",
+        },
+        "lora": {
+            "settings": {"every": 25, "capabilities": None, "select": "last", "stop_on": None},
+            "points": [_checkpoint(s, {"new_facts": n, PLANTED_CAP: k}) for s, n, k in lora],
+            "selected_step": 150, "selection": "last", "stopped_at": None, "stop_reason": None,
+        },
+    }  # fmt: skip
+    for index, (name, record) in enumerate(records.items()):
+        training = _training(30.0, 2**26, 8_000, "full") | {"checkpoints": record}
+        model = ModelRecord(
+            name, "candidate", f"ckpt/{name}", f"f{index}", "ok", None, {"training": training}
+        )
+        store.record_model_result(
+            run_id, model, [_case("exact", "c1", "5", True)], base_metrics[:1], []
+        )
+        store.record_loss_curve(run_id, name, [(s, 2.0 / (1 + s / 20)) for s in range(0, 101, 5)])
+    store.finish_run(run_id, status="passed", exit_code=0)
+    return db, run_id
+
+
+# Within each checkpoint chart: every label (the rules' and the legend's) inside its chart and
+# clear of every other label.
+CHECKPOINT_PROBE = (
+    "<script>window.addEventListener('load',function(){var h=document.documentElement;"
+    "var bad=[];var svgs=document.querySelectorAll('.checkpoint-charts svg.chart');"
+    "svgs.forEach(function(svg){var r=svg.getBoundingClientRect();"
+    "var ls=[].slice.call(svg.querySelectorAll('text.note,text.legend-label')).map(function(t){"
+    "return [t.textContent,t.getBoundingClientRect()];});"
+    "ls.forEach(function(a,i){var b=a[1];"
+    "if(b.left<r.left||b.right>r.right||b.top<r.top||b.bottom>r.bottom)bad.push('out:'+a[0]);"
+    "ls.slice(i+1).forEach(function(o){var q=o[1];if(!(b.right<=q.left||q.right<=b.left||"
+    "b.bottom<=q.top||q.bottom<=b.top))bad.push(a[0]+'~'+o[0]);});});});"
+    "h.setAttribute('data-checkpoint-charts',String(svgs.length));"
+    "h.setAttribute('data-label-problems',bad.join('|')||'none');});</script>"
+)
+
+
+def test_checkpoint_curves_read_back_from_the_store_render_cleanly_in_chromium(
+    with_checkpoints: tuple[Path, str], chromium: str, tmp_path: Path
+) -> None:
+    db, run_id = with_checkpoints
+    view = load_view(Store(db), run_id)
+    assert [c.candidate for c in view.checkpoints] == ["full", "lora"]
+    assert view.checkpoints[0].curves[1].gates[0].line == pytest.approx(0.8)
+    html = build_report(Store(db), [run_id])
+    section = html[html.index("Checkpoints: forgetting curves") : html.index("<h3>Cases")]
+    assert section.count("<svg") == 2 and "&lt;img src=x onerror=" in section
+    report = tmp_path / "checkpoints.html"
+    report.write_text(html)
+    dom = dump_dom(chromium, report, tmp_path)
+    assert_clean(dom)  # neither the capability nor the stop reason's payload ran
+    assert "stopped early at step 100" in dom and "selected step 50 of 100 (best-passing)" in dom
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("<head>", "<head>" + CHECKPOINT_PROBE, 1))
+    result = open_in_chromium(chromium, probe, tmp_path, "--dump-dom", "--window-size=1400,1000")
+    assert result.returncode == 0, result.stderr[-2000:]
+    root = re.search(r"<html[^>]*>", result.stdout)
+    assert root is not None
+    attributes = dict(re.findall(r'(data-[\w-]+)="([^"]*)"', root.group(0)))
+    assert attributes["data-checkpoint-charts"] == "2"
+    assert attributes["data-label-problems"] == "none"

@@ -5,6 +5,7 @@ Every label is escaped with markupsafe; the result is Markup that templates inse
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,20 @@ class Point:
 @dataclass(frozen=True)
 class Series:
     label: str
-    points: tuple[tuple[float, float], ...]
+    points: tuple[tuple[float, float], ...]  # a NaN y leaves a point out
     colour: str = PALETTE[0]
+    band: tuple[tuple[float, float, float], ...] = ()  # (x, low, high): an interval, shaded
+    tips: tuple[str, ...] = ()  # a tooltip per point
+    ringed: tuple[int, ...] = ()  # indices of points drawn with a ring (e.g. the one selected)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A dashed horizontal line across the plot, labelled (the base, a gate's limit)."""
+
+    label: str
+    y: float
+    style: str = "baseline"  # its CSS class: baseline (grey) or limit (red)
 
 
 @dataclass(frozen=True)
@@ -197,28 +210,124 @@ def _inside(box: Box) -> bool:
     )
 
 
-def lines(title: str, series: Sequence[Series], axes: Axes) -> Markup:
-    """One polyline per series, with a legend under the plot area's top edge."""
+def lines(title: str, series: Sequence[Series], axes: Axes, rules: Sequence[Rule] = ()) -> Markup:
+    """One polyline per series (its interval shaded, its ringed points circled) over dashed
+    `rules`, with a legend in the plot's corner that covers the fewest points."""
     all_points = [pt for s in series for pt in s.points if math.isfinite(pt[1])]
+    bands = [b for s in series for b in s.band if math.isfinite(b[1]) and math.isfinite(b[2])]
+    ruled = [r for r in rules if math.isfinite(r.y)]
     xs = _Scale([pt[0] for pt in all_points], LEFT, WIDTH - RIGHT)
-    ys = _Scale([pt[1] for pt in all_points], HEIGHT - BOTTOM, TOP)
-    body = []
-    for index, s in enumerate(series):
-        coords = " ".join(f"{xs(x)},{ys(y)}" for x, y in s.points if math.isfinite(y))
+    ys = _Scale(
+        [pt[1] for pt in all_points] + [v for b in bands for v in b[1:]] + [r.y for r in ruled],
+        HEIGHT - BOTTOM,
+        TOP,
+    )
+    body = [_band(s, xs, ys) for s in series if s.band]
+    legend = _legend_box(series, xs, ys)
+    body += _rules(ruled, ys, legend)
+    for s in series:
         colour = escape(s.colour)
+        coords = " ".join(f"{xs(x)},{ys(y)}" for x, y in s.points if math.isfinite(y))
         body.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" class="line"/>')
-        if len(s.points) <= 30:
-            body += [
-                f'<circle cx="{xs(x)}" cy="{ys(y)}" r="3" fill="{colour}"/>'
-                for x, y in s.points
-                if math.isfinite(y)
-            ]
-        ly = TOP + 14 + 16 * index
+        if len(s.points) > 30:
+            continue
+        for index, (x, y) in enumerate(s.points):
+            if not math.isfinite(y):
+                continue
+            tip = s.tips[index] if index < len(s.tips) else ""
+            title = f"<title>{escape(tip)}</title>" if tip else ""
+            body.append(f'<circle cx="{xs(x)}" cy="{ys(y)}" r="3" fill="{colour}">{title}</circle>')
+            if index in s.ringed:
+                body.append(
+                    f'<circle cx="{xs(x)}" cy="{ys(y)}" r="7" fill="none" stroke="{colour}" '
+                    f'class="ring">{title}</circle>'
+                )
+    if series:
         body.append(
-            f'<rect x="{WIDTH - RIGHT - 150}" y="{ly - 9}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{WIDTH - RIGHT - 136}" y="{ly}">{escape(s.label)}</text>'
+            f'<rect x="{legend.left - 4}" y="{legend.top}" width="{legend.right - legend.left + 8}" '
+            f'height="{legend.bottom - legend.top}" class="legend"/>'
+        )
+    for index, s in enumerate(series):
+        ly = legend.top + 14 + 16 * index
+        body.append(
+            f'<rect x="{legend.left}" y="{ly - 9}" width="10" height="10" '
+            f'fill="{escape(s.colour)}"/>'
+            f'<text x="{legend.left + 14}" y="{ly}" class="legend-label">{escape(s.label)}</text>'
         )
     return _frame(title, axes, xs, ys, body)
+
+
+def _band(s: Series, xs: _Scale, ys: _Scale) -> str:
+    """The interval around a series: a shaded area over runs of adjacent points, an error bar
+    where a point stands alone."""
+    runs: list[list[tuple[float, float, float]]] = [[]]
+    for x, low, high in s.band:
+        if math.isfinite(low) and math.isfinite(high):
+            runs[-1].append((x, low, high))
+        elif runs[-1]:
+            runs.append([])
+    parts = []
+    colour = escape(s.colour)
+    for run in runs:
+        if len(run) == 1:
+            x, low, high = run[0]
+            parts.append(
+                f'<line x1="{xs(x)}" x2="{xs(x)}" y1="{ys(low)}" y2="{ys(high)}" '
+                f'stroke="{colour}" class="errorbar"/>'
+            )
+        elif run:
+            edge = [f"{xs(x)},{ys(high)}" for x, _, high in run]
+            edge += [f"{xs(x)},{ys(low)}" for x, low, _ in reversed(run)]
+            parts.append(f'<polygon points="{" ".join(edge)}" fill="{colour}" class="band"/>')
+    return "".join(parts)
+
+
+def _legend_box(series: Sequence[Series], xs: _Scale, ys: _Scale) -> Box:
+    """The legend's place: the plot corner with the fewest points of the lines under it (sampled
+    along each segment), the top right on a tie."""
+    width = 14 + CHAR_WIDTH * max((len(s.label) for s in series), default=0)
+    width = min(max(width, 60.0), (WIDTH - LEFT - RIGHT) / 2)
+    height = 16.0 * len(series) + 4
+    left_x, right_x = LEFT + 8, WIDTH - RIGHT - 8 - width
+    top_y, bottom_y = TOP + 4, HEIGHT - BOTTOM - 4 - height
+    corners = [(right_x, top_y), (left_x, top_y), (right_x, bottom_y), (left_x, bottom_y)]
+    samples: list[tuple[float, float]] = []
+    for s in series:
+        drawn = [(xs(x), ys(y)) for x, y in s.points if math.isfinite(y)]
+        samples += drawn[:1]
+        for (x0, y0), (x1, y1) in itertools.pairwise(drawn):
+            samples += [(x0 + (x1 - x0) * t / 8, y0 + (y1 - y0) * t / 8) for t in range(1, 9)]
+
+    def covered(corner: tuple[float, float]) -> int:
+        left, top = corner
+        return sum(left <= x <= left + width and top <= y <= top + height for x, y in samples)
+
+    left, top = min(corners, key=covered)  # min keeps the first corner of equal coverage
+    return Box(left, top, left + width, top + height)
+
+
+def _rules(rules: Sequence[Rule], ys: _Scale, legend: Box) -> list[str]:
+    """Each rule's dashed line and label, on the side away from the legend; a label that would
+    leave the plot or overlap one placed before it goes under its line instead of over it."""
+    on_left = legend.left > (LEFT + WIDTH - RIGHT) / 2
+    x, anchor = (LEFT + 4, "start") if on_left else (WIDTH - RIGHT - 4, "end")
+    placed = [legend]
+    parts = []
+    for rule in sorted(rules, key=lambda r: ys(r.y)):
+        y = ys(rule.y)
+        style = escape(rule.style)
+        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" class="{style}"/>')
+        width = len(rule.label) * CHAR_WIDTH
+        for baseline in (round(y + dy, 1) for dy in (-4, 12, -16, 24)):
+            box = _box(x, baseline, width, anchor)
+            if _inside(box) and not any(box.overlaps(b) for b in placed):
+                break
+        placed.append(box)
+        parts.append(
+            f'<text x="{x}" y="{baseline}" text-anchor="{anchor}" class="note {style}-label">'
+            f"{escape(rule.label)}</text>"
+        )
+    return parts
 
 
 def colour(index: int) -> str:

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from harness import __version__
 from harness.outputs._history import MetricSeries
 from harness.outputs.html import _charts as charts
-from harness.outputs.html._view import RunView
+from harness.outputs.html._view import CheckpointCurve, RunView
 
 _JSON_ESCAPES = {
     ord("<"): "\\u003c",
@@ -138,7 +138,10 @@ def _generated() -> str:
 
 def render_report(views: Sequence[RunView]) -> str:
     """The HTML report of one or more runs, as one self-contained document."""
-    sections = [{"view": v, "charts": method_charts(v)} for v in views]
+    sections = [
+        {"view": v, "charts": method_charts(v), "checkpoint_charts": checkpoint_charts(v)}
+        for v in views
+    ]
     title = " · ".join(f"{v.suite} {v.run_id}" for v in views)
     return (
         environment()
@@ -177,6 +180,91 @@ def method_charts(view: RunView) -> list[Markup]:
     if curves:
         out.append(charts.lines("training loss", curves, charts.Axes("step", "loss")))
     return out
+
+
+def checkpoint_charts(view: RunView) -> list[tuple[str, Markup]]:
+    """(caption, chart) per capability and gated metric: each candidate's value at its
+    checkpoints with its 95% interval, the base and each gate's limit as dashed lines, and the
+    selected checkpoint ringed. A candidate keeps its colour from the training loss chart."""
+    names = list(dict.fromkeys([*view.loss_curves, *(c.candidate for c in view.checkpoints)]))
+    groups: dict[tuple[str, str], list[CheckpointCurve]] = {}
+    for candidate in view.checkpoints:
+        for curve in candidate.curves:
+            groups.setdefault((curve.capability, curve.metric), []).append(curve)
+    out = []
+    for (capability, metric), curves in groups.items():
+        series = [_curve_series(c, charts.colour(names.index(c.candidate))) for c in curves]
+        lower = any(c.lower_is_better for c in curves)
+        axes = charts.Axes(
+            "step",
+            metric + (" (lower is better)" if lower else ""),
+            x_format=lambda v: f"{v:g}",
+            x_ticks=_step_ticks(sorted({p.step for c in curves for p in c.points})),
+        )
+        title = f"{metric} ({capability}) at each checkpoint"
+        chart = charts.lines(title, series, axes, _curve_rules(curves))
+        out.append((f"{capability} · {metric}", chart))
+    return out
+
+
+def _curve_series(curve: CheckpointCurve, colour: str) -> charts.Series:
+    points, band, tips, ringed = [], [], [], []
+    kinds = [g.kind for g in curve.gates]
+    for index, p in enumerate(curve.points):
+        nan = math.nan
+        points.append((float(p.step), p.value if p.value is not None else nan))
+        low, high = p.ci_low, p.ci_high
+        band.append(
+            (float(p.step), low if low is not None else nan, high if high is not None else nan)
+        )
+        interval = f" [{format_number(low)}, {format_number(high)}]" if low is not None else ""
+        gates = ", ".join(f"{k} {o}" for k, o in zip(kinds, p.outcomes, strict=True) if o)
+        tip = f"{curve.candidate} · step {p.step}: {format_number(p.value)}{interval}"
+        tip += f" · {gates}" if gates else ""
+        if p.step == curve.selected_step:
+            tip += f" · selected ({curve.selection})" if curve.selection else " · selected"
+            ringed.append(index)
+        if p.step == curve.stopped_at:
+            tip += " · training stopped here"
+        tips.append(tip)
+    return charts.Series(
+        curve.candidate, tuple(points), colour, tuple(band), tuple(tips), tuple(ringed)
+    )
+
+
+def _curve_rules(curves: Sequence[CheckpointCurve]) -> list[charts.Rule]:
+    """The base, and each gate's limit, once per distinct value (a baseline run can give each
+    candidate its own reference: then each line names its candidate)."""
+    based = [c for c in curves if c.base_value is not None]
+    if len({c.base_value for c in based}) == 1:
+        rules = [charts.Rule("base", based[0].base_value or 0.0)]
+    else:
+        rules = [charts.Rule(f"base ({c.candidate})", c.base_value or 0.0) for c in based]
+    lines: dict[tuple[str, float], list[str]] = {}
+    for curve in curves:
+        for gate in curve.gates:
+            if gate.line is not None:
+                lines.setdefault((gate.kind, gate.line), []).append(curve.candidate)
+    kinds = [kind for kind, _ in lines]
+    for (kind, value), names in lines.items():
+        label = f"limit ({kind})"
+        if kinds.count(kind) > 1:
+            label = f"limit ({kind}, {', '.join(names)})"
+        rules.append(charts.Rule(label, value, "limit"))
+    return rules
+
+
+def _step_ticks(steps: Sequence[int]) -> tuple[tuple[float, str], ...] | None:
+    """The checkpoints' own steps as the x axis's ticks when few, each clear of the one before
+    (else round ticks)."""
+    if not steps or len(steps) > 8:
+        return None
+    span = (steps[-1] - steps[0]) or 1
+    kept = [steps[0]]
+    for step in steps[1:]:
+        if (step - kept[-1]) / span >= 0.08:
+            kept.append(step)
+    return tuple((float(s), str(s)) for s in kept)
 
 
 def _base_value(view: RunView) -> float | None:

@@ -21,7 +21,12 @@ from harness.outputs._history import (
     recorded_lower_is_better,
     verdict_reason,
 )
-from harness.outputs._text import plain_summary
+from harness.outputs._text import (
+    checkpoint_record,
+    plain_summary,
+    selection_text,
+    stop_text,
+)
 from harness.store import StoredRun
 
 
@@ -108,6 +113,61 @@ class QuantizedRow:
 
 
 @dataclass(frozen=True)
+class GateLine:
+    """A gate on a checkpoint curve: its limit as the suite writes it (max_drop, min_gain, or the
+    threshold) and where that puts the line on the metric's scale."""
+
+    kind: str
+    limit: float
+    line: float | None  # None: a relative gate with no base value to draw it from
+
+    @property
+    def label(self) -> str:
+        return f"limit ({self.kind})"
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    step: int
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    outcomes: tuple[str, ...]  # each gate's on this metric at this step, in `gates` order
+
+
+@dataclass(frozen=True)
+class CheckpointCurve:
+    """One candidate's gated metric across its checkpoints, with what it is judged against."""
+
+    candidate: str
+    capability: str
+    metric: str
+    lower_is_better: bool
+    base_value: float | None
+    gates: tuple[GateLine, ...]
+    points: tuple[CurvePoint, ...]
+    selected_step: int | None
+    stopped_at: int | None
+    selection: str  # the record's note: last / best-passing / why the last one is kept
+
+
+@dataclass(frozen=True)
+class CandidateCheckpoints:
+    """A trained candidate's checkpoint evaluations: which was selected, why, and its curves."""
+
+    candidate: str
+    every: int | None
+    steps: tuple[int, ...]
+    selected_step: int | None
+    selection: str
+    stopped_at: int | None
+    stop_reason: str | None
+    summary: str  # e.g. "selected step 50 of 150 (best-passing)"
+    stopped: str  # e.g. "stopped early at step 20: a forgetting gate failed ...", or ""
+    curves: tuple[CheckpointCurve, ...]
+
+
+@dataclass(frozen=True)
 class RunView:
     run_id: str
     suite: str
@@ -125,6 +185,7 @@ class RunView:
     loss_curves: Mapping[str, Sequence[tuple[int, float]]]
     cases: dict[str, Any] = field(repr=False)  # the JSON payload of the drill-down
     quantized: tuple[QuantizedRow, ...] = ()
+    checkpoints: tuple[CandidateCheckpoints, ...] = ()
 
     @property
     def overview(self) -> list[tuple[str, int]]:
@@ -187,6 +248,7 @@ def report_view(result: RunResult, about: RunAbout | None = None) -> RunView:
         loss_curves=dict(about.loss_curves),
         cases=case_payload(base, result.candidates),
         quantized=tuple(_quantized(base, result.candidates, quality)),
+        checkpoints=tuple(_checkpoints(base, result.candidates, lower)),
     )
 
 
@@ -335,6 +397,112 @@ def _cost(info: Mapping[str, Any]) -> tuple[int | None, float | None]:
         int(weights) if isinstance(weights, int | float) else None,
         float(seconds) if computed and isinstance(seconds, int | float) else None,
     )
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoints(
+    base: ModelResult | None, candidates: Sequence[ModelResult], lower: frozenset[str]
+) -> list[CandidateCheckpoints]:
+    base_values = {
+        (m.capability, m.metric): _finite(m.value) for m in (base.metrics if base else ())
+    }
+    out = []
+    for candidate in candidates:
+        record = checkpoint_record(candidate.record.info)
+        if record is None:
+            continue
+        points = [p for p in record["points"] if isinstance(p, Mapping)]
+        gated = dict.fromkeys(
+            (g["capability"], g["metric"]) for p in points for g in p.get("gates") or ()
+        )
+        name = candidate.record.name
+        curves = tuple(
+            _curve(name, record, points, key, base_values.get(key), key[1] in lower)
+            for key in gated
+        )
+        settings = record.get("settings")
+        every = settings.get("every") if isinstance(settings, Mapping) else None
+        out.append(
+            CandidateCheckpoints(
+                name,
+                every if isinstance(every, int) else None,
+                tuple(int(p["step"]) for p in points),
+                record.get("selected_step"),
+                str(record.get("selection") or ""),
+                record.get("stopped_at"),
+                record.get("stop_reason"),
+                selection_text(record),
+                stop_text(record),
+                curves,
+            )
+        )
+    return out
+
+
+def _curve(
+    candidate: str,
+    record: Mapping[str, Any],
+    points: Sequence[Mapping[str, Any]],
+    key: tuple[str, str],
+    base_value: float | None,
+    lower: bool,
+) -> CheckpointCurve:
+    """The metric `key` at each checkpoint. The base drawn is the gates' reference value where
+    they have one (the base, or a baseline run's model), else the base model's own value."""
+    gates_at = [
+        [g for g in p.get("gates") or () if (g["capability"], g["metric"]) == key] for p in points
+    ]
+    limits: dict[str, float] = {}  # gate kind -> its limit as written, in the gates' order
+    for gates in gates_at:
+        for gate in gates:
+            limits.setdefault(str(gate["kind"]), float(gate["limit"]))
+            reference = _number(gate.get("base_value"))
+            base_value = reference if reference is not None else base_value
+    curve_points = []
+    for point, gates in zip(points, gates_at, strict=True):
+        metrics = point.get("metrics") or ()
+        found = next((m for m in metrics if (m["capability"], m["metric"]) == key), None)
+        value = found.get("value") if found else next((g.get("value") for g in gates), None)
+        outcomes = {str(g["kind"]): str(g["outcome"]) for g in gates}
+        curve_points.append(
+            CurvePoint(
+                int(point["step"]),
+                _number(value),
+                _number(found.get("ci_low")) if found else None,
+                _number(found.get("ci_high")) if found else None,
+                tuple(outcomes.get(kind, "") for kind in limits),
+            )
+        )
+    return CheckpointCurve(
+        candidate,
+        key[0],
+        key[1],
+        lower,
+        base_value,
+        tuple(GateLine(k, v, limit_line(k, v, base_value, lower)) for k, v in limits.items()),
+        tuple(curve_points),
+        record.get("selected_step"),
+        record.get("stopped_at"),
+        str(record.get("selection") or ""),
+    )
+
+
+def _number(value: Any) -> float | None:
+    return _finite(float(value)) if isinstance(value, int | float) else None
+
+
+def limit_line(kind: str, limit: float, base_value: float | None, lower: bool) -> float | None:
+    """Where a gate's limit lies on its metric's scale: a threshold is the line itself; a
+    forgetting gate's max_drop lies below the base (above it when lower is better), an improve
+    gate's min_gain above it (below it when lower is better)."""
+    if kind == "threshold":
+        return limit
+    if base_value is None:
+        return None
+    worse = 1.0 if lower else -1.0  # the direction of "worse" on the metric's scale
+    return base_value + (worse * limit if kind == "forgetting" else -worse * limit)
 
 
 # ----------------------------------------------------------------------- the case payload

@@ -30,6 +30,26 @@ class TrainProgress:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """The model in the middle of training, as a checkpoint hook sees it (in eval mode for the
+    duration of the call; training resumes after it)."""
+
+    step: int
+    total_steps: int
+    model: Any  # the trainer's model: a transformers model, or a peft model wrapping one
+    tokenizer: Any
+    save: Callable[[Path], None]  # writes these weights where the final model would go
+
+
+@dataclass(frozen=True)
+class CheckpointHook:
+    """Called every `every` optimizer steps and at the last one; returns True to stop."""
+
+    every: int
+    evaluate: Callable[[Checkpoint], bool]
+
+
+@dataclass(frozen=True)
 class TrainRequest:
     """Everything a backend needs to train one candidate."""
 
@@ -43,6 +63,7 @@ class TrainRequest:
     reward: Callable[[list[str], list[dict[str, Any]]], list[float]] | None = None
     chat_template: bool = False  # format prompts with the base tokenizer's chat template
     system_prompt: str | None = None  # with the template: the system turn before each prompt
+    checkpoints: CheckpointHook | None = None  # evaluate while training (every backend)
 
 
 @dataclass(frozen=True)
@@ -131,6 +152,8 @@ __all__ = [
     "BACKENDS",
     "AdapterShape",
     "Backend",
+    "Checkpoint",
+    "CheckpointHook",
     "MemoryProfile",
     "TrainProgress",
     "TrainRequest",

@@ -22,6 +22,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from harness.backends import (
     AdapterShape,
+    Checkpoint,
+    CheckpointHook,
     MemoryProfile,
     TrainProgress,
     TrainRequest,
@@ -337,6 +339,42 @@ def progress_callback(progress: Callable[[TrainProgress], None], log: LossLog) -
     return Progress()
 
 
+def checkpoint_callback(hook: CheckpointHook, base_dir: Path) -> TrainerCallback:
+    """Hands the model to `hook` every `hook.every` steps and at the last step, in eval mode
+    (no dropout), and stops the training when the hook says so."""
+    from transformers import TrainerCallback
+
+    class Checkpoints(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(
+            self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+        ) -> None:
+            step, total = state.global_step, state.max_steps
+            if step % hook.every and step < total:
+                return
+            tokenizer = kwargs.get("processing_class")
+
+            def save(out_dir: Path) -> None:
+                save_weights(model, tokenizer, out_dir, base_dir)
+
+            with evaluation_mode(model):
+                stop = hook.evaluate(Checkpoint(step, total, model, tokenizer, save))
+            if stop and step < total:
+                control.should_training_stop = True
+
+    return Checkpoints()
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """The model as evaluation sees it (dropout off), back in training mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def check_finite(loss: float, step: int, learning_rate: float) -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(
@@ -425,9 +463,6 @@ def save_result(trainer: Any, request: TrainRequest, log: LossLog) -> TrainResul
     model = trainer.model
     counts = count_parameters(model)
     is_adapter = isinstance(model, PeftModel)
-    if is_adapter:
-        for adapter in model.peft_config.values():
-            adapter.base_model_name_or_path = str(request.base_dir)  # load_model finds the base
     request.output_dir.mkdir(parents=True, exist_ok=True)
     if trainer.accelerator.num_processes > 1:
         # Under `accelerate launch` (DDP, FSDP, DeepSpeed) the trainer gathers sharded weights
@@ -435,8 +470,7 @@ def save_result(trainer: Any, request: TrainRequest, log: LossLog) -> TrainResul
         trainer.save_model(str(request.output_dir))
         trainer.accelerator.wait_for_everyone()
     else:
-        model.save_pretrained(str(request.output_dir))
-        trainer.processing_class.save_pretrained(str(request.output_dir))
+        save_weights(model, trainer.processing_class, request.output_dir, request.base_dir)
     return TrainResult(
         model_dir=request.output_dir,
         is_adapter=is_adapter,
@@ -448,6 +482,19 @@ def save_result(trainer: Any, request: TrainRequest, log: LossLog) -> TrainResul
         device=str(model.device.type),
         acceleration=used_acceleration(trainer),
     )
+
+
+def save_weights(model: Any, tokenizer: Any, out_dir: Path, base_dir: Path) -> None:
+    """The model (or adapter, naming its base by path so load_model finds it) and tokenizer."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = str(base_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out_dir))
 
 
 def used_acceleration(trainer: Any) -> dict[str, Any]:
@@ -478,8 +525,11 @@ def train_with(
     """Build a trainer with the progress callback, train it quietly, save and report."""
     log = LossLog()
     model_type = base_model_type(request.base_dir) if acceleration.liger else None
+    callbacks = [progress_callback(request.progress, log)]
+    if request.checkpoints is not None:
+        callbacks.append(checkpoint_callback(request.checkpoints, request.base_dir))
     with quiet(), kept_module_globals(model_type):
-        trainer = make_trainer([progress_callback(request.progress, log)])
+        trainer = make_trainer(callbacks)
         run_trainer(trainer)
         return save_result(trainer, request, log)
 

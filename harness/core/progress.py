@@ -16,5 +16,8 @@ class Reporter:
     def training(self, model: str, step: int, total: int, loss: float | None) -> None:
         """A training step of a trained candidate."""
 
+    def note(self, model: str, text: str) -> None:
+        """Something worth a line of its own (a checkpoint's verdict, an early stop)."""
+
     def done(self, model: str, verdict: str) -> None:
         """The model is finished."""

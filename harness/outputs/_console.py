@@ -142,6 +142,9 @@ class ConsoleReporter(Reporter):
                 highlight=False,
             )
 
+    def note(self, model: str, text: str) -> None:
+        self.console.print(printable(f"[{model}] {text}"), markup=False, highlight=False)
+
     def done(self, model: str, verdict: str) -> None:
         task = self.progress.tasks[self.tasks[model]] if model in self.tasks else None
         if task is not None:

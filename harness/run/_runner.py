@@ -43,9 +43,10 @@ from harness.evaluation import (
 )
 from harness.generation import output_scope
 from harness.models.loading import base_directory, open_model, remembered_fingerprint
+from harness.run._checkpoints import checkpoint_judge
 from harness.store import Store
 from harness.suite import LoadedSuite
-from harness.training import Trainings, train_candidate, training_info
+from harness.training import Judge, Trainings, train_candidate, training_info
 
 
 def selected_candidates(suite: LoadedSuite, only: Sequence[str] | None) -> list[Any]:
@@ -130,7 +131,7 @@ def run_suite(
     )
     run = _Run(suite, store, run_id, reporter, gating)
     base = _evaluate(run, "base", "base", suite.models["base"])
-    trainings = _trainings(suite, base, reporter, retrain)
+    trainings = _trainings(run, base, retrain)
     if base.record.status != "error":
         trainings.start([c.name for c in candidates if c.backend is not None])
     results: list[ModelResult] = []
@@ -251,11 +252,9 @@ def _failed(run: _Run, name: str, reference: str, message: str) -> ModelResult:
     return ModelResult(record)
 
 
-def _trainings(
-    suite: LoadedSuite, base: ModelResult, reporter: Reporter, retrain: bool
-) -> Trainings:
+def _trainings(run: _Run, base: ModelResult, retrain: bool) -> Trainings:
     """Who trains the candidates, and where (harness.training._schedule)."""
-
+    suite, reporter = run.suite, run.reporter
     lock = threading.Lock()  # parallel trainings: resolve (maybe save) the base directory once
     resolve_base = functools.cache(lambda: base_directory(suite.models["base"]))
 
@@ -273,9 +272,22 @@ def _trainings(
             retrain=retrain,
             progress=progress,
             placement=placement,
+            judge=_judge(run, name, base),
         )
 
     return Trainings(suite, train, on_queued=lambda name: reporter.stage(name, "queued"))
+
+
+def _judge(run: _Run, name: str, base: ModelResult) -> Judge | None:
+    """Who evaluates candidate `name`'s checkpoints, when it has `checkpoints:`."""
+    if run.suite.trainings[name].checkpoints is None:
+        return None
+    gating = Gating(fail_on=run.gating.fail_on)  # checkpoints are gated against this run's base
+
+    def gate(view: LoadedSuite, evaluated: ModelResult) -> list[GateResult]:
+        return decide_candidate_gates(view, run.store, evaluated, base, gating)
+
+    return checkpoint_judge(run.suite, run.store, run.reporter, name, base, gate)
 
 
 def _evaluated(

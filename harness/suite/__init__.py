@@ -11,22 +11,25 @@ from harness.suite._load import load_suite
 from harness.suite._planned import AccelerateConfig, LoadedSuite, PlannedCheck, PlannedTraining
 from harness.suite._schema import (
     CapabilityBase,
+    Checkpoints,
     GenerationConfig,
     SuiteBase,
     dump_schema,
     json_schema,
     suite_model,
 )
-from harness.suite._trainings import reward_checks
+from harness.suite._trainings import checkpoint_capabilities, reward_checks
 
 __all__ = [
     "AccelerateConfig",
     "CapabilityBase",
+    "Checkpoints",
     "GenerationConfig",
     "LoadedSuite",
     "PlannedCheck",
     "PlannedTraining",
     "SuiteBase",
+    "checkpoint_capabilities",
     "dump_schema",
     "json_schema",
     "load_suite",

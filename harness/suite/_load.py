@@ -270,11 +270,18 @@ def _check_candidates(spec: SuiteBase, datasets: dict[str, list[Row]], problems:
                 (*where, "name"),
                 f'candidate name "{candidate.name}" is taken (unique, and not "base")',
             )
-        trained_only = candidate.args or candidate.reward or candidate.merge or candidate.accelerate
+        trained_only = (
+            candidate.args
+            or candidate.reward
+            or candidate.merge
+            or candidate.accelerate
+            or candidate.checkpoints
+        )
         if candidate.model is not None and trained_only:
             problems.add(
                 where,
-                "`args`, `reward`, `merge` and `accelerate` belong to trained candidates (`backend:`)",
+                "`args`, `reward`, `merge`, `accelerate` and `checkpoints` belong to trained "
+                "candidates (`backend:`)",
             )
         if candidate.data is not None and candidate.data not in datasets:
             problems.add(

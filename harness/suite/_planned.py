@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from harness.backends import Backend
 from harness.checks import Case, CheckSpec, CheckType
-from harness.suite._schema import RewardSpec, SuiteBase
+from harness.suite._schema import Checkpoints, RewardSpec, SuiteBase
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,7 @@ class PlannedTraining:
     reward: RewardSpec | None
     merge: bool
     accelerate: AccelerateConfig | None = None  # train through `accelerate launch`
+    checkpoints: Checkpoints | None = None  # evaluate while training (harness.run._checkpoints)
+    # What checkpoint evaluations depend on (the capabilities evaluated, their gates and cases):
+    # part of the artifact key, since `select` and `stop_on` decide the weights from them.
+    checkpoint_hash: str | None = None

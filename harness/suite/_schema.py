@@ -138,6 +138,28 @@ class AccelerateLaunch(Strict):
     )
 
 
+class Checkpoints(Strict):
+    """Evaluate a trained candidate while it trains: forgetting curves, the best checkpoint that
+    passes, an early stop before it forgets."""
+
+    every: int = Field(ge=1, description="Evaluate every N optimizer steps (and at the last)")
+    capabilities: list[str] | None = Field(
+        None, description="Only these capabilities at checkpoints (default: all), to keep it cheap"
+    )
+    select: Literal["last", "best-passing"] = Field(
+        "last",
+        description="last: the final weights; best-passing: the checkpoint that passes every "
+        "gate evaluated, best on the improve metric (ties: the earlier step)",
+    )
+    stop_on: Literal["forgetting"] | None = Field(
+        None,
+        description="forgetting: stop once a forgetting gate fails on two checkpoints in a row",
+    )
+
+    def key(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
 class TrainingSchedule(Strict):
     """How trained candidates share the machine."""
 
@@ -162,6 +184,9 @@ class Candidate(Strict):
     )
     accelerate: AccelerateLaunch | None = Field(
         None, description="Train on several GPUs through `accelerate launch`"
+    )
+    checkpoints: Checkpoints | None = Field(
+        None, description="Evaluate at checkpoints while training (forgetting curves, selection)"
     )
 
     @model_validator(mode="after")

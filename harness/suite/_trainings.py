@@ -20,7 +20,7 @@ from harness.core.registry import did_you_mean
 from harness.suite._data import Row
 from harness.suite._planned import AccelerateConfig, PlannedCheck, PlannedTraining
 from harness.suite._problems import Problems, pydantic_problems
-from harness.suite._schema import SuiteBase
+from harness.suite._schema import Checkpoints, SuiteBase
 from harness.suite._source import PathKey
 
 
@@ -67,9 +67,72 @@ def _plan(
         )
     data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
     accelerate = _accelerate(candidate, where, problems)
+    checkpoints = candidate.checkpoints
+    if checkpoints is not None:
+        _check_checkpoints(spec, candidate, where, problems)
     return PlannedTraining(
-        backend, config, tuple(rows), data_hash, candidate.reward, candidate.merge, accelerate
-    )
+        backend, config, tuple(rows), data_hash, candidate.reward, candidate.merge, accelerate,
+        checkpoints, checkpoint_hash(spec, checks, checkpoints) if checkpoints else None,
+    )  # fmt: skip
+
+
+def checkpoint_capabilities(spec: SuiteBase, checkpoints: Checkpoints) -> list[Any]:
+    """The capabilities evaluated at each checkpoint, in the suite's order."""
+    wanted = checkpoints.capabilities
+    return [c for c in spec.capabilities if wanted is None or c.name in wanted]
+
+
+def checkpoint_hash(
+    spec: SuiteBase, checks: Sequence[PlannedCheck], checkpoints: Checkpoints
+) -> str:
+    """What checkpoint evaluations depend on: the settings, the capabilities' gates and checks,
+    and their cases."""
+    capabilities = checkpoint_capabilities(spec, checkpoints)
+    names = {c.name for c in capabilities}
+    parts = {
+        "settings": checkpoints.key(),
+        "capabilities": [c.model_dump(mode="json") for c in capabilities],
+        "cases": [
+            [p.capability, p.label, [[c.id, c.prompt, dict(c.fields)] for c in p.cases]]
+            for p in checks
+            if p.capability in names
+        ],
+    }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _check_checkpoints(spec: SuiteBase, candidate: Any, where: PathKey, problems: Problems) -> None:
+    """Names that exist, and gates for `select` and `stop_on` to decide on."""
+    checkpoints = candidate.checkpoints
+    at: PathKey = (*where, "checkpoints")
+    known = [c.name for c in spec.capabilities]
+    for i, name in enumerate(checkpoints.capabilities or []):
+        if name not in known:
+            problems.add(
+                (*at, "capabilities", i),
+                f'no capability "{name}"{did_you_mean(name, known)}; the suite has: '
+                + ", ".join(known),
+            )
+    evaluated = checkpoint_capabilities(spec, checkpoints)
+    gated = [c for c in evaluated if c.threshold or c.forgetting or c.improve]
+    if checkpoints.select == "best-passing" and not gated:
+        problems.add(
+            (*at, "select"),
+            "best-passing needs a gate (threshold, forgetting or improve) on a capability "
+            "evaluated at checkpoints",
+        )
+    if checkpoints.stop_on == "forgetting" and not any(c.forgetting for c in evaluated):
+        problems.add(
+            (*at, "stop_on"),
+            "stop_on: forgetting needs a forgetting gate on a capability evaluated at checkpoints",
+        )
+    if candidate.accelerate is not None:
+        problems.add(
+            at,
+            "checkpoints are evaluated in the run's own process, not yet under `accelerate "
+            "launch`; remove one of `checkpoints` and `accelerate`",
+        )
 
 
 def _accelerate(candidate: Any, where: PathKey, problems: Problems) -> AccelerateConfig | None:

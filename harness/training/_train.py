@@ -31,6 +31,7 @@ from harness.core.home import harness_home
 from harness.core.versions import installed_versions
 from harness.models.builtin import build_lock, remove_stale_builds
 from harness.suite import LoadedSuite, PlannedTraining, reward_checks
+from harness.training._checkpoints import CheckpointTracker, Judge
 from harness.training._launch import TrainingJob, is_main_process, train_in_child
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ def artifact_key(
         parts["system_prompt"] = system_prompt
     if plan.accelerate is not None:  # data parallel changes the global batch, FSDP the maths
         parts["accelerate"] = plan.accelerate.key()
+    if plan.checkpoint_hash is not None:  # `select` and `stop_on` decide the weights kept
+        parts["checkpoints"] = plan.checkpoint_hash
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -107,10 +110,16 @@ def train_candidate(
     retrain: bool = False,
     progress: Callable[[Any], None] = lambda _: None,
     placement: Placement | None = None,
+    judge: Judge | None = None,
 ) -> TrainedModel:
     """The trained artifact of candidate `name`: from the cache, or trained now, in this
-    process or (with a `placement`) in a child process on the devices it names."""
+    process or (with a `placement`) in a child process on the devices it names.
+
+    `judge` evaluates the candidate's checkpoints (`checkpoints:`), in this process only.
+    """
     plan = suite.trainings[name]
+    if plan.checkpoints is not None and (judge is None or placement is not None):
+        raise HarnessError(f"{name}: checkpoints are evaluated in the run's process, by a judge")
     chat = bool(suite.spec.generation.chat_template)
     key = artifact_key(
         plan, base_fingerprint, suite.spec.seed, chat, suite.spec.generation.system_prompt
@@ -124,7 +133,7 @@ def train_candidate(
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             if placement is None:
-                train_into(scratch, suite, name, base_dir, progress)
+                train_into(scratch, suite, name, base_dir, progress, judge)
             else:
                 _train_in_child(scratch, suite, name, base_dir, placement, progress)
             if target.is_dir():
@@ -171,12 +180,16 @@ def train_into(
     name: str,
     base_dir: Path,
     progress: Callable[[Any], None],
+    judge: Judge | None = None,
 ) -> None:
     """Train candidate `name` into `scratch`: the model (or adapter), the merged model when
     asked, and the training record. Under `accelerate launch` every process trains and the
     main one alone writes what follows the training."""
 
     plan = suite.trainings[name]
+    tracker = None
+    if plan.checkpoints is not None and judge is not None:
+        tracker = CheckpointTracker(plan.checkpoints, judge, scratch)
     request = TrainRequest(
         base_dir=base_dir,
         rows=plan.rows,
@@ -187,6 +200,7 @@ def train_into(
         reward=build_reward(suite, plan),
         chat_template=bool(suite.spec.generation.chat_template),
         system_prompt=suite.spec.generation.system_prompt,
+        checkpoints=tracker.hook() if tracker is not None else None,
     )
     request.output_dir.mkdir(exist_ok=True)  # every process of a launch makes it
     with PeakMemory() as memory:
@@ -195,9 +209,12 @@ def train_into(
         wall = time.perf_counter() - started
     if not is_main_process():
         return
+    checkpoints = tracker.finish(result.model_dir) if tracker is not None else None
     if plan.merge and result.is_adapter:
         merge_adapter(result.model_dir, scratch / "merged")
     stats = _stats(plan, result, wall, memory, suite.spec.seed)
+    if checkpoints is not None:
+        stats["checkpoints"] = checkpoints
     # Where it trained: the process count of a launch, and the GPUs a child was given.
     stats["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
     if "CUDA_VISIBLE_DEVICES" in os.environ:

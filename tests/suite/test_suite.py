@@ -247,3 +247,70 @@ def test_merge_is_refused_where_the_backend_says_all_weights_train(tmp_path: Pat
     assert len(found) == 2, found
     assert ":20:" in found[0] and "full backend trains all weights" in found[0]
     assert ":21:" in found[1] and "dpo backend trains all weights" in found[1]
+
+
+TRAINED = (
+    GOOD
+    + """\
+  - name: sums
+    checks:
+      - type: exact
+        cases:
+          - {prompt: "2+2=", expected: "4"}
+candidates:
+  - name: tuned
+    backend: lora
+    data: facts_train
+    args: {max_steps: 4}
+"""
+)
+TRAIN_DATA = """\
+  facts_train:
+    rows:
+      - {prompt: "Q: x? A:", completion: " y"}
+"""
+
+
+def with_checkpoints(block: str) -> str:
+    text = TRAINED.replace("data:\n", "data:\n" + TRAIN_DATA, 1)
+    return text + "    checkpoints: " + block + "\n"
+
+
+def test_checkpoints_are_planned_into_the_training_and_its_artifact_key(tmp_path: Path) -> None:
+    from harness.training._train import artifact_key
+
+    suite = load_suite(write(tmp_path, with_checkpoints("{every: 2, select: best-passing}")))
+    plan = suite.trainings["tuned"]
+    assert plan.checkpoints is not None and plan.checkpoints.every == 2
+    other = load_suite(write(tmp_path, with_checkpoints("{every: 2, capabilities: [facts]}")))
+    bare = load_suite(write(tmp_path, TRAINED.replace("data:\n", "data:\n" + TRAIN_DATA, 1)))
+    keys = {artifact_key(s.trainings["tuned"], "f", 0, False) for s in (suite, other, bare)}
+    assert len(keys) == 3  # selection and what checkpoints evaluate decide the weights kept
+
+
+@pytest.mark.parametrize(
+    ("block", "where", "says"),
+    [
+        ("{every: 2, capabilities: [fact]}", "capabilities", 'no capability "fact"'),
+        ("{every: 2, capabilities: [sums], stop_on: forgetting}", "stop_on", "forgetting gate"),
+        ("{every: 2, capabilities: [sums], select: best-passing}", "select", "needs a gate"),
+        ("{every: 0}", "every", "greater than or equal to 1"),
+        ("{every: 2, select: best}", "select", "best-passing"),
+    ],
+)
+def test_checkpoint_mistakes_are_reported_at_their_line(
+    tmp_path: Path, block: str, where: str, says: str
+) -> None:
+    found = problems(tmp_path, with_checkpoints(block))
+    assert len(found) == 1, found
+    line = with_checkpoints(block).splitlines().index("    checkpoints: " + block) + 1
+    assert f"suite.yaml:{line}:" in found[0] and where in found[0] and says in found[0], found
+
+
+def test_checkpoints_belong_to_trained_candidates_and_not_to_launches(tmp_path: Path) -> None:
+    text = with_checkpoints("{every: 2}").replace(
+        "    backend: lora\n", "    backend: lora\n    accelerate: {num_processes: 2}\n"
+    )
+    assert any("not yet under `accelerate" in p for p in problems(tmp_path, text))
+    model = GOOD + "candidates:\n  - {name: m, model: builtin:tiny, checkpoints: {every: 2}}\n"
+    assert any("belong to trained candidates" in p for p in problems(tmp_path, model))

@@ -1,0 +1,113 @@
+"""Evaluation during training, for real: a full fine-tune of the built-in model evaluated every
+10 steps. New facts rise while old facts fall; `best-passing` keeps the checkpoint that passes
+both gates, `stop_on: forgetting` ends a run that keeps forgetting, and a rerun reuses it all."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.cli import harness
+
+from harness.store import Store
+
+DATA = Path(__file__).resolve().parents[2] / "suites" / "data"
+SUITE = f"""\
+name: checkpoints
+base: builtin:tiny
+seed: 0
+generation: {{max_new_tokens: 12, stop: ["\\n"], batch_size: 32}}
+data:
+  new_facts: {{path: {DATA / "new_facts.jsonl"}}}
+  known_facts: {{path: {DATA / "known_facts.jsonl"}}}
+  sums: {{path: {DATA / "sums.jsonl"}}}
+  train: {{path: {DATA / "new_facts_train.jsonl"}}}
+capabilities:
+  - name: new_facts
+    improve: {{metric: qa.f1, min_gain: 0.15, mode: point}}
+    checks: [{{type: qa, data: new_facts}}]
+  - name: known_facts
+    forgetting: {{metric: qa.em, max_drop: 0.2, mode: point}}
+    checks: [{{type: qa, data: known_facts}}]
+  - name: arithmetic
+    checks: [{{type: exact, data: sums}}]
+candidates:
+  - name: best
+    backend: full
+    data: train
+    args: {{learning_rate: 2.0e-4, max_steps: 60}}
+    checkpoints: {{every: 10, capabilities: [new_facts, known_facts], select: best-passing}}
+  - name: stopped
+    backend: full
+    data: train
+    args: {{learning_rate: 2.0e-4, max_steps: 80}}
+    checkpoints: {{every: 10, capabilities: [new_facts, known_facts], stop_on: forgetting}}
+"""
+
+
+def hand_picked(points: list[dict[str, Any]]) -> int:
+    """best-passing, by hand: of the checkpoints whose every gate passed, the highest new-facts
+    F1, the earliest on a tie."""
+    passing = [p for p in points if all(g["outcome"] == "pass" for g in p["gates"]) and p["gates"]]
+    f1 = {
+        p["step"]: next(g["value"] for g in p["gates"] if g["kind"] == "improve") for p in passing
+    }
+    return min(f1, key=lambda step: (-f1[step], step))
+
+
+@pytest.mark.slow  # two full fine-tunes of the tiny model, evaluated every 10 steps (~2 min)
+def test_checkpoints_curves_selection_early_stop_and_a_cached_rerun(tmp_path: Path) -> None:
+    suite = tmp_path / "checkpoints.yaml"
+    suite.write_text(textwrap.dedent(SUITE))
+    db, summary = str(tmp_path / "h.duckdb"), tmp_path / "s.json"
+    # --retrain: the harness home (and its artifacts) outlives a test session
+    first = harness("run", str(suite), "--db", db, "--json", str(summary), "--retrain")
+    assert first.returncode in (0, 1), first.stdout + first.stderr
+    data = json.loads(summary.read_text())
+    candidates = {c["name"]: c for c in data["candidates"]}
+
+    # Every checkpoint is recorded with its metrics and gates: the forgetting curve.
+    best = candidates["best"]["info"]["training"]["checkpoints"]
+    assert [p["step"] for p in best["points"]] == [10, 20, 30, 40, 50, 60]
+    old = [_value(p, "known_facts", "qa.em") for p in best["points"]]
+    new = [_value(p, "new_facts", "qa.f1") for p in best["points"]]
+    assert new[-1] > new[0] and old[-1] < old[0]  # learns the new facts, forgets old ones
+
+    # best-passing keeps the checkpoint a hand check picks, and the candidate is those weights.
+    picked = hand_picked(best["points"])
+    assert picked < 60 and best["selected_step"] == picked, best
+    chosen = next(p for p in best["points"] if p["step"] == picked)
+    assert candidates["best"]["fingerprint"] == chosen["fingerprint"]
+    assert f"checkpoint step {picked}: passed" in first.stdout + first.stderr
+
+    # stop_on: forgetting ends the run after two failing checkpoints in a row, before step 80.
+    stopped = candidates["stopped"]["info"]["training"]["checkpoints"]
+    steps = [p["step"] for p in stopped["points"]]
+    assert stopped["stopped_at"] == steps[-1] < 80, stopped
+    assert [p["passed"] for p in stopped["points"][-2:]] == [False, False]
+    assert "forgetting gate failed" in stopped["stop_reason"]
+    curve = Store(Path(db)).load_run(data["run_id"]).loss_curves["stopped"]
+    assert curve[-1][0] == steps[-1]  # the training really ended there
+
+    # A rerun reuses the artifacts, their checkpoint records and every output: nothing computed.
+    second = harness("run", str(suite), "--db", db, "--json", str(summary))
+    assert second.returncode == first.returncode
+    again = {c["name"]: c for c in json.loads(summary.read_text())["candidates"]}
+    for name in ("best", "stopped"):
+        info = again[name]["info"]
+        assert info["training"]["reused_artifact"] and info["requests_computed"] == 0
+        assert (
+            info["training"]["checkpoints"] == candidates[name]["info"]["training"]["checkpoints"]
+        )
+    assert "checkpoint step" not in second.stdout + second.stderr
+
+
+def _value(point: dict[str, Any], capability: str, metric: str) -> float:
+    return next(
+        m["value"]
+        for m in point["metrics"]
+        if (m["capability"], m["metric"]) == (capability, metric)
+    )

@@ -1,11 +1,11 @@
-"""Evaluation during training, for real: a full fine-tune of the built-in model evaluated every
-10 steps. New facts rise while old facts fall; `best-passing` keeps the checkpoint that passes
-both gates, `stop_on: forgetting` ends a run that keeps forgetting, and a rerun reuses it all."""
+"""Evaluation during training, for real, on the shipped example (suites/checkpoints.yaml): a
+full fine-tune of the built-in model evaluated every 10 steps. New facts rise while old facts
+fall; `best-passing` keeps the checkpoint that passes both gates, `stop_on: forgetting` ends a
+run that keeps forgetting, and a rerun reuses it all. Then the same on every other backend."""
 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,38 +14,7 @@ from helpers.cli import harness
 
 from harness.store import Store
 
-DATA = Path(__file__).resolve().parents[2] / "suites" / "data"
-SUITE = f"""\
-name: checkpoints
-base: builtin:tiny
-seed: 0
-generation: {{max_new_tokens: 12, stop: ["\\n"], batch_size: 32}}
-data:
-  new_facts: {{path: {DATA / "new_facts.jsonl"}}}
-  known_facts: {{path: {DATA / "known_facts.jsonl"}}}
-  sums: {{path: {DATA / "sums.jsonl"}}}
-  train: {{path: {DATA / "new_facts_train.jsonl"}}}
-capabilities:
-  - name: new_facts
-    improve: {{metric: qa.f1, min_gain: 0.15, mode: point}}
-    checks: [{{type: qa, data: new_facts}}]
-  - name: known_facts
-    forgetting: {{metric: qa.em, max_drop: 0.2, mode: point}}
-    checks: [{{type: qa, data: known_facts}}]
-  - name: arithmetic
-    checks: [{{type: exact, data: sums}}]
-candidates:
-  - name: best
-    backend: full
-    data: train
-    args: {{learning_rate: 2.0e-4, max_steps: 60}}
-    checkpoints: {{every: 10, capabilities: [new_facts, known_facts], select: best-passing}}
-  - name: stopped
-    backend: full
-    data: train
-    args: {{learning_rate: 2.0e-4, max_steps: 80}}
-    checkpoints: {{every: 10, capabilities: [new_facts, known_facts], stop_on: forgetting}}
-"""
+EXAMPLE = Path(__file__).resolve().parents[2] / "suites" / "checkpoints.yaml"
 
 
 def hand_picked(points: list[dict[str, Any]]) -> int:
@@ -60,8 +29,7 @@ def hand_picked(points: list[dict[str, Any]]) -> int:
 
 @pytest.mark.slow  # two full fine-tunes of the tiny model, evaluated every 10 steps (~2 min)
 def test_checkpoints_curves_selection_early_stop_and_a_cached_rerun(tmp_path: Path) -> None:
-    suite = tmp_path / "checkpoints.yaml"
-    suite.write_text(textwrap.dedent(SUITE))
+    suite = EXAMPLE  # the shipped example suite
     db, summary = str(tmp_path / "h.duckdb"), tmp_path / "s.json"
     # --retrain: the harness home (and its artifacts) outlives a test session
     first = harness("run", str(suite), "--db", db, "--json", str(summary), "--retrain")
@@ -111,3 +79,50 @@ def _value(point: dict[str, Any], capability: str, metric: str) -> float:
         for m in point["metrics"]
         if (m["capability"], m["metric"]) == (capability, metric)
     )
+
+
+EVERY_BACKEND = f"""\
+name: checkpoints-everywhere
+base: builtin:tiny
+generation: {{max_new_tokens: 8, stop: ["\\n"], batch_size: 32}}
+data:
+  new_facts: {{path: {EXAMPLE.parent / "data" / "new_facts.jsonl"}}}
+  train: {{path: {EXAMPLE.parent / "data" / "new_facts_train.jsonl"}}}
+  prefs: {{path: {EXAMPLE.parent / "data" / "new_facts_prefs.jsonl"}}}
+capabilities:
+  - name: new_facts
+    improve: {{metric: qa.f1, min_gain: 0.1, mode: point}}
+    checks: [{{type: qa, data: new_facts}}]
+candidates:
+  - {{name: lora, backend: lora, data: train, checkpoints: {{every: 2}},
+     args: {{learning_rate: 3.0e-3, max_steps: 4}}}}
+  - {{name: qlora, backend: qlora, data: train, checkpoints: {{every: 2}},
+     args: {{learning_rate: 3.0e-3, max_steps: 4}}}}
+  - {{name: dpo, backend: dpo, data: prefs, checkpoints: {{every: 2}},
+     args: {{learning_rate: 3.0e-3, max_steps: 4}}}}
+  - {{name: grpo, backend: grpo, data: new_facts, reward: {{check: new_facts, metric: f1}},
+     checkpoints: {{every: 2}},
+     args: {{learning_rate: 3.0e-3, max_steps: 4, num_generations: 4, max_completion_length: 8}}}}
+"""
+
+
+@pytest.mark.slow  # four short trainings, two checkpoints each (~1 min)
+def test_every_backend_is_evaluated_at_its_checkpoints(tmp_path: Path) -> None:
+    suite = tmp_path / "everywhere.yaml"
+    suite.write_text(EVERY_BACKEND)
+    summary = tmp_path / "s.json"
+    db = str(tmp_path / "h.duckdb")
+    result = harness("run", str(suite), "--db", db, "--json", str(summary), "--retrain")
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    candidates = {c["name"]: c for c in json.loads(summary.read_text())["candidates"]}
+    for name in ("lora", "qlora", "dpo", "grpo"):
+        checkpoints = candidates[name]["info"]["training"]["checkpoints"]
+        assert [p["step"] for p in checkpoints["points"]] == [2, 4], name
+        assert checkpoints["selected_step"] == 4
+    # An adapter evaluated in memory is the adapter loaded from disk: same weights, same
+    # fingerprint, so the final evaluation found the last checkpoint's outputs cached.
+    lora = candidates["lora"]
+    assert (
+        lora["fingerprint"] == lora["info"]["training"]["checkpoints"]["points"][-1]["fingerprint"]
+    )
+    assert lora["info"]["requests_computed"] == 0

@@ -243,7 +243,8 @@ def checkpoint_record(info: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def selection_text(record: Mapping[str, Any]) -> str:
     """Which checkpoint became the candidate and why, e.g. 'selected step 50 of 150
     (best-passing)', or 'selected step 150 of 150: no checkpoint passed every gate; ...'."""
-    last = record["points"][-1].get("step")
+    # the steps the trainer planned; records without them: the last step evaluated
+    last = record.get("total_steps") or record["points"][-1].get("step")
     selected, how = record.get("selected_step"), str(record.get("selection") or "")
     if selected is None:
         return "no checkpoint selected" + (f": {how}" if how else "")

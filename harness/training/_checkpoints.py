@@ -56,11 +56,13 @@ class CheckpointTracker:
     points: list[CheckpointPoint] = field(default_factory=list)
     best: CheckpointPoint | None = None
     stop_reason: str | None = None
+    total_steps: int | None = None  # as the trainer planned them
 
     def hook(self) -> CheckpointHook:
         return CheckpointHook(self.settings.every, self.evaluate)
 
     def evaluate(self, checkpoint: Checkpoint) -> bool:
+        self.total_steps = checkpoint.total_steps
         point = self.judge(checkpoint)
         self.points.append(point)
         if self.settings.select == "best-passing" and point.passed and self._better(point):
@@ -97,6 +99,7 @@ class CheckpointTracker:
         return {
             "settings": self.settings.key(),
             "points": [asdict(p) | {"passed": p.passed} for p in self.points],
+            "total_steps": self.total_steps,
             "selected_step": selected.step if selected is not None else None,
             "selection": note,
             "stopped_at": self.points[-1].step if self.stop_reason else None,

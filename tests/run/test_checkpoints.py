@@ -54,7 +54,8 @@ def test_checkpoints_curves_selection_early_stop_and_a_cached_rerun(tmp_path: Pa
     # stop_on: forgetting ends the run after two failing checkpoints in a row, before step 80.
     stopped = candidates["stopped"]["info"]["training"]["checkpoints"]
     steps = [p["step"] for p in stopped["points"]]
-    assert stopped["stopped_at"] == steps[-1] < 80, stopped
+    assert stopped["stopped_at"] == steps[-1] < stopped["total_steps"] == 80, stopped
+    assert f"selected step {steps[-1]} of 80 (last); stopped early" in first.stdout
     assert [p["passed"] for p in stopped["points"][-2:]] == [False, False]
     assert "forgetting gate failed" in stopped["stop_reason"]
     curve = Store(Path(db)).load_run(data["run_id"]).loss_curves["stopped"]

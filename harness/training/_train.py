@@ -212,9 +212,12 @@ def train_into(
     checkpoints = tracker.finish(result.model_dir) if tracker is not None else None
     if plan.merge and result.is_adapter:
         merge_adapter(result.model_dir, scratch / "merged")
-    stats = _stats(plan, result, wall, memory, suite.spec.seed)
+    # Time spent evaluating checkpoints is not training time: methods compare on the latter.
+    evaluating = sum(p["seconds"] for p in checkpoints["points"]) if checkpoints else 0.0
+    stats = _stats(plan, result, wall - evaluating, memory, suite.spec.seed)
     if checkpoints is not None:
         stats["checkpoints"] = checkpoints
+        stats["checkpoint_seconds"] = round(evaluating, 3)
     # Where it trained: the process count of a launch, and the GPUs a child was given.
     stats["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
     if "CUDA_VISIBLE_DEVICES" in os.environ:

@@ -58,6 +58,9 @@ def test_checkpoints_curves_selection_early_stop_and_a_cached_rerun(tmp_path: Pa
     assert f"selected step {steps[-1]} of 80 (last); stopped early" in first.stdout
     assert [p["passed"] for p in stopped["points"][-2:]] == [False, False]
     assert "forgetting gate failed" in stopped["stop_reason"]
+    training = candidates["stopped"]["info"]["training"]
+    evaluating = sum(p["seconds"] for p in stopped["points"])
+    assert training["checkpoint_seconds"] == pytest.approx(evaluating, abs=0.01)
     curve = Store(Path(db)).load_run(data["run_id"]).loss_curves["stopped"]
     assert curve[-1][0] == steps[-1]  # the training really ended there
 

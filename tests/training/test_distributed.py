@@ -169,7 +169,10 @@ def test_accelerate_and_parallel_are_validated_at_their_lines(tmp_path: Path) ->
     with pytest.raises(HarnessError) as caught:
         load_suite(path)
     found = "\n".join(caught.value.problems)
-    assert ":12:5: candidates[0]: `args`, `reward`, `merge`, `accelerate` and `checkpoints` belong" in found
+    assert (
+        ":12:5: candidates[0]: `args`, `reward`, `merge`, `accelerate` and `checkpoints` belong"
+        in found
+    )
     assert ":16:31: candidates[1].accelerate.config_file: no accelerate config file" in found
 
     write_suite(tmp_path, "training: {parallel: 0}\n")

@@ -46,7 +46,14 @@ from harness.models.loading import base_directory, open_model, remembered_finger
 from harness.run._checkpoints import checkpoint_judge
 from harness.store import Store
 from harness.suite import LoadedSuite
-from harness.training import Judge, Trainings, train_candidate, training_info
+from harness.training import (
+    Checkpoint,
+    CheckpointPoint,
+    Judge,
+    Trainings,
+    train_candidate,
+    training_info,
+)
 
 
 def selected_candidates(suite: LoadedSuite, only: Sequence[str] | None) -> list[Any]:
@@ -104,6 +111,9 @@ class _Run:
     run_id: str
     reporter: Reporter
     gating: Gating
+    # One evaluation at a time: a child's checkpoints are evaluated from its training thread
+    # while this process may be evaluating a candidate.
+    evaluating: threading.Lock = field(default_factory=threading.Lock)
 
 
 def run_suite(
@@ -287,7 +297,13 @@ def _judge(run: _Run, name: str, base: ModelResult) -> Judge | None:
     def gate(view: LoadedSuite, evaluated: ModelResult) -> list[GateResult]:
         return decide_candidate_gates(view, run.store, evaluated, base, gating)
 
-    return checkpoint_judge(run.suite, run.store, run.reporter, name, base, gate)
+    judge = checkpoint_judge(run.suite, run.store, run.reporter, name, base, gate)
+
+    def one_at_a_time(checkpoint: Checkpoint) -> CheckpointPoint:
+        with run.evaluating:
+            return judge(checkpoint)
+
+    return one_at_a_time
 
 
 def _evaluated(
@@ -393,6 +409,13 @@ def _evaluate(
 
     A base model is recorded here; a candidate once its gates are decided.
     """
+    with run.evaluating:
+        return _evaluate_now(run, name, role, reference, base)
+
+
+def _evaluate_now(
+    run: _Run, name: str, role: Any, reference: str, base: ModelResult | None
+) -> ModelResult:
     suite, store, reporter = run.suite, run.store, run.reporter
     reporter.stage(name, "loading")
     started = time.perf_counter()

@@ -127,11 +127,12 @@ def _check_checkpoints(spec: SuiteBase, candidate: Any, where: PathKey, problems
             (*at, "stop_on"),
             "stop_on: forgetting needs a forgetting gate on a capability evaluated at checkpoints",
         )
-    if candidate.accelerate is not None:
+    if candidate.accelerate is not None and candidate.accelerate.config_file is not None:
         problems.add(
             at,
-            "checkpoints are evaluated in the run's own process, not yet under `accelerate "
-            "launch`; remove one of `checkpoints` and `accelerate`",
+            "checkpoints under `accelerate launch` need plain data parallel (no config_file): "
+            "the main process saves each checkpoint alone, which FSDP's and DeepSpeed's "
+            "sharded weights do not allow",
         )
 
 

@@ -9,14 +9,20 @@ selected weights where the artifact's model goes.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.backends import Checkpoint, CheckpointHook
+from harness.core.errors import HarnessError
+from harness.models import load_model
 from harness.suite import Checkpoints
+from harness.training._launch import is_main_process, report_checkpoint
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class CheckpointTracker:
     best: CheckpointPoint | None = None
     stop_reason: str | None = None
     total_steps: int | None = None  # as the trainer planned them
+    swapped: bool = False  # finish() replaced the last weights by an earlier checkpoint's
 
     def hook(self) -> CheckpointHook:
         return CheckpointHook(self.settings.every, self.evaluate)
@@ -95,6 +102,7 @@ class CheckpointTracker:
         if selected is not None and selected is self.best and selected is not self.points[-1]:
             shutil.rmtree(model_dir)
             best_dir.rename(model_dir)
+            self.swapped = True
         shutil.rmtree(best_dir, ignore_errors=True)
         return {
             "settings": self.settings.key(),
@@ -115,4 +123,98 @@ class CheckpointTracker:
         return self.best, "best-passing"
 
 
-__all__ = ["BEST", "CheckpointPoint", "CheckpointTracker", "Judge"]
+# ---- a training in a child process -----------------------------------------------------------
+# The child cannot evaluate (the base's results and the run's store are in the parent): its main
+# process saves each checkpoint under its scratch directory and says so on stdout; the parent
+# evaluates it with the tracker and writes the verdict beside it; the child reads it and, under
+# `accelerate launch`, tells its other processes whether to stop.
+
+VERDICT_SUFFIX = ".verdict.json"
+
+
+def parent_hook(settings: Checkpoints, scratch: Path) -> CheckpointHook:
+    """A child's hook: every checkpoint evaluated by the parent (see `answer_checkpoint`)."""
+
+    def evaluate(checkpoint: Checkpoint) -> bool:
+        stop = False
+        if is_main_process():
+            directory = scratch / ".checkpoints" / f"step-{checkpoint.step}"
+            checkpoint.save(directory)
+            report_checkpoint(checkpoint.step, checkpoint.total_steps, directory)
+            stop = _await_verdict(directory)
+        return _shared_by_every_process(stop)
+
+    return CheckpointHook(settings.every, evaluate)
+
+
+def _await_verdict(directory: Path) -> bool:
+    verdict_file = directory.with_name(directory.name + VERDICT_SUFFIX)
+    while not verdict_file.is_file():
+        time.sleep(0.05)
+    verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
+    verdict_file.unlink()
+    if "error" in verdict:
+        raise HarnessError(f"evaluating checkpoint {directory.name}: {verdict['error']}")
+    return bool(verdict["stop"])
+
+
+def _shared_by_every_process(stop: bool) -> bool:
+    """The main process's decision, for every process of a launch (they stop together)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return stop
+    shared = [stop]
+    dist.broadcast_object_list(shared, src=0)
+    return bool(shared[0])
+
+
+def answer_checkpoint(tracker: CheckpointTracker, payload: dict[str, Any]) -> None:
+    """The parent's side: load the checkpoint the child saved, evaluate it, write the verdict
+    (or the error, so that the child stops instead of waiting)."""
+    directory = Path(payload["dir"])
+    verdict: dict[str, Any]
+    try:
+        loaded = load_model(str(directory))
+
+        def keep(out: Path) -> None:
+            shutil.copytree(directory, out)
+
+        checkpoint = Checkpoint(
+            payload["step"], payload["total"], loaded.model, loaded.tokenizer, keep
+        )
+        verdict = {"stop": tracker.evaluate(checkpoint)}
+    except Exception as exc:  # said to the child, which fails the training with it
+        verdict = {"error": f"{type(exc).__name__}: {exc}"}
+    shutil.rmtree(directory, ignore_errors=True)
+    target = directory.with_name(directory.name + VERDICT_SUFFIX)
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(verdict), encoding="utf-8")
+    os.replace(temporary, target)  # the child never reads half a verdict
+
+
+def timed_hook(hook: CheckpointHook | None) -> tuple[CheckpointHook | None, Callable[[], float]]:
+    """`hook`, counting the seconds spent in it (not training time)."""
+    spent = [0.0]
+    if hook is None:
+        return None, lambda: 0.0
+
+    def evaluate(checkpoint: Checkpoint) -> bool:
+        started = time.perf_counter()
+        try:
+            return hook.evaluate(checkpoint)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    return CheckpointHook(hook.every, evaluate), lambda: spent[0]
+
+
+__all__ = [
+    "BEST",
+    "CheckpointPoint",
+    "CheckpointTracker",
+    "Judge",
+    "answer_checkpoint",
+    "parent_hook",
+    "timed_hook",
+]

@@ -26,6 +26,7 @@ from harness.suite import AccelerateConfig
 
 PROGRESS_PREFIX = "harness-progress "
 ERROR_PREFIX = "harness-error "
+CHECKPOINT_PREFIX = "harness-checkpoint "  # a checkpoint saved for the parent to evaluate
 LOG_TAIL_CHARS = 2000
 
 
@@ -106,8 +107,10 @@ def train_in_child(
     accelerate: AccelerateConfig | None,
     placement: Placement,
     progress: Callable[[TrainProgress], None],
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Run the worker to completion, forwarding its progress; WorkerFailed when it fails."""
+    """Run the worker to completion, forwarding its progress (and its checkpoints to
+    `on_checkpoint`); WorkerFailed when it fails."""
     workdir = Path(job.scratch) / ".job"  # inside scratch: a killed run's leftovers go with it
     workdir.mkdir()
     job_file, log_file = workdir / "job.json", workdir / "worker.log"
@@ -115,7 +118,8 @@ def train_in_child(
     command = worker_command(job_file, accelerate, placement, free_port())
     try:
         with open(log_file, "w", encoding="utf-8") as log:
-            error, returncode = _run(command, worker_environment(placement), log, progress)
+            env = worker_environment(placement)
+            error, returncode = _run(command, env, log, progress, on_checkpoint)
         if error is not None:
             raise WorkerFailed(error)
         if returncode != 0:
@@ -132,6 +136,7 @@ def _run(
     env: dict[str, str],
     log: Any,
     progress: Callable[[TrainProgress], None],
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[str | None, int]:
     """The child's own error message (the first one, if any) and its exit code."""
     error = None
@@ -142,6 +147,8 @@ def _run(
         for line in child.stdout:
             if line.startswith(PROGRESS_PREFIX):
                 progress(TrainProgress(**json.loads(line[len(PROGRESS_PREFIX) :])))
+            elif line.startswith(CHECKPOINT_PREFIX) and on_checkpoint is not None:
+                on_checkpoint(json.loads(line[len(CHECKPOINT_PREFIX) :]))
             elif line.startswith(ERROR_PREFIX):
                 error = error or json.loads(line[len(ERROR_PREFIX) :])["message"]
             else:
@@ -159,6 +166,11 @@ def is_main_process() -> bool:
 
 def report_progress(update: TrainProgress) -> None:
     print(PROGRESS_PREFIX + json.dumps(asdict(update)), flush=True)
+
+
+def report_checkpoint(step: int, total: int, directory: Path) -> None:
+    payload = {"step": step, "total": total, "dir": str(directory)}
+    print(CHECKPOINT_PREFIX + json.dumps(payload), flush=True)
 
 
 def report_error(exc: BaseException) -> None:

@@ -125,9 +125,6 @@ class Trainings:
     def start(self, names: list[str]) -> None:
         """Start every training now when they run in parallel; else nothing (they train at
         their turn)."""
-        # A candidate evaluated at checkpoints trains in this process, at its turn: its
-        # checkpoints are evaluated here, against the base and through the run's store.
-        names = [n for n in names if self.suite.trainings[n].checkpoints is None]
         if not self.in_parallel or not names:
             return
         # deferred: ~15-25 ms of a fully cached rerun's start-up, needed only to train in parallel

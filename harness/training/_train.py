@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,13 @@ from harness.core.home import harness_home
 from harness.core.versions import installed_versions
 from harness.models.builtin import build_lock, remove_stale_builds
 from harness.suite import LoadedSuite, PlannedTraining, reward_checks
-from harness.training._checkpoints import CheckpointTracker, Judge
+from harness.training._checkpoints import (
+    CheckpointTracker,
+    Judge,
+    answer_checkpoint,
+    parent_hook,
+    timed_hook,
+)
 from harness.training._launch import TrainingJob, is_main_process, train_in_child
 
 if TYPE_CHECKING:
@@ -115,11 +122,12 @@ def train_candidate(
     """The trained artifact of candidate `name`: from the cache, or trained now, in this
     process or (with a `placement`) in a child process on the devices it names.
 
-    `judge` evaluates the candidate's checkpoints (`checkpoints:`), in this process only.
+    `judge` evaluates the candidate's checkpoints (`checkpoints:`) in this process, also for
+    a child, which hands each checkpoint over through its scratch directory.
     """
     plan = suite.trainings[name]
-    if plan.checkpoints is not None and (judge is None or placement is not None):
-        raise HarnessError(f"{name}: checkpoints are evaluated in the run's process, by a judge")
+    if plan.checkpoints is not None and judge is None:
+        raise HarnessError(f"{name}: its checkpoints need a judge to evaluate them")
     chat = bool(suite.spec.generation.chat_template)
     key = artifact_key(
         plan, base_fingerprint, suite.spec.seed, chat, suite.spec.generation.system_prompt
@@ -131,11 +139,16 @@ def train_candidate(
             return _reuse(target)
         remove_stale_builds(target)
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tracker = None
+        if plan.checkpoints is not None and judge is not None:
+            tracker = CheckpointTracker(plan.checkpoints, judge, scratch)
         try:
             if placement is None:
-                train_into(scratch, suite, name, base_dir, progress, judge)
+                train_into(scratch, suite, name, base_dir, progress, tracker)
             else:
-                _train_in_child(scratch, suite, name, base_dir, placement, progress)
+                _train_in_child(scratch, suite, name, base_dir, placement, progress, tracker)
+            if tracker is not None:
+                _keep_selected(scratch, plan, tracker)
             if target.is_dir():
                 shutil.rmtree(target)  # --retrain replaces the old artifact
             os.rename(scratch, target)
@@ -161,6 +174,7 @@ def _train_in_child(
     base_dir: Path,
     placement: Placement,
     progress: Callable[[Any], None],
+    tracker: CheckpointTracker | None = None,
 ) -> None:
 
     job = TrainingJob(
@@ -171,7 +185,23 @@ def _train_in_child(
         base_dir=str(base_dir),
         scratch=str(scratch),
     )
-    train_in_child(job, suite.trainings[name].accelerate, placement, progress)
+    answer = partial(answer_checkpoint, tracker) if tracker is not None else None
+    train_in_child(job, suite.trainings[name].accelerate, placement, progress, answer)
+
+
+def _keep_selected(scratch: Path, plan: PlannedTraining, tracker: CheckpointTracker) -> None:
+    """The selected checkpoint's weights become the artifact's model (and its merged model);
+    the training record gets every checkpoint's evaluation."""
+    model_dir = scratch / "model"
+    checkpoints = tracker.finish(model_dir)
+    record_path = scratch / TRAINING_RECORD
+    stats = json.loads(record_path.read_text(encoding="utf-8"))
+    if tracker.swapped and (scratch / "merged").is_dir():
+        shutil.rmtree(scratch / "merged")  # merged from the last weights, not the kept ones
+        merge_adapter(model_dir, scratch / "merged")
+    stats["artifact_bytes"] = directory_bytes(model_dir)
+    stats["checkpoints"] = checkpoints
+    record_path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
 
 
 def train_into(
@@ -180,16 +210,21 @@ def train_into(
     name: str,
     base_dir: Path,
     progress: Callable[[Any], None],
-    judge: Judge | None = None,
+    tracker: CheckpointTracker | None = None,
 ) -> None:
     """Train candidate `name` into `scratch`: the model (or adapter), the merged model when
     asked, and the training record. Under `accelerate launch` every process trains and the
-    main one alone writes what follows the training."""
+    main one alone writes what follows the training.
+
+    Checkpoints (`checkpoints:`) go to `tracker` in the run's process; in a child (no tracker)
+    they are handed to the parent, which evaluates them and says whether to stop.
+    """
 
     plan = suite.trainings[name]
-    tracker = None
-    if plan.checkpoints is not None and judge is not None:
-        tracker = CheckpointTracker(plan.checkpoints, judge, scratch)
+    hook = None
+    if plan.checkpoints is not None:
+        hook = tracker.hook() if tracker is not None else parent_hook(plan.checkpoints, scratch)
+    hook, spent = timed_hook(hook)
     request = TrainRequest(
         base_dir=base_dir,
         rows=plan.rows,
@@ -200,7 +235,7 @@ def train_into(
         reward=build_reward(suite, plan),
         chat_template=bool(suite.spec.generation.chat_template),
         system_prompt=suite.spec.generation.system_prompt,
-        checkpoints=tracker.hook() if tracker is not None else None,
+        checkpoints=hook,
     )
     request.output_dir.mkdir(exist_ok=True)  # every process of a launch makes it
     with PeakMemory() as memory:
@@ -209,15 +244,12 @@ def train_into(
         wall = time.perf_counter() - started
     if not is_main_process():
         return
-    checkpoints = tracker.finish(result.model_dir) if tracker is not None else None
     if plan.merge and result.is_adapter:
         merge_adapter(result.model_dir, scratch / "merged")
-    # Time spent evaluating checkpoints is not training time: methods compare on the latter.
-    evaluating = sum(p["seconds"] for p in checkpoints["points"]) if checkpoints else 0.0
-    stats = _stats(plan, result, wall - evaluating, memory, suite.spec.seed)
-    if checkpoints is not None:
-        stats["checkpoints"] = checkpoints
-        stats["checkpoint_seconds"] = round(evaluating, 3)
+    # Time spent on checkpoints is not training time: methods compare on the latter.
+    stats = _stats(plan, result, wall - spent(), memory, suite.spec.seed)
+    if plan.checkpoints is not None:
+        stats["checkpoint_seconds"] = round(spent(), 3)
     # Where it trained: the process count of a launch, and the GPUs a child was given.
     stats["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
     if "CUDA_VISIBLE_DEVICES" in os.environ:

@@ -307,10 +307,16 @@ def test_checkpoint_mistakes_are_reported_at_their_line(
     assert f"suite.yaml:{line}:" in found[0] and where in found[0] and says in found[0], found
 
 
-def test_checkpoints_belong_to_trained_candidates_and_not_to_launches(tmp_path: Path) -> None:
+def test_checkpoints_belong_to_trained_candidates_and_not_to_sharded_launches(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "fsdp.yaml").write_text("distributed_type: FSDP\n")
+    launch = "    accelerate: {num_processes: 2, config_file: fsdp.yaml}\n"
     text = with_checkpoints("{every: 2}").replace(
-        "    backend: lora\n", "    backend: lora\n    accelerate: {num_processes: 2}\n"
+        "    backend: lora\n", "    backend: lora\n" + launch
     )
-    assert any("not yet under `accelerate" in p for p in problems(tmp_path, text))
+    assert any("need plain data parallel" in p for p in problems(tmp_path, text))
+    ddp = text.replace(", config_file: fsdp.yaml", "")
+    assert load_suite(write(tmp_path, ddp)).trainings["tuned"].checkpoints is not None
     model = GOOD + "candidates:\n  - {name: m, model: builtin:tiny, checkpoints: {every: 2}}\n"
     assert any("belong to trained candidates" in p for p in problems(tmp_path, model))

@@ -285,3 +285,53 @@ def test_candidates_train_in_parallel_children_and_one_over_two_processes(
         for c in again.candidates
     }
     assert reused == {"single": True, "diverges": None, "ddp": True}
+
+
+@pytest.mark.slow  # a child training and a two-process launch, each evaluated at checkpoints
+def test_checkpoints_of_children_and_launches_are_evaluated_by_the_run(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    """The child saves each checkpoint, the run evaluates it against its base and answers; under
+    `accelerate launch` the main process asks and every process stops together."""
+    path = write_suite(
+        tmp_path,
+        """\
+        training: {parallel: 2}
+        candidates:
+          - name: child
+            backend: lora
+            data: train
+            args: {learning_rate: 3.0e-3, max_steps: 6}
+            checkpoints: {every: 3, select: best-passing}
+          - name: ddp
+            backend: full
+            data: train
+            accelerate: {num_processes: 2}
+            args: {learning_rate: 3.0e-3, max_steps: 30, per_device_train_batch_size: 4}
+            checkpoints: {every: 5, stop_on: forgetting}
+        """,
+    )
+    # a forgetting gate for the early stop: full fine-tuning at 3e-3 erases the old facts
+    old = "  - name: old\n    forgetting: {metric: qa.em, max_drop: 0.1, mode: point}\n"
+    old += "    checks: [{type: qa, data: known}]\n"
+    known = f"  known: {{path: {DATA / 'known_facts.jsonl'}}}\n"
+    text = path.read_text().replace("capabilities:\n", "capabilities:\n" + old)
+    path.write_text(text.replace("data:\n", "data:\n" + known, 1))
+    store = Store(tmp_path / "h.duckdb")
+    result = run_suite(load_suite(path), store, retrain=True)
+    by_name = {c.record.name: c for c in result.candidates}
+    assert all(c.record.status == "ok" for c in result.candidates), [
+        c.record.error for c in result.candidates
+    ]
+    child = by_name["child"].record.info["training"]
+    points = child["checkpoints"]["points"]
+    assert child["processes"] == 1 and [p["step"] for p in points] == [3, 6]
+    selected = next(p for p in points if p["step"] == child["checkpoints"]["selected_step"])
+    assert by_name["child"].record.fingerprint == selected["fingerprint"]  # those weights kept
+
+    ddp = by_name["ddp"].record.info["training"]
+    assert ddp["processes"] == 2
+    stopped = ddp["checkpoints"]
+    assert stopped["stopped_at"] is not None and stopped["stopped_at"] < 30, stopped
+    curve = store.load_run(result.run_id).loss_curves["ddp"]
+    assert curve[-1][0] == stopped["stopped_at"]  # the launch stopped there, every process

@@ -1,10 +1,12 @@
 """Multiple choice through lm-eval vs through `Engine.loglikelihood`: same accuracies, timed.
 
     python benchmarks/bench_loglik_vs_lmeval.py [--model builtin:tiny|random|DIR] [--threads 1]
+        [--batch-size 32] [--repeats 1]
 
 Runs the local task benchmarks/tasks/arith_mc.yaml with lm-eval's `simple_evaluate` on HFLM, and
 the same items through a harness suite's `choice` check (harness/checks/choice.py). The accuracies
-must be identical; the target is harness time / lm-eval time <= 1.0 (each timed after a warm-up).
+must be identical; the target is harness time / lm-eval time <= 1.0 (each timed after a warm-up;
+with `--repeats N`, N alternating rounds and the medians, for a machine whose load varies).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,10 +108,17 @@ def model_only(engine: Any, hflm: Any) -> dict[str, float]:
     }
 
 
+def runs(times: list[float]) -> str:
+    return "[" + ", ".join(f"{t:.2f}" for t in times) + "]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed rounds, alternating; medians are reported"
+    )
     args = parser.parse_args()
 
     import logging
@@ -132,9 +142,21 @@ def main() -> None:
 
     lmeval_accuracy(hflm, task_manager)  # warm-up (also fills the datasets cache)
     harness_accuracy(engine)
-    theirs, t_theirs = timed(lambda: lmeval_accuracy(hflm, task_manager))
-    ours, t_ours = timed(lambda: harness_accuracy(engine))
-    calls = model_only(engine, hflm)
+    ends_theirs, ends_ours, rounds = [], [], []
+    for _ in range(args.repeats):
+        theirs, t = timed(lambda: lmeval_accuracy(hflm, task_manager))
+        ends_theirs.append(t)
+        ours, t = timed(lambda: harness_accuracy(engine))
+        ends_ours.append(t)
+        rounds.append(model_only(engine, hflm))
+    t_theirs, t_ours = statistics.median(ends_theirs), statistics.median(ends_ours)
+    calls = {
+        "lmeval_s": statistics.median(r["lmeval_s"] for r in rounds),
+        "harness_s": statistics.median(r["harness_s"] for r in rounds),
+        "requests": rounds[0]["requests"],
+        "max_abs_diff": max(r["max_abs_diff"] for r in rounds),
+        "greedy_agree": min(r["greedy_agree"] for r in rounds),
+    }
     ratio, calls_ratio = t_ours / t_theirs, calls["harness_s"] / calls["lmeval_s"]
     same = theirs == ours
     print_table(
@@ -145,11 +167,26 @@ def main() -> None:
             ("acc        lm-eval / harness", f"{theirs['acc']:.4f} / {ours['acc']:.4f}"),
             ("acc_norm   lm-eval / harness", f"{theirs['acc_norm']:.4f} / {ours['acc_norm']:.4f}"),
             ("identical accuracies", str(same)),
-            ("end to end lm-eval", f"{t_theirs:.2f} s (simple_evaluate, task from YAML)"),
-            ("end to end harness", f"{t_ours:.2f} s (read jsonl, score, average)"),
+            ("timed rounds", f"{args.repeats} (medians; every run in brackets)"),
+            (
+                "end to end lm-eval",
+                f"{t_theirs:.2f} s (simple_evaluate, task from YAML) {runs(ends_theirs)}",
+            ),
+            (
+                "end to end harness",
+                f"{t_ours:.2f} s (read jsonl, score, average) {runs(ends_ours)}",
+            ),
             ("ratio harness/lm-eval", f"{ratio:.2f}  (target <= {TARGET})"),
-            ("scoring only lm-eval", f"{calls['lmeval_s']:.2f} s (HFLM.loglikelihood)"),
-            ("scoring only harness", f"{calls['harness_s']:.2f} s (Engine.loglikelihood)"),
+            (
+                "scoring only lm-eval",
+                f"{calls['lmeval_s']:.2f} s (HFLM.loglikelihood) "
+                + runs([r["lmeval_s"] for r in rounds]),
+            ),
+            (
+                "scoring only harness",
+                f"{calls['harness_s']:.2f} s (Engine.loglikelihood) "
+                + runs([r["harness_s"] for r in rounds]),
+            ),
             ("ratio scoring only", f"{calls_ratio:.2f}"),
             ("max |logprob diff|", f"{calls['max_abs_diff']:.2e}"),
             ("is_greedy agreement", f"{calls['greedy_agree']}/{calls['requests']}"),
@@ -171,6 +208,11 @@ def main() -> None:
             "scoring_harness_s": round(calls["harness_s"], 4),
             "scoring_ratio": round(calls_ratio, 3),
             "max_abs_diff": calls["max_abs_diff"],
+            "repeats": args.repeats,
+            "lmeval_runs_s": [round(t, 4) for t in ends_theirs],
+            "harness_runs_s": [round(t, 4) for t in ends_ours],
+            "scoring_lmeval_runs_s": [round(r["lmeval_s"], 4) for r in rounds],
+            "scoring_harness_runs_s": [round(r["harness_s"], 4) for r in rounds],
         }
     )
     assert same, f"accuracies differ: lm-eval {theirs}, harness {ours}"

@@ -109,3 +109,11 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 
 def print_json(record: dict[str, Any]) -> None:
     print(json.dumps(record, sort_keys=True))
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, to say whether a timing ran on a busy box."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # not available on this platform
+        return "n/a"

@@ -6,6 +6,7 @@ intervals, gate evidence), so neither has to import the other.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,3 +59,8 @@ class Corpus(Ratio):
     numerator: Callable[[Outcome], float] = _not_a_ratio
     stats: Callable[[Outcome], Sequence[float]]
     compute: Callable[[Any], Any]
+
+
+def finite(value: float | None) -> float | None:
+    """The value, or None when it is missing, NaN or infinite (JSON and charts have neither)."""
+    return None if value is None or not math.isfinite(value) else value

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.core.progress import Reporter
 from harness.core.records import GateResult, MetricValue, ModelRecord
+from harness.core.scores import finite as _finite
 from harness.evaluation import ModelResult, evaluate_model, lower_is_better_metrics
 from harness.models import LoadedModel
 from harness.models.fingerprint import fingerprint_model
@@ -121,10 +122,6 @@ def _score(gates: list[GateResult], lower: set[str]) -> float | None:
         if gate.kind == "improve" and gate.value is not None and math.isfinite(gate.value):
             return -gate.value if gate.metric in lower else gate.value
     return None
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
 
 
 __all__ = ["checkpoint_judge", "checkpoint_suite", "describe"]

@@ -7,12 +7,12 @@ method comparison and the case payload that the template and the page's script r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.core.records import GateResult, MetricValue, ModelRecord
+from harness.core.scores import finite as _finite
 from harness.evaluation import ModelResult, RunResult
 from harness.outputs._history import (
     Direction,
@@ -300,10 +300,6 @@ def _cell(
         beyond,
         gates,
     )
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
 
 
 def quality_metric(

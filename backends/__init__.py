@@ -81,6 +81,9 @@ class TrainResult:
     # What it trained with: precision, weights (dtype), attention, padding_free, packing, liger,
     # gradient_checkpointing (harness.backends.acceleration; read back from the trainer)
     acceleration: dict[str, Any] = field(default_factory=dict)
+    # What only this method has to say of its training (RFT: completions sampled and kept;
+    # a freezing schedule: the layers trained when): recorded as training.method, JSON values.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

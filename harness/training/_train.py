@@ -282,6 +282,7 @@ def _stats(
         "data_rows": len(plan.rows),
         "device": result.device,
         "acceleration": getattr(result, "acceleration", {}),  # precision, attention, batches, ...
+        "method": getattr(result, "details", {}),  # what only this method records
         "libraries": library_versions(),
     }
 

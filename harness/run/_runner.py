@@ -7,12 +7,12 @@ the next run of the same suite redoes only what is missing.
 
 from __future__ import annotations
 
-import functools
 import gc
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from harness.core.errors import HarnessError
@@ -50,7 +50,9 @@ from harness.training import (
     Checkpoint,
     CheckpointPoint,
     Judge,
+    TrainedModel,
     Trainings,
+    merge_candidate,
     train_candidate,
     training_info,
 )
@@ -114,6 +116,17 @@ class _Run:
     # One evaluation at a time: a child's checkpoints are evaluated from its training thread
     # while this process may be evaluating a candidate.
     evaluating: threading.Lock = field(default_factory=threading.Lock)
+    retrain: bool = False  # --retrain: train (and merge) again, replacing cached artifacts
+    _base_lock: threading.Lock = field(default_factory=threading.Lock)
+    _base_dir: list[Path] = field(default_factory=list)
+
+    def base_dir(self) -> Path:
+        """The base as a local directory, resolved (maybe saved) once, also from the threads
+        of parallel trainings."""
+        with self._base_lock:
+            if not self._base_dir:
+                self._base_dir.append(base_directory(self.suite.models["base"]))
+            return self._base_dir[0]
 
 
 def run_suite(
@@ -139,9 +152,9 @@ def run_suite(
         config={"only": list(only or []), "models": suite.models, **gating.config()}
         | (config or {}),
     )
-    run = _Run(suite, store, run_id, reporter, gating)
+    run = _Run(suite, store, run_id, reporter, gating, retrain=retrain)
     base = _evaluate(run, "base", "base", suite.models["base"])
-    trainings = _trainings(run, base, retrain)
+    trainings = _trainings(run, base)
     if base.record.status != "error":
         trainings.start([c.name for c in candidates if c.backend is not None])
     results: list[ModelResult] = []
@@ -202,7 +215,7 @@ def _cached_scopes(suite: LoadedSuite, candidates: Sequence[Any]) -> list[list[s
     """What each model will read from the store, in evaluation order, for the models whose
     fingerprint is known before loading (trained candidates' are not)."""
     groups = []
-    for name in ["base", *(c.name for c in candidates if c.backend is None)]:
+    for name in ["base", *(c.name for c in candidates if c.model is not None)]:
         fingerprint = remembered_fingerprint(suite.models[name], quantize=_quantize(suite, name))
         if fingerprint is not None:
             scopes = [output_scope(fingerprint)]
@@ -231,18 +244,19 @@ def _candidate(
     if base.record.status == "error":
         message = "the base model failed, so nothing could be compared"
         return [_failed(run, candidate.name, candidate.model or candidate.backend, message)]
-    if candidate.backend is None:
+    if candidate.model is not None:
         return [_evaluated(run, candidate.name, run.suite.models[candidate.name], base)]
     try:
-        trained = trainings.result(candidate.name)
+        trained = _trained(run, candidate, trainings)
     except Exception as exc:  # a crash, out of memory or a NaN loss: the others still run
         run.reporter.done(candidate.name, "error")
+        doing = "merging" if candidate.merge_of is not None else "training"
         return [
             _failed(
                 run,
                 candidate.name,
-                f"backend:{candidate.backend}",
-                f"training failed: {type(exc).__name__}: {exc}",
+                f"backend:{candidate.backend or 'merge'}",
+                f"{doing} failed: {type(exc).__name__}: {exc}",
             )
         ]
     info = {"training": training_info(trained)}
@@ -256,21 +270,32 @@ def _candidate(
     return results
 
 
+def _trained(run: _Run, candidate: Any, trainings: Trainings) -> TrainedModel:
+    """A trained candidate's model, or a merged one's, built from its trained sources."""
+    if candidate.merge_of is None:
+        return trainings.result(candidate.name)
+    sources = {}
+    for name in candidate.merge_of.candidates:
+        try:
+            sources[name] = trainings.result(name)
+        except Exception as exc:
+            raise HarnessError(f"{name} failed to train: {type(exc).__name__}: {exc}") from exc
+    run.reporter.stage(candidate.name, "merging " + ", ".join(candidate.merge_of.candidates))
+    return merge_candidate(run.suite, candidate.name, run.base_dir(), sources, retrain=run.retrain)
+
+
 def _failed(run: _Run, name: str, reference: str, message: str) -> ModelResult:
     record = _error_record(name, "candidate", reference, message)
     run.store.record_model(run.run_id, record)
     return ModelResult(record)
 
 
-def _trainings(run: _Run, base: ModelResult, retrain: bool) -> Trainings:
+def _trainings(run: _Run, base: ModelResult) -> Trainings:
     """Who trains the candidates, and where (harness.training._schedule)."""
     suite, reporter = run.suite, run.reporter
-    lock = threading.Lock()  # parallel trainings: resolve (maybe save) the base directory once
-    resolve_base = functools.cache(lambda: base_directory(suite.models["base"]))
 
-    def train(name: str, placement: Any) -> Any:
-        with lock:
-            base_dir = resolve_base()
+    def train(name: str, placement: Any, dependencies: dict[str, Any]) -> Any:
+        base_dir = run.base_dir()
         where = "" if placement is None else f" ({placement.describe()})"
         reporter.stage(name, "training" + where)
         progress = lambda p: reporter.training(name, p.step, p.total_steps, p.loss)  # noqa: E731
@@ -279,10 +304,11 @@ def _trainings(run: _Run, base: ModelResult, retrain: bool) -> Trainings:
             name,
             base_dir,
             base.record.fingerprint or "",
-            retrain=retrain,
+            retrain=run.retrain,
             progress=progress,
             placement=placement,
             judge=_judge(run, name, base),
+            dependencies=dependencies,
         )
 
     return Trainings(suite, train, on_queued=lambda name: reporter.stage(name, "queued"))

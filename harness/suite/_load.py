@@ -273,20 +273,40 @@ def _check_candidates(spec: SuiteBase, datasets: dict[str, list[Row]], problems:
         trained_only = (
             candidate.args
             or candidate.reward
+            or candidate.replay
             or candidate.merge
             or candidate.accelerate
             or candidate.checkpoints
+            or candidate.data
         )
-        if candidate.model is not None and trained_only:
+        if candidate.backend is None and trained_only:
             problems.add(
                 where,
-                "`args`, `reward`, `merge`, `accelerate` and `checkpoints` belong to trained "
-                "candidates (`backend:`)",
+                "`data`, `args`, `reward`, `replay`, `merge`, `accelerate` and `checkpoints` "
+                "belong to trained candidates (`backend:`)",
             )
-        if candidate.data is not None and candidate.data not in datasets:
+        for path, data in (("data",), candidate.data), (("replay", "data"), _replayed(candidate)):
+            if data is not None and data not in datasets:
+                problems.add(
+                    (*where, *path), f'no data set "{data}"{did_you_mean(data, list(datasets))}'
+                )
+        if candidate.merge_of is not None:
+            _check_merge_of(spec, candidate.merge_of, (*where, "merge_of"), problems)
+
+
+def _replayed(candidate: Any) -> str | None:
+    return candidate.replay.data if candidate.replay is not None else None
+
+
+def _check_merge_of(spec: SuiteBase, merge_of: Any, where: PathKey, problems: Problems) -> None:
+    """Merged candidates name trained candidates of this suite (not other merges)."""
+    trained = [c.name for c in spec.candidates if c.backend is not None]
+    for i, name in enumerate(merge_of.candidates):
+        if name not in trained:
             problems.add(
-                (*where, "data"),
-                f'no data set "{candidate.data}"{did_you_mean(candidate.data, list(datasets))}',
+                (*where, "candidates", i),
+                f'no trained candidate "{name}"{did_you_mean(name, trained)}; merged candidates '
+                "are built from candidates with `backend:`: " + (", ".join(trained) or "none"),
             )
 
 

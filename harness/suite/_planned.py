@@ -70,3 +70,6 @@ class PlannedTraining:
     # What checkpoint evaluations depend on (the capabilities evaluated, their gates and cases):
     # part of the artifact key, since `select` and `stop_on` decide the weights from them.
     checkpoint_hash: str | None = None
+    replay_rows: int = 0  # rows of `replay.data` mixed into `rows` (counted in them)
+    # Trained candidates this one needs first (a reward model), in the order they are named
+    depends_on: tuple[str, ...] = ()

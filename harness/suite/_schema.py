@@ -110,19 +110,66 @@ class CapabilityBase(Strict):
 
 
 class RewardSpec(Strict):
-    """What GRPO rewards: a generative check of this suite, or a Python function (opt-in)."""
+    """What an RL or rejection-sampling candidate is rewarded by: a generative check of this
+    suite, a reward model trained by another candidate, or a Python function (opt-in)."""
 
     check: str | None = Field(None, description="A capability or check name of this suite")
     metric: str | None = Field(
         None, description="Which of the check's metrics (default: its first)"
     )
+    model: str | None = Field(
+        None, description="A `reward_model` candidate of this suite (trained first)"
+    )
     python: str | None = Field(None, description="module:function(completions, rows) -> [float]")
 
     @model_validator(mode="after")
     def _one_source(self) -> RewardSpec:
-        if (self.check is None) == (self.python is None):
-            raise ValueError("give exactly one of `check` or `python`")
+        if sum(x is not None for x in (self.check, self.model, self.python)) != 1:
+            raise ValueError("give exactly one of `check`, `model` or `python`")
+        if self.metric is not None and self.check is None:
+            raise ValueError("`metric` goes with `check`")
         return self
+
+
+class Replay(Strict):
+    """General data mixed into a candidate's training set, against forgetting."""
+
+    data: str = Field(description="A data set of this suite, with the rows the backend needs")
+    ratio: float = Field(
+        gt=0, lt=1, description="The replayed rows' share of the training set (0.1: one in ten)"
+    )
+
+
+MergeMethod = Literal["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties"]
+
+
+class MergeOf(Strict):
+    """A candidate built by merging trained candidates' weights (peft's merge utilities on the
+    task vectors, each candidate's weights minus the base's)."""
+
+    candidates: list[str] = Field(min_length=2, description="Trained candidates of this suite")
+    method: MergeMethod = Field(
+        "linear",
+        description="linear: weighted mean of the models; task_arithmetic: base + weighted sum "
+        "of task vectors; ties / dare_*: task vectors trimmed (density) before summing",
+    )
+    weights: list[float] | None = Field(
+        None, description="One per candidate (default: equal, summing to 1)"
+    )
+    density: float = Field(
+        0.5, gt=0, le=1, description="ties / dare: the share of each task vector kept"
+    )
+
+    @model_validator(mode="after")
+    def _weights_per_candidate(self) -> MergeOf:
+        if self.weights is not None and len(self.weights) != len(self.candidates):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.candidates)} candidates")
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("a candidate is named twice")
+        return self
+
+    def resolved_weights(self) -> list[float]:
+        return self.weights or [1.0 / len(self.candidates)] * len(self.candidates)
 
 
 class AccelerateLaunch(Strict):
@@ -176,7 +223,11 @@ class Candidate(Strict):
     data: str | None = Field(None, description="The training data set (for `backend`)")
     args: dict[str, Any] = Field(default_factory=dict, description="The backend's settings")
     reward: RewardSpec | None = None
+    replay: Replay | None = Field(None, description="Mix general data into the training set")
     merge: bool = Field(False, description="Also evaluate the adapter merged into the base")
+    merge_of: MergeOf | None = Field(
+        None, description="Build this candidate by merging trained candidates"
+    )
     quantize: Literal["int8", "nf4"] | None = Field(
         None,
         description="Evaluate `model` loaded quantized by bitsandbytes: did quantizing break a "
@@ -191,9 +242,10 @@ class Candidate(Strict):
 
     @model_validator(mode="after")
     def _model_or_backend(self) -> Candidate:
-        if (self.model is None) == (self.backend is None):
+        if sum(x is not None for x in (self.model, self.backend, self.merge_of)) != 1:
             raise ValueError(
-                "give exactly one of `model` (already trained) or `backend` (train it)"
+                "give exactly one of `model` (already trained), `backend` (train it) or "
+                "`merge_of` (merge trained candidates)"
             )
         if self.quantize is not None and self.backend is not None:
             raise ValueError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,9 +57,12 @@ def _plan(
         return None
     config = _config(backend, candidate, where, problems)
     rows = _rows(backend, config, candidate, where, datasets, problems)
+    replayed = _replay_rows(backend, config, candidate, where, datasets, problems)
     _check_reward(spec, backend, candidate, where, checks, problems)
-    if config is None or rows is None:
+    if config is None or rows is None or replayed is None:
         return None
+    mixed = mix_replay(rows, replayed, candidate.replay, spec.seed)
+    replay_rows, rows = len(mixed) - len(rows), mixed
     if candidate.merge and not backend.trains_adapter(config):
         problems.add(
             (*where, "merge"),
@@ -70,10 +74,58 @@ def _plan(
     checkpoints = candidate.checkpoints
     if checkpoints is not None:
         _check_checkpoints(spec, candidate, where, problems)
+    reward_model = candidate.reward.model if candidate.reward is not None else None
     return PlannedTraining(
         backend, config, tuple(rows), data_hash, candidate.reward, candidate.merge, accelerate,
         checkpoints, checkpoint_hash(spec, checks, checkpoints) if checkpoints else None,
+        replay_rows=replay_rows, depends_on=(reward_model,) if reward_model else (),
     )  # fmt: skip
+
+
+def _replay_rows(
+    backend: Any,
+    config: Any,
+    candidate: Any,
+    where: PathKey,
+    datasets: dict[str, list[Row]],
+    problems: Problems,
+) -> list[dict[str, Any]] | None:
+    """The replay data set's rows, with the fields this backend trains on ([] without replay)."""
+    replay = candidate.replay
+    if replay is None:
+        return []
+    if replay.data not in datasets or config is None:
+        return None  # an unknown data set was reported with the other candidate checks
+    at: PathKey = (*where, "replay", "data")
+    rows = datasets[replay.data]
+    if not rows:
+        problems.add(at, f'data set "{replay.data}" has no rows')
+        return None
+    needed = backend.required_fields(config)
+    for row in rows:
+        if missing := sorted(needed - set(row.fields)):
+            problems.add(
+                at,
+                f"{row.source}: replayed row has no field {', '.join(map(repr, missing))} needed "
+                f"by the {candidate.backend} backend",
+            )
+            return None
+    return [row.fields for row in rows]
+
+
+def mix_replay(
+    rows: list[dict[str, Any]], replayed: list[dict[str, Any]], replay: Any, seed: int
+) -> list[dict[str, Any]]:
+    """The training rows plus a seeded sample of the replay rows making up `replay.ratio` of the
+    result. More replay rows than the set holds repeat it (each row once before any twice)."""
+    if replay is None or not replayed:
+        return rows
+    wanted = round(replay.ratio * len(rows) / (1 - replay.ratio))
+    generator = random.Random(seed)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < wanted:
+        picked += generator.sample(replayed, min(len(replayed), wanted - len(picked)))
+    return rows + picked
 
 
 def checkpoint_capabilities(spec: SuiteBase, checkpoints: Checkpoints) -> list[Any]:
@@ -190,7 +242,31 @@ def _rows(
     if not datasets[candidate.data]:
         problems.add((*where, "data"), f'data set "{candidate.data}" has no rows')
         return None
+    if not _values_fit(backend, config, (*where, "data"), datasets[candidate.data], problems):
+        return None
     return [row.fields for row in datasets[candidate.data]]
+
+
+MAX_ROW_PROBLEMS = 5  # rows named one by one; the next one also counts the rest
+
+
+def _values_fit(
+    backend: Any, config: Any, where: PathKey, rows: list[Row], problems: Problems
+) -> bool:
+    """The backend's optional `data_problems(config, rows)` hook: values `required_fields`
+    cannot check (KTO's boolean labels), each at its row's file:line."""
+    check = getattr(backend, "data_problems", None)
+    found = check(config, [row.fields for row in rows]) if check is not None else []
+    named = [p for p in found if p.row is not None]
+    for problem in named[:MAX_ROW_PROBLEMS]:
+        problems.add(where, f"{rows[problem.row].source}: {problem.message}")
+    if rest := named[MAX_ROW_PROBLEMS:]:
+        more = f" (and {len(rest) - 1} more rows)" if len(rest) > 1 else ""
+        problems.add(where, f"{rows[rest[0].row].source}: {rest[0].message}{more}")
+    for problem in found:
+        if problem.row is None:
+            problems.add(where, problem.message)
+    return not found
 
 
 def _check_reward(
@@ -212,6 +288,9 @@ def _check_reward(
     if reward.python is not None:
         _check_python_reward(spec, reward.python, (*where, "reward", "python"), problems)
         return
+    if reward.model is not None:
+        _check_reward_model(spec, candidate, reward.model, (*where, "reward", "model"), problems)
+        return
     matched = reward_checks(reward.check, checks)
     if not matched:
         names = sorted({p.capability for p in checks} | {p.label for p in checks})
@@ -227,6 +306,27 @@ def _check_reward(
     elif reward.metric is not None and any(reward.metric not in p.check.metrics for p in matched):
         problems.add(
             (*where, "reward", "metric"), f'"{reward.metric}" is not a metric of "{reward.check}"'
+        )
+
+
+def _check_reward_model(
+    spec: SuiteBase, candidate: Any, name: str, where: PathKey, problems: Problems
+) -> None:
+    """`reward: {model: NAME}` names a candidate of this suite that trains a reward model."""
+    models = {c.name: c for c in spec.candidates if c.backend is not None}
+    found = models.get(name)
+    if found is None or name == candidate.name:
+        problems.add(where, f'no trained candidate "{name}"{did_you_mean(name, list(models))}')
+        return
+    try:
+        backend = BACKENDS.get(str(found.backend))
+    except HarnessError:
+        return  # its unknown backend is reported at its own line
+    if not getattr(backend, "trains_reward_model", False):
+        problems.add(
+            where,
+            f'"{name}" trains with the {found.backend} backend, not a reward model '
+            "(backend: reward_model)",
         )
 
 

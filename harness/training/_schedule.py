@@ -104,13 +104,16 @@ class Trainings:
     def __init__(
         self,
         suite: LoadedSuite,
-        train: Callable[[str, Placement | None], Any],
+        train: Callable[[str, Placement | None, dict[str, Any]], Any],
         *,
         gpus: list[str] | None = None,
         on_queued: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.suite = suite
-        self.train = train  # (candidate, placement or None for in-process) -> TrainedModel
+        # (candidate, placement or None for in-process, its dependencies' trained models)
+        # -> TrainedModel
+        self.train = train
+        self.done: dict[str, Any] = {}  # trained in this process: a model, or its exception
         self.gpus = visible_gpus() if gpus is None else gpus
         self.slots = parallel_slots(suite.spec.training.parallel, len(self.gpus))
         self.pool = DevicePool(self.gpus, self.slots)
@@ -131,17 +134,55 @@ class Trainings:
         from concurrent.futures import ThreadPoolExecutor
 
         self.executor = ThreadPoolExecutor(self.slots, thread_name_prefix="harness-train")
-        for name in names:
+        # Dependencies first: a thread waiting for one then never holds the worker it needs.
+        for name in self.in_order(names):
             self.on_queued(name)
             self.futures[name] = self.executor.submit(self._in_child, name)
 
+    def in_order(self, names: list[str]) -> list[str]:
+        """`names` and what they depend on, each after its dependencies."""
+        ordered: list[str] = []
+
+        def visit(name: str) -> None:
+            for dependency in self.suite.trainings[name].depends_on:
+                visit(dependency)
+            if name not in ordered:
+                ordered.append(name)
+
+        for name in names:
+            visit(name)
+        return ordered
+
     def result(self, name: str) -> Any:
-        """The candidate's trained model (waiting for it); its training's error otherwise."""
+        """The candidate's trained model (waiting for it); its training's error otherwise.
+        Trained once per run: asked again (a merge of it, a candidate it rewards), the same."""
         if name in self.futures:
             return self.futures[name].result()
-        if self._launch(name) is not None:
-            return self._in_child(name)
-        return self.train(name, None)
+        if name not in self.done:
+            try:
+                dependencies = self._dependencies(name)
+                if self._launch(name) is not None:
+                    self.done[name] = self._in_child(name, dependencies)
+                else:
+                    self.done[name] = self.train(name, None, dependencies)
+            except Exception as exc:  # kept, so that each candidate needing it says so
+                self.done[name] = exc
+        found = self.done[name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def _dependencies(self, name: str) -> dict[str, Any]:
+        """The trained models `name` needs, waiting for them; an error naming a failed one."""
+        found = {}
+        for dependency in self.suite.trainings[name].depends_on:
+            try:
+                found[dependency] = self.result(dependency)
+            except Exception as exc:
+                raise HarnessError(
+                    f"it needs {dependency}, whose training failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        return found
 
     def close(self) -> None:
         if self.executor is not None:
@@ -150,11 +191,13 @@ class Trainings:
     def _launch(self, name: str) -> Any:
         return self.suite.trainings[name].accelerate
 
-    def _in_child(self, name: str) -> Any:
+    def _in_child(self, name: str, dependencies: dict[str, Any] | None = None) -> Any:
+        if dependencies is None:  # waited for before a device is taken
+            dependencies = self._dependencies(name)
         launch = self._launch(name)
         processes = launch.num_processes if launch is not None and self.gpus else 1
         with self.pool.placement(processes) as placement:
-            return self.train(name, placement)
+            return self.train(name, placement, dependencies)
 
 
 __all__ = ["DevicePool", "Trainings", "parallel_slots", "visible_gpus"]

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -84,8 +84,10 @@ def artifact_key(
     seed: int,
     chat_template: bool,
     system_prompt: str | None = None,
+    dependencies: Mapping[str, Path] | None = None,
 ) -> str:
-    """A hash of everything that decides the trained weights."""
+    """A hash of everything that decides the trained weights (`dependencies`: the model
+    directories of the candidates it needs first, by name)."""
     parts = {
         "base": base_fingerprint,
         "backend": plan.backend.name,
@@ -105,6 +107,8 @@ def artifact_key(
         parts["accelerate"] = plan.accelerate.key()
     if plan.checkpoint_hash is not None:  # `select` and `stop_on` decide the weights kept
         parts["checkpoints"] = plan.checkpoint_hash
+    if dependencies:  # a reward model's own artifact (its directory is named by its key)
+        parts["depends_on"] = {name: dependencies[name].parent.name for name in plan.depends_on}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -118,19 +122,22 @@ def train_candidate(
     progress: Callable[[Any], None] = lambda _: None,
     placement: Placement | None = None,
     judge: Judge | None = None,
+    dependencies: Mapping[str, TrainedModel] | None = None,
 ) -> TrainedModel:
     """The trained artifact of candidate `name`: from the cache, or trained now, in this
     process or (with a `placement`) in a child process on the devices it names.
 
     `judge` evaluates the candidate's checkpoints (`checkpoints:`) in this process, also for
-    a child, which hands each checkpoint over through its scratch directory.
+    a child, which hands each checkpoint over through its scratch directory. `dependencies`
+    are the trained candidates it needs (`plan.depends_on`: a reward model), trained first.
     """
     plan = suite.trainings[name]
     if plan.checkpoints is not None and judge is None:
         raise HarnessError(f"{name}: its checkpoints need a judge to evaluate them")
+    needed = {d: (dependencies or {})[d].model_dir for d in plan.depends_on}
     chat = bool(suite.spec.generation.chat_template)
     key = artifact_key(
-        plan, base_fingerprint, suite.spec.seed, chat, suite.spec.generation.system_prompt
+        plan, base_fingerprint, suite.spec.seed, chat, suite.spec.generation.system_prompt, needed
     )
     target = harness_home() / "artifacts" / f"{plan.backend.name}-{key}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,9 +151,11 @@ def train_candidate(
             tracker = CheckpointTracker(plan.checkpoints, judge, scratch)
         try:
             if placement is None:
-                train_into(scratch, suite, name, base_dir, progress, tracker)
+                train_into(scratch, suite, name, base_dir, progress, tracker, needed)
             else:
-                _train_in_child(scratch, suite, name, base_dir, placement, progress, tracker)
+                _train_in_child(
+                    scratch, suite, name, base_dir, placement, progress, tracker, needed
+                )
             if tracker is not None:
                 _keep_selected(scratch, plan, tracker)
             if target.is_dir():
@@ -175,6 +184,7 @@ def _train_in_child(
     placement: Placement,
     progress: Callable[[Any], None],
     tracker: CheckpointTracker | None = None,
+    dependencies: Mapping[str, Path] | None = None,
 ) -> None:
 
     job = TrainingJob(
@@ -184,6 +194,7 @@ def _train_in_child(
         candidate=name,
         base_dir=str(base_dir),
         scratch=str(scratch),
+        dependencies={k: str(v) for k, v in (dependencies or {}).items()},
     )
     answer = partial(answer_checkpoint, tracker) if tracker is not None else None
     train_in_child(job, suite.trainings[name].accelerate, placement, progress, answer)
@@ -211,10 +222,12 @@ def train_into(
     base_dir: Path,
     progress: Callable[[Any], None],
     tracker: CheckpointTracker | None = None,
+    dependencies: Mapping[str, Path] | None = None,
 ) -> None:
     """Train candidate `name` into `scratch`: the model (or adapter), the merged model when
     asked, and the training record. Under `accelerate launch` every process trains and the
-    main one alone writes what follows the training.
+    main one alone writes what follows the training. `dependencies`: the model directories of
+    the candidates it needs (a reward model), by name.
 
     Checkpoints (`checkpoints:`) go to `tracker` in the run's process; in a child (no tracker)
     they are handed to the parent, which evaluates them and says whether to stop.
@@ -232,7 +245,7 @@ def train_into(
         seed=suite.spec.seed,
         output_dir=scratch / "model",
         progress=progress,
-        reward=build_reward(suite, plan),
+        reward=build_reward(suite, plan, dependencies),
         chat_template=bool(suite.spec.generation.chat_template),
         system_prompt=suite.spec.generation.system_prompt,
         checkpoints=hook,
@@ -250,6 +263,8 @@ def train_into(
     stats = _stats(plan, result, wall - spent(), memory, suite.spec.seed)
     if plan.checkpoints is not None:
         stats["checkpoint_seconds"] = round(spent(), 3)
+    if plan.replay_rows:
+        stats["replay"] = suite_replay(suite, name) | {"rows": plan.replay_rows}
     # Where it trained: the process count of a launch, and the GPUs a child was given.
     stats["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
     if "CUDA_VISIBLE_DEVICES" in os.environ:
@@ -338,18 +353,38 @@ class PeakMemory:
 Reward = Callable[[list[str], list[dict[str, Any]]], list[float]]
 
 
-def build_reward(suite: LoadedSuite, plan: PlannedTraining) -> Reward | None:
-    """The suite's reward as a function of (completions, rows)."""
+def suite_replay(suite: LoadedSuite, name: str) -> dict[str, Any]:
+    """Candidate `name`'s `replay:` settings as written."""
+    candidate = next(c for c in suite.spec.candidates if c.name == name)
+    return candidate.replay.model_dump(mode="json") if candidate.replay is not None else {}
+
+
+def build_reward(
+    suite: LoadedSuite, plan: PlannedTraining, dependencies: Mapping[str, Path] | None = None
+) -> Reward | None:
+    """The suite's reward as a function of (completions, rows); a reward model is read from
+    its trained directory in `dependencies`."""
     if plan.reward is None:
         return None
     if plan.reward.python is not None:
         module, _, function = plan.reward.python.partition(":")
         return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    if plan.reward.model is not None:
+        return _model_reward(suite, plan.reward.model, dependencies or {})
     reward = plan.reward
     checks = reward_checks(reward.check or "", suite.checks)
     return lambda completions, rows: [
         _score(c, row, checks, reward.metric) for c, row in zip(completions, rows, strict=True)
     ]
+
+
+def _model_reward(suite: LoadedSuite, name: str, dependencies: Mapping[str, Path]) -> Reward:
+    """Reward model `name`'s score of each (row's prompt, completion)."""
+    scorer_for = getattr(suite.trainings[name].backend, "reward_scorer", None)
+    if scorer_for is None or name not in dependencies:
+        raise HarnessError(f"the reward model {name} is not trained, or scores nothing")
+    scorer = scorer_for(dependencies[name])
+    return lambda completions, rows: scorer([str(r.get("prompt", "")) for r in rows], completions)
 
 
 def _score(

@@ -37,7 +37,10 @@ def train(job: TrainingJob) -> None:
             f"{job.suite_path} or its data changed after the run began; run it again"
         )
     progress = report_progress if is_main_process() else (lambda _: None)
-    train_into(Path(job.scratch), suite, job.candidate, Path(job.base_dir), progress)
+    dependencies = {name: Path(path) for name, path in job.dependencies.items()}
+    train_into(
+        Path(job.scratch), suite, job.candidate, Path(job.base_dir), progress, None, dependencies
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,289 @@
+"""`reward_model`: a reward model (trl RewardTrainer) trained on prompt/chosen/rejected pairs.
+
+The base becomes a sequence classifier with one output (`AutoModelForSequenceClassification`,
+`num_labels=1`: a decoder gets a fresh `score` head on its last token) trained with the pairwise
+loss -log sigmoid(r(prompt+chosen) - r(prompt+rejected)). A LoRA adapter by default: peft's
+SEQ_CLS task, the `score` head trained in full beside it (`modules_to_save`); `adapter: full`
+trains all weights. Either way the result loads with `harness.models.loading.load_model` as a
+classification model (an adapter keeps its head's shape beside it, `classifier_head.json`).
+
+What the model saw in training is written beside it (`reward_format.json`), so that
+`reward_scorer` scores other text exactly so: `prompt + completion + eos` tokenized plainly, or
+with the suite's chat template the conversation [system, user prompt, assistant completion]
+rendered by the tokenizer (what RewardTrainer does with explicit-prompt rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.backends import CheckpointHook, MemoryProfile, TrainRequest, TrainResult
+from harness.backends.acceleration import acceleration_problems
+from harness.backends.common import (
+    LoraArgs,
+    TrainerBackend,
+    TrainingArgs,
+    adapter_shape,
+    build_dataset,
+    load_tokenizer,
+    lora_config,
+    lora_problems,
+    model_init_kwargs,
+    plan_acceleration,
+    train_with,
+    trainer_arguments,
+    uses_chat,
+)
+from harness.core.chat import chat_turns
+from harness.core.device import pick_device
+from harness.core.errors import HarnessError
+from harness.models.loading import load_model
+from harness.models.tasks import CLASSIFICATION, HEAD_CONFIG
+
+PAIR_FIELDS = frozenset({"prompt", "chosen", "rejected"})
+FORMAT_FILE = "reward_format.json"
+# What an adapter's base is loaded with before the adapter's head goes on (trl's own setting).
+REWARD_HEAD = {"num_labels": 1}
+
+
+class Config(TrainingArgs, LoraArgs):
+    learning_rate: float = Field(1e-4, gt=0)
+    adapter: Literal["lora", "full"] = "lora"
+    max_length: int | None = Field(
+        512,
+        ge=1,
+        description="Pairs whose prompt+chosen or prompt+rejected is longer (in tokens) are left "
+        "out of training (trl filters them); the count is recorded",
+    )
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Pull rewards towards mean zero (trl; 0.01 is the paper's value)"
+    )
+
+    @property
+    def task(self) -> str:
+        """A classifier: the acceleration plan keeps its weights in float32 (the head trains
+        in full beside an adapter), as it does for `task: classification`."""
+        return CLASSIFICATION
+
+
+def required_fields(config: Config) -> set[str]:
+    return set(PAIR_FIELDS)
+
+
+def problems(config: Config) -> list[str]:
+    found = lora_problems(config) if config.adapter == "lora" else []
+    return found + acceleration_problems(config)
+
+
+# ---- what the reward model saw ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RewardFormat:
+    """How prompt and completion became one text in training (the suite's chat settings)."""
+
+    chat_template: bool = False
+    system_prompt: str | None = None
+
+    def write(self, model_dir: Path) -> None:
+        text = json.dumps(dataclasses.asdict(self), indent=2)
+        (model_dir / FORMAT_FILE).write_text(text, encoding="utf-8")
+
+    @classmethod
+    def read(cls, model_dir: Path) -> RewardFormat:
+        """The saved format; plain text for a reward model saved without one."""
+        path = model_dir / FORMAT_FILE
+        if not path.is_file():
+            return cls()
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return cls(bool(saved.get("chat_template")), saved.get("system_prompt"))
+
+    def token_ids(self, tokenizer: Any, prompt: str, completion: str) -> list[int]:
+        """RewardTrainer's tokenization of an explicit-prompt row (trl 1.16 `_prepare_dataset`):
+        plain text gets the eos appended, a conversation is rendered by the chat template."""
+        if self.chat_template:
+            turns = chat_turns(prompt, self.system_prompt)
+            messages = [*turns, {"role": "assistant", "content": completion}]
+            encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
+            return list(encoded["input_ids"])
+        eos = tokenizer.eos_token
+        text = prompt + completion
+        return list(tokenizer(text if text.endswith(eos) else text + eos)["input_ids"])
+
+
+def extra_files_writer(request: TrainRequest) -> Callable[[Path], None]:
+    """What a saved reward model needs beside its weights: its format, and for an adapter the
+    head its base is loaded with."""
+    config: Config = request.config
+    tokenizer = load_tokenizer(request.base_dir)
+    chat = uses_chat(request, tokenizer)
+    saved_format = RewardFormat(chat, request.system_prompt if chat else None)
+
+    def write(model_dir: Path) -> None:
+        saved_format.write(model_dir)
+        if config.adapter == "lora":
+            (model_dir / HEAD_CONFIG).write_text(json.dumps(REWARD_HEAD), encoding="utf-8")
+
+    return write
+
+
+def with_extra_files(
+    hook: CheckpointHook | None, write: Callable[[Path], None]
+) -> CheckpointHook | None:
+    """Checkpoints saved complete too: the run may keep a checkpoint as the final model."""
+    if hook is None:
+        return None
+    evaluate = hook.evaluate
+
+    def evaluate_with_files(checkpoint: Any) -> bool:
+        save = checkpoint.save
+
+        def save_all(out_dir: Path) -> None:
+            save(out_dir)
+            write(out_dir)
+
+        return evaluate(dataclasses.replace(checkpoint, save=save_all))
+
+    return CheckpointHook(hook.every, evaluate_with_files)
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def train(request: TrainRequest) -> TrainResult:
+    from trl import RewardConfig, RewardTrainer
+
+    config: Config = request.config
+    write_extra_files = extra_files_writer(request)
+    request = dataclasses.replace(
+        request, checkpoints=with_extra_files(request.checkpoints, write_extra_files)
+    )
+    device = pick_device()
+    plan = plan_acceleration(config, request, device)
+    tokenizer = load_tokenizer(request.base_dir)
+    dataset = build_dataset(
+        request.rows,
+        ["prompt"],
+        ["chosen", "rejected"],
+        uses_chat(request, tokenizer),
+        request.system_prompt,
+    )
+    args = RewardConfig(
+        **trainer_arguments(config, request, device, plan),
+        model_init_kwargs=model_init_kwargs(plan),
+        max_length=config.max_length,
+        center_rewards_coefficient=config.center_rewards_coefficient,
+    )
+    trainers: list[Any] = []
+
+    def make_trainer(callbacks: list[Any]) -> Any:
+        trainer = RewardTrainer(
+            model=str(request.base_dir),  # loaded with num_labels=1 and a seeded new head
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=lora_config(config, task_type="SEQ_CLS")
+            if config.adapter == "lora"
+            else None,
+        )
+        prepared: Any = trainer.train_dataset  # a Dataset: trl filtered it by max_length
+        if len(prepared) == 0:
+            raise HarnessError(
+                f"every pair is longer than max_length ({config.max_length} tokens): nothing to "
+                "train on; raise max_length"
+            )
+        trainers.append(trainer)
+        return trainer
+
+    result = train_with(make_trainer, request, plan)
+    write_extra_files(result.model_dir)
+    return dataclasses.replace(result, details=training_details(trainers[0], len(request.rows)))
+
+
+def training_details(trainer: Any, rows: int) -> dict[str, Any]:
+    """Pairs trained on and left out, and the last logged pairwise accuracy and margin on the
+    training batches (trl's metrics), as training.method."""
+    kept = len(trainer.train_dataset)
+    details: dict[str, Any] = {"pairs": kept, "pairs_longer_than_max_length": rows - kept}
+    logged = [entry for entry in trainer.state.log_history if "accuracy" in entry]
+    if logged:
+        details["train_accuracy"] = float(logged[-1]["accuracy"])
+        details["train_margin"] = float(logged[-1]["margin"])
+    return details
+
+
+def trains_adapter(config: Config) -> bool:
+    return config.adapter == "lora"
+
+
+def memory_profile(config: Config) -> MemoryProfile:
+    """Chosen and rejected are two sequences per row, in one forward; no reference model. The
+    planner counts the causal LM's vocabulary head, which this classifier replaces by a
+    one-output `score`: an overestimate by that head's logits and (full training) gradient."""
+    return MemoryProfile(
+        adapter=adapter_shape(config) if trains_adapter(config) else None,
+        answer_fields=("chosen", "rejected"),
+    )
+
+
+# ---- scoring with the trained model ----------------------------------------------------------
+
+
+def reward_scorer(model_dir: Path) -> Callable[[list[str], list[str]], list[float]]:
+    """Load the reward model at `model_dir` (an adapter or a full model) once; the function
+    returned gives each (prompt, completion) its reward, formatted as in training, in batches."""
+    loaded = load_model(str(model_dir))
+    model = loaded.model
+    outputs = getattr(model.config, "num_labels", None)
+    if loaded.task != CLASSIFICATION or outputs != 1:
+        raise HarnessError(
+            f"{model_dir} is not a reward model (a classifier with one output): it loads as "
+            f"{type(model).__name__} with {outputs} output(s)"
+        )
+    saved_format = RewardFormat.read(model_dir)
+
+    def score(prompts: list[str], completions: list[str]) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        rows = [
+            saved_format.token_ids(loaded.tokenizer, prompt, completion)
+            for prompt, completion in zip(prompts, completions, strict=True)
+        ]
+        return rewards(model, rows)
+
+    return score
+
+
+def rewards(model: Any, rows: Sequence[list[int]], batch_size: int = 32) -> list[float]:
+    """The one-output head's value for each token row, right-padded with the model's pad id
+    (the head reads each row's last non-pad token, as in training)."""
+    import torch
+
+    pad_id = model.config.pad_token_id
+    scores: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        width = max(len(row) for row in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, row in enumerate(batch):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+        scores += logits.logits[:, 0].float().cpu().tolist()
+    return scores
+
+
+BACKEND = TrainerBackend(
+    "reward_model", Config, required_fields, problems, train, trains_adapter, memory_profile,
+    trains_reward_model=True, reward_scorer=reward_scorer,
+)  # fmt: skip

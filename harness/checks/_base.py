@@ -132,6 +132,9 @@ class CheckType(Generic[P]):
     problems: Callable[[P, Path], list[tuple[tuple[str | int, ...], str]]] = (
         lambda _params, _suite_dir: []
     )
+    # Whether this check, as configured, can evaluate a sequence classifier (a reward model,
+    # a classification head): validation refuses other checks on such candidates.
+    scores_classifiers: Callable[[P], bool] = lambda _params: False
 
     def metrics_for(self, params: CheckSpec) -> tuple[str, ...]:
         """This check's metrics as configured: sampled checks add pass@k and the flaky rate."""
@@ -180,8 +183,8 @@ BUILTIN_CHECKS = {
         ("bertscore", "bertscore"), ("bleu", "bleu"), ("choice", "choice"), ("chrf", "chrf"),
         ("contains", "contains"), ("evaluate", "evaluate_check"), ("exact", "exact"),
         ("glue", "glue"), ("json", "json_schema"), ("judge", "judge"), ("lm_eval", "lm_eval_check"),
-        ("perplexity", "perplexity"), ("python", "python_check"), ("qa", "qa"), ("regex", "regex"),
-        ("rouge", "rouge"),
+        ("perplexity", "perplexity"), ("preference", "preference"), ("python", "python_check"),
+        ("qa", "qa"), ("regex", "regex"), ("rouge", "rouge"), ("similarity", "similarity"),
     )
 }  # fmt: skip
 CHECKS: Registry[CheckType[Any]] = Registry("check type", "harness.checks", BUILTIN_CHECKS)

@@ -425,4 +425,5 @@ CHECK = CheckType(
     validate_case=validate_row,
     default_prompt=default_prompt,
     specialise=_specialise,
+    scores_classifiers=lambda params: params.head != "lm",
 )

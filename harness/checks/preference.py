@@ -197,4 +197,5 @@ CHECK = CheckType(
     required_fields=lambda p: {p.chosen_field, p.rejected_field},
     ranges={"margin": None},  # unbounded: judged from the spread of the margins
     validate_case=pair_of,
+    scores_classifiers=lambda _params: True,  # by its reward head
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from harness.core.progress import Reporter
@@ -34,11 +33,7 @@ def checkpoint_suite(suite: LoadedSuite, name: str) -> LoadedSuite:
     settings = suite.trainings[name].checkpoints
     if settings is None or settings.capabilities is None:
         return suite
-    capabilities = checkpoint_capabilities(suite.spec, settings)
-    names = {c.name for c in capabilities}
-    spec = suite.spec.model_copy(update={"capabilities": capabilities})
-    checks = tuple(p for p in suite.checks if p.capability in names)
-    return replace(suite, spec=spec, checks=checks)
+    return suite.only([c.name for c in checkpoint_capabilities(suite.spec, settings)])
 
 
 def checkpoint_judge(

@@ -240,7 +240,9 @@ def _evidence_cache(store: Store, candidate: ModelResult) -> EvidenceCache | Non
 def _candidate(
     run: _Run, candidate: Any, base: ModelResult, trainings: Trainings
 ) -> list[ModelResult]:
-    """The candidate's results: one, or two when an adapter is also evaluated merged."""
+    """The candidate's results: one, or two when an adapter is also evaluated merged; on the
+    capabilities it names (`capabilities:`), or all."""
+    run = replace(run, suite=run.suite.only(candidate.capabilities))
     if base.record.status == "error":
         message = "the base model failed, so nothing could be compared"
         return [_failed(run, candidate.name, candidate.model or candidate.backend, message)]

@@ -292,6 +292,14 @@ def _check_candidates(spec: SuiteBase, datasets: dict[str, list[Row]], problems:
                 )
         if candidate.merge_of is not None:
             _check_merge_of(spec, candidate.merge_of, (*where, "merge_of"), problems)
+        known = [c.name for c in spec.capabilities]
+        for k, name in enumerate(candidate.capabilities or []):
+            if name not in known:
+                problems.add(
+                    (*where, "capabilities", k),
+                    f'no capability "{name}"{did_you_mean(name, known)}; the suite has: '
+                    + ", ".join(known),
+                )
 
 
 def _replayed(candidate: Any) -> str | None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ class LoadedSuite:
     @property
     def name(self) -> str:
         return str(self.spec.name)
+
+    def only(self, capabilities: Sequence[str] | None) -> LoadedSuite:
+        """The suite as a model evaluated on these capabilities alone sees it (None: all)."""
+        if capabilities is None:
+            return self
+        kept = [c for c in self.spec.capabilities if c.name in capabilities]
+        spec = self.spec.model_copy(update={"capabilities": kept})
+        checks = tuple(p for p in self.checks if p.capability in capabilities)
+        return replace(self, spec=spec, checks=checks)
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,11 @@ class Candidate(Strict):
     merge_of: MergeOf | None = Field(
         None, description="Build this candidate by merging trained candidates"
     )
+    capabilities: list[str] | None = Field(
+        None,
+        description="Evaluate and gate this candidate on these capabilities only (default: "
+        "all); a reward model, say, on its pairwise accuracy",
+    )
     quantize: Literal["int8", "nf4"] | None = Field(
         None,
         description="Evaluate `model` loaded quantized by bitsandbytes: did quantizing break a "

@@ -1,0 +1,165 @@
+"""`orpo`: Odds Ratio Preference Optimization (trl's `trl.experimental.orpo`) on
+prompt/chosen/rejected pairs.
+
+One loss, no reference model: the chosen answer's negative log-likelihood plus `beta` times the
+log-sigmoid of the log odds ratio of chosen over rejected (Hong et al. 2024). A LoRA adapter by
+default; `adapter: full` trains all weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.backends import MemoryProfile, TrainRequest, TrainResult
+from harness.backends.acceleration import Acceleration, acceleration_problems
+from harness.backends.common import (
+    FULL_4BIT,
+    LoraArgs,
+    Quantization,
+    TrainerBackend,
+    TrainingArgs,
+    adapter_shape,
+    build_dataset,
+    last_logged,
+    load_tokenizer,
+    lora_config,
+    lora_problems,
+    model_init_kwargs,
+    plan_acceleration,
+    quantization_config,
+    train_with,
+    trainer_arguments,
+    uses_chat,
+)
+from harness.core.device import pick_device
+
+# What trl logs of ORPO's two terms, kept in the candidate's record (training.method).
+LOGGED = ("nll_loss", "log_odds_ratio", "log_odds_chosen", "rewards/accuracies")
+
+
+class Config(TrainingArgs, LoraArgs):
+    learning_rate: float = Field(5e-5, gt=0)
+    adapter: Literal["lora", "full"] = "lora"
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="Weight of the odds-ratio term against the chosen answer's NLL (λ in the paper)",
+    )
+    # No None: trl's ORPO would then truncate at 512 tokens all the same.
+    max_length: int = Field(512, ge=1, description="Truncate prompt+answer tokens (the answer)")
+    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
+
+
+def required_fields(config: Config) -> set[str]:
+    return {"prompt", "chosen", "rejected"}
+
+
+def problems(config: Config) -> list[str]:
+    found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
+    found += lora_problems(config) if config.adapter == "lora" else []
+    return found + acceleration_problems(config)
+
+
+def orpo_model_kwargs(config: Config, plan: Acceleration) -> dict[str, Any]:
+    """How ORPO loads the base: trl's experimental trainer takes no `quantization_config`
+    argument, so 4-bit goes through `from_pretrained`; and it defaults to device_map="auto",
+    which would split the model over every visible GPU (one process per GPU under accelerate
+    launch): None lets the Trainer place it (bitsandbytes puts a 4-bit base on this GPU)."""
+    kwargs = {**model_init_kwargs(plan), "device_map": None}
+    if config.quantization == "4bit":
+        kwargs["quantization_config"] = quantization_config(plan)
+    return kwargs
+
+
+def experimental_orpo() -> Any:
+    """`trl.experimental.orpo`, imported without trl's "unstable API" warning: harness reads the
+    trl it runs on, and a suite author can do nothing about it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
+        from trl.experimental import orpo
+    return orpo
+
+
+def counting_trainer() -> type:
+    """ORPOTrainer that logs `num_tokens` (the tokens of chosen and rejected sequences trained on,
+    padding excluded) as trl's other trainers do, for the harness's tokens/s."""
+
+    class CountingORPOTrainer(experimental_orpo().ORPOTrainer):  # type: ignore[misc]
+        trained_tokens = 0
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
+            if model.training:
+                masks = (
+                    inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum()
+                )
+                self.trained_tokens += int(self.accelerator.gather_for_metrics(masks).sum())
+            return super().compute_loss(model, inputs, *args, **kw)
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:
+                logs["num_tokens"] = float(self.trained_tokens)
+            super().log(logs, start_time)
+
+    return CountingORPOTrainer
+
+
+def train(request: TrainRequest) -> TrainResult:
+    config: Config = request.config
+    device = pick_device()
+    plan = plan_acceleration(config, request, device)
+    tokenizer = load_tokenizer(request.base_dir)
+    dataset = build_dataset(
+        request.rows,
+        ["prompt"],
+        ["chosen", "rejected"],
+        uses_chat(request, tokenizer),
+        request.system_prompt,
+    )
+    args = experimental_orpo().ORPOConfig(
+        **trainer_arguments(config, request, device, plan),
+        model_init_kwargs=orpo_model_kwargs(config, plan),
+        beta=config.beta,
+        max_length=config.max_length,
+    )
+    lora = config.adapter == "lora"
+    trainers: list[Any] = []
+
+    def make_trainer(callbacks: list[Any]) -> Any:
+        trainer = counting_trainer()(
+            model=str(request.base_dir),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=lora_config(config) if lora else None,
+        )
+        trainers.append(trainer)
+        return trainer
+
+    result = train_with(make_trainer, request, plan)
+    return replace(result, details={"beta": config.beta, **last_logged(trainers[0], LOGGED)})
+
+
+def trains_adapter(config: Config) -> bool:
+    return config.adapter == "lora"
+
+
+def memory_profile(config: Config) -> MemoryProfile:
+    """Chosen and rejected are two sequences per row, in one forward; no reference model. trl's
+    experimental ORPO takes the model's full logits (no fused LM head)."""
+    adapter = adapter_shape(config) if trains_adapter(config) else None
+    return MemoryProfile(
+        adapter=adapter,
+        quantized=config.quantization == "4bit",
+        answer_fields=("chosen", "rejected"),
+        full_logits=True,
+    )
+
+
+BACKEND = TrainerBackend(
+    "orpo", Config, required_fields, problems, train, trains_adapter, memory_profile
+)

@@ -88,11 +88,30 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class AdapterShape:
-    """The LoRA adapter a candidate trains: what its size and memory depend on."""
+    """The adapter a candidate trains (LoRA unless `method` says otherwise): what its size and
+    memory depend on."""
 
-    r: int
-    target_modules: str | tuple[str, ...] = "all-linear"
+    r: int  # LoRA's rank; 0 for the other methods
+    target_modules: str | tuple[str, ...] = "all-linear"  # LoRA's and IA3's wrapped linears
     use_dora: bool = False
+    # peft's method: "lora", "ia3" (a vector per target: its output, or its input for the
+    # feedforward modules), "prompt_tuning" (virtual token embeddings before the input),
+    # "prefix_tuning" (virtual keys and values in every layer), "adaption_prompt" (a prompt and
+    # a gate in the top `layers`)
+    method: str = "lora"
+    virtual_tokens: int = 0  # prompt/prefix tuning's virtual tokens; adaption prompt's length
+    layers: int | None = None  # adaption prompt: the top layers adapted (None: all)
+    feedforward_modules: tuple[str, ...] = ()  # IA3: targets scaled on their input
+
+
+@dataclass(frozen=True)
+class FrozenLayers:
+    """Full fine-tuning with most weights frozen (the full backend's `freeze:`): what trains."""
+
+    trained_layers: int | None = None  # the top decoder layers that ever train; None: all
+    # "attention" or "mlp": only those blocks of them (then the final norm and head stay frozen);
+    # None: whole layers, the final norm and an untied LM head (the embeddings never train)
+    only: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +126,31 @@ class MemoryProfile:
     reference_copy: bool = False  # a frozen copy of the base is held (DPO/GRPO on all weights)
     generated_sequences: int = 0  # completions generated at once (GRPO); 0: it generates none
     completion_tokens: int = 0  # generated tokens per completion; then only these are scored
+    frozen: FrozenLayers | None = None  # None: nothing frozen (beyond a base under an adapter)
+    # Forwards without gradients over the micro-batch in each step, run one at a time while the
+    # policy's saved activations are held (KTO: the reference on the completions and, for its KL
+    # term, the policy and the reference on mismatched prompt/completion pairs); 0: none
+    no_grad_forwards: int = 0
+    # The trainer materialises (sequences, length, vocabulary) logits instead of trl's fused LM
+    # head (ORPO: trl's experimental trainer computes its losses from the full logits)
+    full_logits: bool = False
 
 
-BUILTIN_NAMES = ("full", "lora", "qlora", "dpo", "grpo")
+@dataclass(frozen=True)
+class DataProblem:
+    """What a backend's optional `data_problems(config, rows)` hook finds in a training set that
+    `required_fields` cannot say (a value of the wrong kind, a set that cannot train): reported
+    at validation time at the row's file:line (`row`: its index), or for the whole set (None)."""
+
+    message: str
+    row: int | None = None
+
+
+BUILTIN_NAMES = (
+    "full", "lora", "qlora", "dpo", "grpo", "orpo", "kto", "rft", "reward_model", "rloo",
+    "pretrain",
+    "prompt_tuning", "prefix_tuning", "ia3", "llama_adapter",  # backends/peft_methods.py
+)  # fmt: skip
 
 
 class Backend(Protocol):
@@ -128,7 +169,9 @@ class Backend(Protocol):
         ...
 
     def trains_adapter(self, config: Any) -> bool:
-        """Whether `config` trains an adapter on a frozen base (then `merge:` is possible)."""
+        """Whether `config` trains an adapter that merges into a frozen base (then `merge:` is
+        possible): LoRA and IA3 do; virtual tokens, prefixes and adaption prompts (an adapter
+        all the same: `memory_profile(config).adapter`) are no change of the base's weights."""
         ...
 
     def memory_profile(self, config: Any) -> MemoryProfile:
@@ -140,7 +183,13 @@ class Backend(Protocol):
 
 # The built-in backends: "module:attr" targets, loaded on first use exactly as a plugin's entry
 # point (group `harness.backends`) is. Their heavy imports wait inside `train`.
-BUILTIN_BACKENDS = {name: f"harness.backends.{name}:BACKEND" for name in BUILTIN_NAMES}
+BUILTIN_BACKENDS = {name: f"harness.backends.{name}:BACKEND" for name in BUILTIN_NAMES} | {
+    # peft's methods beyond LoRA share one module
+    "prompt_tuning": "harness.backends.peft_methods:PROMPT_TUNING",
+    "prefix_tuning": "harness.backends.peft_methods:PREFIX_TUNING",
+    "ia3": "harness.backends.peft_methods:IA3",
+    "llama_adapter": "harness.backends.peft_methods:LLAMA_ADAPTER",
+}
 BACKENDS: Registry[Backend] = Registry(
     "backend",
     "harness.backends",
@@ -157,6 +206,8 @@ __all__ = [
     "Backend",
     "Checkpoint",
     "CheckpointHook",
+    "DataProblem",
+    "FrozenLayers",
     "MemoryProfile",
     "TrainProgress",
     "TrainRequest",

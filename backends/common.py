@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import math
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from harness.backends import (
     AdapterShape,
     Checkpoint,
     CheckpointHook,
+    DataProblem,
     MemoryProfile,
     TrainProgress,
     TrainRequest,
@@ -111,19 +113,81 @@ class LoraArgs(Strict):
         "all-linear", description='"all-linear" or a list of module names'
     )
     use_dora: bool = False
+    use_rslora: bool = Field(
+        False, description="Rank-stabilised scaling: lora_alpha / sqrt(r) instead of lora_alpha / r"
+    )
+    init_lora_weights: str = Field(
+        "default",
+        pattern=r"^(default|gaussian|pissa|pissa_niter_[1-9][0-9]*|olora)$",
+        description="default (B = 0), gaussian, pissa, pissa_niter_K (fast SVD, K iterations) "
+        "or olora; pissa and olora start from the base's principal directions",
+    )
 
+
+# PiSSA and OLoRA take their start from the base's weights and leave the residual in its place:
+# the base the trainer holds is no longer the original (see `save_weights`).
+BASE_CHANGING_INITS = ("pissa", "olora")
 
 Quantization = Literal["4bit"]
 FULL_4BIT = "4-bit base weights cannot be trained in full; use the qlora backend or adapter: lora"
 
 
-def lora_problems(config: LoraArgs) -> list[str]:
-    """trl computes log-probs from lm_head.weight directly, so an adapter there never trains."""
+def changes_base(config: LoraArgs) -> bool:
+    """Whether this adapter's initialisation rewrites the base's weights (PiSSA, OLoRA)."""
+    return config.init_lora_weights.startswith(BASE_CHANGING_INITS)
+
+
+def peft_init(config: LoraArgs) -> bool | str:
+    """peft's `init_lora_weights` for the suite's name of it ("default" is peft's True)."""
+    return True if config.init_lora_weights == "default" else config.init_lora_weights
+
+
+def lora_problems(config: LoraArgs, *, reference: bool = False) -> list[str]:
+    """trl computes log-probs from lm_head.weight directly, so an adapter there never trains.
+    `reference`: the method's reference model is the base with the adapter switched off (DPO,
+    KTO; GRPO and RLOO with beta > 0)."""
     modules = [config.target_modules] if isinstance(config.target_modules, str) else []
     modules += config.target_modules if isinstance(config.target_modules, list) else []
+    found = []
     if "lm_head" in modules:
-        return ["target_modules: an adapter on lm_head is never trained by trl; remove lm_head"]
-    return []
+        found.append(
+            "target_modules: an adapter on lm_head is never trained by trl; remove lm_head"
+        )
+    quantized = getattr(config, "quantization", None) == "4bit"  # dpo, grpo, ... on a 4-bit base
+    found += init_problems(config, reference=reference)
+    return found + (quantized_init_problems(config) if quantized else [])
+
+
+def init_problems(config: LoraArgs, *, reference: bool = False) -> list[str]:
+    """What PiSSA and OLoRA, which replace the base's weights by a residual, cannot train with."""
+    if not changes_base(config):
+        return []
+    name = f"init_lora_weights: {config.init_lora_weights}"
+    found = []
+    if config.use_dora:
+        found.append(
+            f"{name} cannot be combined with use_dora: the adapter is saved as its change to the "
+            "original base (peft's conversion), which peft computes for LoRA's A and B only"
+        )
+    if reference:
+        found.append(
+            f"{name} rewrites the base's weights into a residual, and this method's reference "
+            "is the base with the adapter switched off: it would be the residual, not the base; "
+            "use init_lora_weights: default or gaussian"
+        )
+    return found
+
+
+def quantized_init_problems(config: LoraArgs) -> list[str]:
+    """PiSSA and OLoRA on a 4-bit base (qlora, or `quantization: 4bit`)."""
+    if not changes_base(config):
+        return []
+    return [
+        f"init_lora_weights: {config.init_lora_weights} needs a full-precision base: peft "
+        "cannot decompose 4-bit weights (PiSSA), and a re-quantised residual (OLoRA) no longer "
+        "matches the adapter saved for the original base; use init_lora_weights: default or "
+        "gaussian with a 4-bit base"
+    ]
 
 
 # ---- the backend object ----------------------------------------------------------------------
@@ -141,6 +205,13 @@ class TrainerBackend:
     trains_adapter: Callable[[Any], bool]
     memory_profile: Callable[[Any], MemoryProfile]
     needs_reward: bool = False  # GRPO: the suite must say what rewards a completion
+    # Its model scores (prompt, completion) pairs: other candidates may use it as their reward
+    # (`reward: {model: NAME}`): reward_scorer(model_dir)(prompts, completions) -> rewards
+    trains_reward_model: bool = False
+    reward_scorer: Callable[[Path], Callable[[list[str], list[str]], list[float]]] | None = None
+    # Checks of the training rows' values (KTO: boolean labels, both kinds present), run at
+    # validation time; None: `required_fields` says all
+    data_problems: Callable[[Any, Sequence[dict[str, Any]]], list[DataProblem]] | None = None
 
 
 def adapter_shape(config: Any) -> AdapterShape:
@@ -248,6 +319,8 @@ def lora_config(config: LoraArgs, task_type: str = "CAUSAL_LM") -> Any:
         lora_dropout=config.lora_dropout,
         target_modules=config.target_modules,
         use_dora=config.use_dora,
+        use_rslora=config.use_rslora,
+        init_lora_weights=peft_init(config),  # type: ignore[arg-type]  # pissa_niter_K too
         task_type=task_type,
     )
 
@@ -484,17 +557,78 @@ def save_result(trainer: Any, request: TrainRequest, log: LossLog) -> TrainResul
     )
 
 
+def last_logged(trainer: Any, names: Sequence[str]) -> dict[str, float]:
+    """The last training-step values trl logged under `names` (a method's own metrics, for
+    `TrainResult.details`), rounded for the record; a name never logged is left out."""
+    found: dict[str, float] = {}
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            found |= {name: round(float(entry[name]), 6) for name in names if name in entry}
+    return found
+
+
 def save_weights(model: Any, tokenizer: Any, out_dir: Path, base_dir: Path) -> None:
-    """The model (or adapter, naming its base by path so load_model finds it) and tokenizer."""
+    """The model (or adapter, naming its base by path so load_model finds it) and tokenizer.
+
+    A PiSSA/OLoRA adapter trained on the residual is saved as its change to the original base
+    (peft's conversion: rank 2r, ΔW = AB - A0B0), so that it applies to the untouched base
+    load_model loads; saved as it is, it would be added to weights it was not trained with."""
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
         for adapter in model.peft_config.values():
             adapter.base_model_name_or_path = str(base_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
+    initial = getattr(model, INITIAL_ADAPTER, None)
+    if initial is None:
+        model.save_pretrained(str(out_dir))
+    else:
+        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=str(initial))
+        keep_unconverted_tensors(model, out_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out_dir))
+
+
+# The attribute under which a PiSSA/OLoRA model in training carries the directory of its
+# adapter as initialised, which `save_weights` converts against.
+INITIAL_ADAPTER = "harness_initial_adapter"
+
+
+def keep_initial_adapter(trainer: Any, directory: Path) -> None:
+    """PiSSA/OLoRA (peft 0.21's procedure): save the adapter as initialised, before the first
+    step, into `directory`, for every later `save_weights` to convert against."""
+    from peft import PeftModel
+
+    model = trainer.model
+    if not isinstance(model, PeftModel):
+        return
+    init = str(getattr(model.active_peft_config, "init_lora_weights", ""))
+    if not init.startswith(BASE_CHANGING_INITS):
+        return
+    if trainer.accelerator.num_processes > 1:
+        raise RuntimeError(
+            f"init_lora_weights: {init} cannot be saved from a multi-process launch (the "
+            "conversion for the original base needs the whole adapter in one process); train "
+            "it without `accelerate:`"
+        )
+    initial = directory / "initial_adapter"  # its name becomes peft's adapter name for it
+    model.save_pretrained(str(initial))
+    setattr(model, INITIAL_ADAPTER, initial)
+
+
+def keep_unconverted_tensors(model: Any, out_dir: Path) -> None:
+    """peft 0.21's conversion keeps only LoRA's A and B: put back what else the adapter saves
+    (a classifier head in `modules_to_save`), unchanged, since it never depended on the base."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    path = out_dir / "adapter_model.safetensors"
+    converted = load_file(str(path))
+    state = get_peft_model_state_dict(model)
+    kept = {name: tensor for name, tensor in state.items() if "lora_" not in name}
+    if kept:
+        tensors = {name: t.detach().cpu().contiguous() for name, t in kept.items()}
+        save_file({**converted, **tensors}, str(path), metadata={"format": "pt"})
 
 
 def used_acceleration(trainer: Any) -> dict[str, Any]:
@@ -528,8 +662,9 @@ def train_with(
     callbacks = [progress_callback(request.progress, log)]
     if request.checkpoints is not None:
         callbacks.append(checkpoint_callback(request.checkpoints, request.base_dir))
-    with quiet(), kept_module_globals(model_type):
+    with quiet(), kept_module_globals(model_type), tempfile.TemporaryDirectory() as scratch:
         trainer = make_trainer(callbacks)
+        keep_initial_adapter(trainer, Path(scratch))  # PiSSA/OLoRA only
         run_trainer(trainer)
         return save_result(trainer, request, log)
 
@@ -607,9 +742,11 @@ def sft_trainer(
     quantize: bool,
     callbacks: Sequence[Any] = (),
     acceleration: Acceleration | None = None,
+    peft_config: Any = None,
 ) -> Any:
     """An SFTTrainer on prompt/completion rows: all weights, or a LoRA adapter (on a 4-bit base
-    when `quantize`). The model goes to trl as a path: trl refuses quantising a model object."""
+    when `quantize`), or the adapter of any ready `peft_config` (prompt tuning, IA3, ...; then
+    `lora` is None). The model goes to trl as a path: trl refuses quantising a model object."""
     from trl import SFTConfig, SFTTrainer
 
     device = pick_device()
@@ -637,7 +774,7 @@ def sft_trainer(
         processing_class=tokenizer,
         data_collator=padding_free_collator(tokenizer) if unpacked_padding_free else None,
         callbacks=list(callbacks),
-        peft_config=lora_config(lora) if lora is not None else None,
+        peft_config=lora_config(lora) if lora is not None else peft_config,
         quantization_config=quantization_config(plan) if quantize else None,
     )
     if unpacked_padding_free:

@@ -65,7 +65,7 @@ def required_fields(config: Config) -> set[str]:
 
 def problems(config: Config) -> list[str]:
     found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    found += lora_problems(config) if config.adapter == "lora" else []
+    found += lora_problems(config, reference=True) if config.adapter == "lora" else []
     return found + acceleration_problems(config)
 
 

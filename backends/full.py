@@ -1,6 +1,7 @@
 """`full`: all weights, either supervised fine-tuning of a causal LM (trl SFTTrainer) on
 prompt/completion rows, or with `task: classification` a sequence-classification model
-(transformers' Trainer) on text/label rows."""
+(transformers' Trainer) on text/label rows. `freeze:` trains only part of the weights of the
+causal LM, or unfreezes them gradually (harness.backends.freezing)."""
 
 from __future__ import annotations
 
@@ -21,23 +22,31 @@ from harness.backends.common import (
     TrainerBackend,
     train_sft,
 )
+from harness.backends.freezing import FreezeArgs, freeze_problems, frozen_layers, train_frozen
 
 
 class Config(SFTArgs, TaskArgs):
     learning_rate: float = Field(2e-5, gt=0)
     # Only so that "QLoRA with full" can be written, and refused by `problems`.
     quantization: Quantization | None = None
+    freeze: FreezeArgs | None = Field(
+        None,
+        description="Train only part of the weights: the last layers, only attention or MLP "
+        "blocks, or layer groups unfrozen gradually (default: every weight trains)",
+    )
 
 
 def problems(config: Config) -> list[str]:
     found = [FULL_4BIT] if config.quantization == "4bit" else []
-    return found + task_problems(config) + acceleration_problems(config)
+    return found + task_problems(config) + acceleration_problems(config) + freeze_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:
     config: Config = request.config
     if config.task == "classification":
         return train_classifier(request, config, lora=None)
+    if config.freeze is not None:
+        return train_frozen(request, config)
     return train_sft(request, config, lora=None, quantize=False)
 
 
@@ -46,7 +55,7 @@ def trains_adapter(config: Config) -> bool:
 
 
 def memory_profile(config: Config) -> MemoryProfile:
-    return MemoryProfile()
+    return MemoryProfile(frozen=frozen_layers(config))
 
 
 BACKEND = TrainerBackend(

@@ -63,7 +63,7 @@ def generation_batch(config: Config) -> int:
 
 def problems(config: Config) -> list[str]:
     found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    found += lora_problems(config) if config.adapter == "lora" else []
+    found += lora_problems(config, reference=config.beta > 0) if config.adapter == "lora" else []
     if config.num_generations < 2:
         found.append(
             f"num_generations is {config.num_generations}: GRPO compares completions within a "

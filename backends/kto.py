@@ -64,7 +64,7 @@ def required_fields(config: Config) -> set[str]:
 
 def problems(config: Config) -> list[str]:
     found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    found += lora_problems(config) if config.adapter == "lora" else []
+    found += lora_problems(config, reference=True) if config.adapter == "lora" else []
     if config.per_device_train_batch_size < 2:
         found.append(
             "KTO estimates its KL term by pairing each prompt with another row's completion in "

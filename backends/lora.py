@@ -19,6 +19,7 @@ from harness.backends.common import (
     SFTArgs,
     TrainerBackend,
     adapter_shape,
+    init_problems,
     lora_problems,
     train_sft,
 )
@@ -29,7 +30,8 @@ class Config(SFTArgs, LoraArgs, TaskArgs):
 
 
 def problems(config: Config) -> list[str]:
-    sft = lora_problems(config) if config.task == "causal_lm" else []  # trl's lm_head caveat
+    # trl's lm_head caveat is SFT's; PiSSA/OLoRA's limits hold for a classifier too
+    sft = lora_problems(config) if config.task == "causal_lm" else init_problems(config)
     return sft + task_problems(config) + acceleration_problems(config)
 
 

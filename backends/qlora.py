@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends import lora as lora_backend
-from harness.backends.common import TrainerBackend, adapter_shape, train_sft
+from harness.backends.common import (
+    TrainerBackend,
+    adapter_shape,
+    quantized_init_problems,
+    train_sft,
+)
 from harness.backends.lora import Config, required_fields, trains_adapter
 
 QLORA_CLASSIFICATION = (
@@ -22,7 +27,7 @@ QLORA_CLASSIFICATION = (
 def problems(config: Config) -> list[str]:
     if config.task == "classification":
         return [QLORA_CLASSIFICATION]
-    return lora_backend.problems(config)
+    return lora_backend.problems(config) + quantized_init_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:

@@ -78,6 +78,12 @@ def adapter_fingerprint(model: Any) -> str:
 
 def base_fingerprint(model: Any) -> str:
     """Hash of a peft model's base weights under their original names (adapter layers left out)."""
+    active = getattr(model, "active_peft_config", None)
+    if getattr(active, "is_adaption_prompt", False):
+        # Adaption prompts wrap whole attention modules (no tuner layers to skip): the base's
+        # own modules are back in place while the adapter is disabled.
+        with model.disable_adapter():
+            return tensors_fingerprint(model.get_base_model().state_dict())
     adapter_names = adapter_layer_names(model)
     state = {
         name.replace(".base_layer", ""): tensor

@@ -12,6 +12,12 @@ hand-computed cases. The formulas follow what the backends really run (trl 1.16,
   residual stream is bf16 too; in fp32 everything is float32.
 - Gradients and AdamW's two states (exp_avg, exp_avg_sq): one each per trainable parameter, in
   the trainable weights' dtype: float32, except QLoRA's adapter, which trl 1.16 casts to bf16.
+- Full fine-tuning with frozen weights (`freeze:`, `FrozenShape`): gradients, AdamW states and
+  autocast's cached copies only for the weights that train (a frozen weight has no gradient, is
+  never handed to the optimizer, and autocast caches only casts of weights that require grad);
+  the frozen bottom layers save no activations (nothing below them needs a gradient) unless
+  gradient checkpointing is on, which makes the embeddings' output require grad so every layer
+  keeps its input. A gradual schedule peaks at its end, with every group that ever trains.
 - QLoRA: every linear layer of the decoder blocks in NF4 (0.5 byte/param) plus double-quant
   constants (one 8-bit absmax per 64-weight block, one float32 absmax per 256 blocks); the
   embeddings, norms and an untied lm_head stay in the base's dtype (bitsandbytes leaves them).
@@ -24,11 +30,18 @@ hand-computed cases. The formulas follow what the backends really run (trl 1.16,
   the flattened batch (a byte per token pair), and eager attention spans it whole.
 - trl 1.16 never materialises the (batch, sequence, vocabulary) logits when training: its fused
   LM head scores tiles of 4,096 tokens x 32,768 vocabulary entries (`lm_head_bytes`). It switches
-  Liger's own fused cross-entropy off, so Liger does not change this term.
+  Liger's own fused cross-entropy off, so Liger does not change this term. The exception is
+  ORPO (`trl.experimental`): it takes the model's full logits, so their bytes count instead
+  (`full_logits_bytes`).
 - DPO runs chosen and rejected in one forward (twice the sequences). Its reference is the base
   with the adapter disabled when training a LoRA adapter (no second copy: trl 1.16 sets
   `ref_model = None` for a peft model) and a frozen float32 copy with `adapter: full`. GRPO
-  needs a reference only when beta > 0, under the same rule.
+  needs a reference only when beta > 0, under the same rule. ORPO needs no reference; KTO holds
+  one under the same rule and, each step, runs forwards without gradients (the reference on the
+  completions; the policy and the reference on mismatched pairs for its KL term) while the
+  policy's activations are held: one such forward's temporaries are counted
+  (`no_grad_forward_bytes`) on top of the gradients too, which is an upper bound (the gradients
+  of a step are made after them).
 - Generation buffers (KV cache): 2 (K and V) x layers x kv heads x head dim per token, for GRPO's
   generation batch x (prompt + max_completion_length) and the evaluation batch x (prompt +
   max_new_tokens).
@@ -185,10 +198,64 @@ def parameter_count(shape: ModelShape) -> int:
 
 
 @dataclass(frozen=True)
+class FrozenShape:
+    """Full fine-tuning with frozen weights: the top `trained_layers` decoder layers train (None:
+    all), whole or only their "attention" or "mlp" blocks; whole layers bring the final norm and
+    an untied LM head with them. The embeddings, and a head tied to them, never train."""
+
+    trained_layers: int | None = None
+    only: str | None = None
+
+
+def trained_layer_count(shape: ModelShape, frozen: FrozenShape) -> int:
+    return min(frozen.trained_layers or shape.num_layers, shape.num_layers)
+
+
+def trained_linears(shape: ModelShape, only: str | None) -> list[Linear]:
+    """A block's linears that train: all, or the attention (q, k, v, o) or MLP ones."""
+    linears = block_linears(shape)
+    return {"attention": linears[:4], "mlp": linears[4:]}.get(str(only), linears)
+
+
+def frozen_trainable_parameters(shape: ModelShape, frozen: FrozenShape) -> int:
+    """The weights a freezing schedule trains: per trained layer its linears (+ biases) and, for
+    whole layers, its two norms (attention alone: its q/k norms); plus the final norm and an
+    untied LM head when whole layers train."""
+    linears = trained_linears(shape, frozen.only)
+    per_layer = sum(t.weights + (t.out_features if t.bias else 0) for t in linears)
+    qk_norms = 2 * shape.head_dim if shape.qk_norm else 0
+    if frozen.only is None:
+        per_layer += 2 * shape.hidden_size + qk_norms
+    elif frozen.only == "attention":
+        per_layer += qk_norms
+    top = 0 if frozen.only else shape.hidden_size + untied_head_parameters(shape)
+    return trained_layer_count(shape, frozen) * per_layer + top
+
+
+def untied_head_parameters(shape: ModelShape) -> int:
+    return 0 if shape.tie_word_embeddings else shape.vocab_size * shape.hidden_size
+
+
+def head_trains(shape: ModelShape, setup: TrainingSetup) -> bool:
+    """The LM head's weight gets a gradient: all weights train, or a freezing schedule trains
+    whole layers of a model whose head is not the (frozen) input embedding."""
+    if setup.lora is not None:
+        return False
+    frozen = setup.frozen
+    return frozen is None or (frozen.only is None and not shape.tie_word_embeddings)
+
+
+@dataclass(frozen=True)
 class LoraShape:
+    """A trained adapter (harness.backends.AdapterShape): LoRA, or the peft `method` named."""
+
     r: int
     target_modules: str | tuple[str, ...] = "all-linear"
     use_dora: bool = False
+    method: str = "lora"  # lora, ia3, prompt_tuning, prefix_tuning, adaption_prompt
+    virtual_tokens: int = 0  # prompt/prefix tuning's virtual tokens; adaption prompt's length
+    layers: int | None = None  # adaption prompt: the top layers adapted (None: all)
+    feedforward_modules: tuple[str, ...] = ()  # IA3: targets scaled on their input
 
 
 def lora_targets(shape: ModelShape, lora: LoraShape) -> list[Linear]:
@@ -210,6 +277,40 @@ def lora_parameters(shape: ModelShape, lora: LoraShape) -> int:
         for t in lora_targets(shape, lora)
     )
     return shape.num_layers * per_layer
+
+
+def adapter_parameters(shape: ModelShape, adapter: LoraShape) -> int:
+    """Trainable parameters of any adapter, as peft 0.21 builds it for a causal LM:
+    - LoRA: `lora_parameters`;
+    - IA3: one vector per targeted linear and layer, as long as its output (its input for a
+      feedforward module);
+    - prompt tuning: virtual tokens x hidden size (one embedding table);
+    - prefix tuning: virtual tokens x layers x 2 (keys, values) x kv heads x head dim (peft sizes
+      the prefix for grouped-query attention by the kv heads);
+    - adaption prompt: per adapted (top) layer a prompt of virtual tokens x hidden size and a
+      scalar gate."""
+    n = adapter.virtual_tokens
+    if adapter.method == "ia3":
+        return shape.num_layers * ia3_layer_elements(shape, adapter)
+    if adapter.method == "prompt_tuning":
+        return n * shape.hidden_size
+    if adapter.method == "prefix_tuning":
+        return n * shape.num_layers * 2 * shape.num_kv_heads * shape.head_dim
+    if adapter.method == "adaption_prompt":
+        return adapted_layers(shape, adapter) * (n * shape.hidden_size + 1)
+    return lora_parameters(shape, adapter)
+
+
+def ia3_layer_elements(shape: ModelShape, adapter: LoraShape) -> int:
+    """IA3's scaling vectors in one layer: a feedforward target's input width, another's output."""
+    return sum(
+        t.in_features if t.name in adapter.feedforward_modules else t.out_features
+        for t in lora_targets(shape, adapter)
+    )
+
+
+def adapted_layers(shape: ModelShape, adapter: LoraShape) -> int:
+    return min(adapter.layers or shape.num_layers, shape.num_layers)
 
 
 # ---- activations -----------------------------------------------------------------------------
@@ -258,11 +359,32 @@ def lm_head_bytes(
     (float32 temporaries of the same size on the torch path the CPU takes; the GPU's Triton kernel
     works in place), the float32 gradient of the hidden states, and when the head trains
     (full fine-tuning; it is the embedding when tied) its float32 weight gradient."""
-    tile = min(tokens, LM_HEAD_TOKEN_TILE) * min(shape.vocab_size, LM_HEAD_VOCAB_TILE)
-    tile_bytes = tile * (compute_bytes + (0 if gpu else 3 * FP32))
+    tile_bytes = lm_head_tile_bytes(shape, tokens, compute_bytes, gpu=gpu)
     hidden = tokens * shape.hidden_size * (FP32 + FP32 + compute_bytes)
     head_grad = shape.vocab_size * shape.hidden_size * FP32 if trains_head else 0
     return tile_bytes + hidden + head_grad
+
+
+def lm_head_tile_bytes(shape: ModelShape, tokens: int, compute_bytes: int, *, gpu: bool) -> float:
+    """One tile of trl's fused LM head: its logits, and on the CPU's torch path three float32
+    temporaries of the same size."""
+    tile = min(tokens, LM_HEAD_TOKEN_TILE) * min(shape.vocab_size, LM_HEAD_VOCAB_TILE)
+    return tile * (compute_bytes + (0 if gpu else 3 * FP32))
+
+
+def full_logits_bytes(shape: ModelShape, tokens: int, compute_bytes: int) -> float:
+    """Materialised logits (ORPO): the logits and their gradient in the compute dtype, and the
+    float32 log-probabilities its losses keep for backward, per token and vocabulary entry."""
+    return tokens * shape.vocab_size * (2 * compute_bytes + FP32)
+
+
+def no_grad_forward_bytes(
+    shape: ModelShape, tokens: int, compute_bytes: int, *, gpu: bool
+) -> float:
+    """A forward without gradients through the fused LM head (KTO's reference and KL passes):
+    the layers' temporaries and one head tile."""
+    layers = inference_activation_bytes(shape, tokens, compute_bytes)
+    return layers + lm_head_tile_bytes(shape, tokens, compute_bytes, gpu=gpu)
 
 
 def training_activation_bytes(
@@ -296,6 +418,43 @@ def training_activation_bytes(
     if checkpointing:
         return shape.num_layers * tokens * shape.hidden_size * residual_bytes + one_layer + mask
     return shape.num_layers * one_layer + mask
+
+
+def adapter_activation_bytes(
+    shape: ModelShape,
+    adapter: LoraShape,
+    sequences: int,
+    seq_len: int,
+    compute_bytes: int,
+    *,
+    checkpointing: bool,
+) -> float:
+    """What an adapter other than LoRA adds to a micro-batch's saved activations (LoRA's r-wide
+    intermediates are in `layer_activation_bytes`; prompt tuning's virtual tokens lengthen every
+    sequence instead, see `training_breakdown`). Per layer:
+    - IA3: each scaling keeps the unscaled tensor for its vector's gradient, per token as wide as
+      the vector;
+    - prefix tuning: the virtual keys and values, repeated to every head as SDPA sees them, per
+      sequence 2 x virtual tokens x q;
+    - adaption prompt (adapted layers only), per token: the recomputed and the rotated queries
+      (2q), the scores and their float32 softmax (heads x virtual tokens each), the gated output
+      (q) and its o_proj output (h); per sequence its keys and values repeated to every head.
+    With gradient checkpointing one layer's worth is held at a time (recomputed in backward)."""
+    n, tokens = adapter.virtual_tokens, sequences * seq_len
+    q = shape.num_heads * shape.head_dim
+    layers = shape.num_layers
+    if adapter.method == "ia3":
+        per_layer = tokens * ia3_layer_elements(shape, adapter) * compute_bytes
+    elif adapter.method == "prefix_tuning":
+        per_layer = sequences * 2 * n * q * compute_bytes
+    elif adapter.method == "adaption_prompt":
+        layers = adapted_layers(shape, adapter)
+        scores = shape.num_heads * n
+        per_token = (3 * q + shape.hidden_size + scores) * compute_bytes + scores * FP32
+        per_layer = tokens * per_token + sequences * 2 * n * q * compute_bytes
+    else:
+        return 0.0
+    return per_layer * (1 if checkpointing else layers)
 
 
 def inference_activation_bytes(shape: ModelShape, tokens: int, compute_bytes: int) -> float:
@@ -337,6 +496,9 @@ class TrainingSetup:
     completion_len: int = 0  # GRPO: the tokens scored by the fused head
     gpu: bool = False
     sequences_per_row: int = 1  # sequences a row makes in one step (DPO: chosen and rejected)
+    frozen: FrozenShape | None = None  # full fine-tuning with part of the weights frozen
+    no_grad_forwards: int = 0  # forwards without gradients a step runs (KTO: reference, KL)
+    full_logits: bool = False  # the (sequences, length, vocabulary) logits exist (ORPO)
 
 
 @dataclass(frozen=True)
@@ -386,8 +548,9 @@ def base_weight_bytes(shape: ModelShape, quantized: bool, weight_bytes: int = FP
 def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
     """Peak memory of training one candidate (see the module docstring for the rules)."""
     base = parameter_count(shape)
-    adapter = lora_parameters(shape, setup.lora) if setup.lora else 0
-    trainable = adapter or base
+    adapter = adapter_parameters(shape, setup.lora) if setup.lora else 0
+    frozen = setup.frozen if setup.lora is None else None
+    trainable = adapter or (frozen_trainable_parameters(shape, frozen) if frozen else base)
     trainable_bytes = setup.adapter_bytes if setup.lora else FP32
     weights = base_weight_bytes(shape, setup.quantized, setup.weight_bytes)
     weights += adapter * setup.adapter_bytes
@@ -396,22 +559,47 @@ def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
         extra["reference model"] = base_weight_bytes(shape, setup.quantized, setup.weight_bytes)
     if setup.compute_bytes < FP32 and setup.lora is None:
         # autocast caches a low-precision copy of every trainable weight it casts (the linears)
-        extra["autocast weight copies"] = (linear_parameters(shape)) * setup.compute_bytes
+        cast = linear_parameters(shape)
+        if frozen:
+            layers = trained_layer_count(shape, frozen)
+            cast = layers * sum(t.weights for t in trained_linears(shape, frozen.only))
+        extra["autocast weight copies"] = cast * setup.compute_bytes
     sequences = setup.batch_size * setup.sequences_per_row
+    saving = shape  # the layers that save activations (frozen ones below the trained: none)
+    if frozen and not setup.gradient_checkpointing:
+        saving = replace(shape, num_layers=trained_layer_count(shape, frozen))
+    lora = setup.lora
+    # prompt tuning's virtual tokens go before every sequence, through every layer
+    seq_len = setup.seq_len + (
+        lora.virtual_tokens if lora and lora.method == "prompt_tuning" else 0
+    )
     activations = training_activation_bytes(
-        shape, sequences, setup.seq_len, setup.compute_bytes,
-        checkpointing=setup.gradient_checkpointing, lora_r=setup.lora.r if setup.lora else 0,
+        saving, sequences, seq_len, setup.compute_bytes,
+        checkpointing=setup.gradient_checkpointing,
+        lora_r=lora.r if lora and lora.method == "lora" else 0,
         residual_bytes=setup.weight_bytes, liger=setup.liger, attention=setup.attention,
         padding_free_tokens=setup.padding_free_tokens,
     )  # fmt: skip
+    if lora is not None:
+        activations += adapter_activation_bytes(
+            shape, lora, sequences, seq_len, setup.compute_bytes,
+            checkpointing=setup.gradient_checkpointing,
+        )  # fmt: skip
     scored = setup.completion_len or setup.seq_len
-    activations += lm_head_bytes(
-        shape,
-        setup.padding_free_tokens or sequences * scored,
-        setup.compute_bytes,
-        trains_head=setup.lora is None,
-        gpu=setup.gpu,
-    )
+    if setup.full_logits:
+        activations += full_logits_bytes(shape, sequences * setup.seq_len, setup.compute_bytes)
+    else:
+        activations += lm_head_bytes(
+            shape,
+            setup.padding_free_tokens or sequences * scored,
+            setup.compute_bytes,
+            trains_head=head_trains(shape, setup),
+            gpu=setup.gpu,
+        )
+    if setup.no_grad_forwards:
+        extra["forwards without gradients"] = no_grad_forward_bytes(
+            shape, sequences * setup.seq_len, setup.compute_bytes, gpu=setup.gpu
+        )
     exclusive: frozenset[str] = frozenset()
     if setup.generation_sequences:
         extra["KV cache (generation)"] = kv_cache_bytes(

@@ -35,12 +35,13 @@ from harness.plan._estimate import (
     FP32,
     Breakdown,
     EvaluationSetup,
+    FrozenShape,
     LoraShape,
     ModelShape,
     Sharding,
     TrainingSetup,
+    adapter_parameters,
     evaluation_breakdown,
-    lora_parameters,
     model_shape,
     sharded,
     training_breakdown,
@@ -320,7 +321,18 @@ def capped(length: int, cap: int | None) -> int:
 def lora_shape(profile: MemoryProfile) -> LoraShape | None:
     """The adapter a candidate trains, or None when all weights train."""
     adapter = profile.adapter
-    return LoraShape(adapter.r, adapter.target_modules, adapter.use_dora) if adapter else None
+    if adapter is None:
+        return None
+    return LoraShape(
+        adapter.r, adapter.target_modules, adapter.use_dora, adapter.method,
+        adapter.virtual_tokens, adapter.layers, adapter.feedforward_modules,
+    )  # fmt: skip
+
+
+def frozen_shape(profile: MemoryProfile) -> FrozenShape | None:
+    """What a freezing schedule trains (None: nothing frozen)."""
+    frozen = profile.frozen
+    return FrozenShape(frozen.trained_layers, frozen.only) if frozen else None
 
 
 def training_lengths(
@@ -340,22 +352,30 @@ def training_lengths(
     return capped(longest(tokenizer, pieces) + 1, max_length), []  # + eos
 
 
-def sft_row_lengths(config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any) -> list[int]:
-    """Tokens of each SFT row (prompt + completion + eos), capped at max_length."""
-    texts = [str(r.get("prompt", "")) + str(r.get("completion", "")) for r in rows]
+def sft_row_lengths(
+    config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any, generated: int = 0
+) -> list[int]:
+    """Tokens of each SFT row (prompt + completion + eos), capped at max_length; a method that
+    fine-tunes on completions it sampled (rft) adds the `generated` tokens of one instead."""
+    # a pretrain row is its `text` alone
+    texts = [str(r.get("prompt", "")) + str(r.get("completion", r.get("text", ""))) for r in rows]
     ids = tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"] if texts else []
     max_length = getattr(config, "max_length", None)
-    return [capped(len(row) + 1, max_length) for row in ids]
+    return [capped(len(row) + generated + 1, max_length) for row in ids]
 
 
 def padding_free_tokens(
-    acceleration: Acceleration, config: Any, rows: Sequence[dict[str, Any]], tokenizer: Any
+    acceleration: Acceleration,
+    config: Any,
+    rows: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    generated: int = 0,
 ) -> int:
     """Tokens of the largest flattened micro-batch: the batch's longest rows one after another,
     or with packing its bins of max_length (at most every token of the data). 0: padded."""
     if not acceleration.padding_free or tokenizer is None:
         return 0
-    lengths = sorted(sft_row_lengths(config, rows, tokenizer), reverse=True)
+    lengths = sorted(sft_row_lengths(config, rows, tokenizer, generated), reverse=True)
     batch = config.per_device_train_batch_size
     if acceleration.packing:
         return int(min(batch * config.max_length, sum(lengths)))
@@ -408,17 +428,22 @@ def training_setup(
         compute_bytes=2 if acceleration.precision == "bf16" else FP32,
         gradient_checkpointing=acceleration.gradient_checkpointing,
         lora=lora_shape(profile),
+        frozen=frozen_shape(profile),
         quantized=quantized,
         weight_bytes=2 if acceleration.weights == "bfloat16" else FP32,
         adapter_bytes=2 if quantized else FP32,  # trl 1.16 casts a 4-bit base's adapter to bf16
         attention=acceleration.attention,
         liger=acceleration.liger,
-        padding_free_tokens=padding_free_tokens(acceleration, config, rows, base.tokenizer),
+        padding_free_tokens=padding_free_tokens(
+            acceleration, config, rows, base.tokenizer, profile.completion_tokens
+        ),
         reference_copy=profile.reference_copy,
         generation_sequences=profile.generated_sequences,
         generation_len=seq_len if generates else 0,
         completion_len=profile.completion_tokens,
         gpu=device.name == "cuda",
+        no_grad_forwards=profile.no_grad_forwards,
+        full_logits=profile.full_logits,
     ), notes
 
 
@@ -534,7 +559,7 @@ def trained_row(
     acceleration, _ = planned_acceleration(
         config, training_device(info), config_model_type(base.config)
     )
-    adapter = lora_parameters(shape, setup.lora) if setup.lora and not planned.merge else 0
+    adapter = adapter_parameters(shape, setup.lora) if setup.lora and not planned.merge else 0
     evaluation = evaluation_breakdown(shape, evaluation_setup(lengths, batch, info, adapter))
     training = training_breakdown(shape, setup)
     notes.append(f"trains with {acceleration.describe()}")
@@ -565,13 +590,30 @@ def saved_adapter_parameters(reference: str, shape: ModelShape) -> int:
     if not path.is_file():
         return 0
     config = json.loads(path.read_text(encoding="utf-8"))
+    return adapter_parameters(shape, saved_adapter_shape(config))
+
+
+# peft's adapter_config.json `peft_type` -> the planner's method
+SAVED_METHODS = {
+    "IA3": "ia3",
+    "PROMPT_TUNING": "prompt_tuning",
+    "PREFIX_TUNING": "prefix_tuning",
+    "ADAPTION_PROMPT": "adaption_prompt",
+}
+
+
+def saved_adapter_shape(config: dict[str, Any]) -> LoraShape:
+    """A saved adapter's shape from its adapter_config.json (LoRA unless it says otherwise)."""
     targets = config.get("target_modules") or "all-linear"
-    lora = LoraShape(
-        int(config.get("r", 8)),
+    return LoraShape(
+        int(config.get("r") or 0),
         targets if isinstance(targets, str) else tuple(targets),
         bool(config.get("use_dora", False)),
+        SAVED_METHODS.get(str(config.get("peft_type")), "lora"),
+        int(config.get("num_virtual_tokens") or config.get("adapter_len") or 0),
+        config.get("adapter_layers"),
+        tuple(config.get("feedforward_modules") or ()),
     )
-    return lora_parameters(shape, lora)
 
 
 __all__ = ["FP32", "DeviceInfo", "PlanRow", "SuitePlan", "plan_suite"]

@@ -61,14 +61,12 @@ def _plan(
     _check_reward(spec, backend, candidate, where, checks, problems)
     if config is None or rows is None or replayed is None:
         return None
+    if trains_classifier(backend, config):
+        _check_classifier_checks(spec, candidate, where, checks, problems)
     mixed = mix_replay(rows, replayed, candidate.replay, spec.seed)
     replay_rows, rows = len(mixed) - len(rows), mixed
     if candidate.merge and not backend.trains_adapter(config):
-        problems.add(
-            (*where, "merge"),
-            f"`merge` needs an adapter; with these args the {candidate.backend} backend trains "
-            "all weights",
-        )
+        problems.add((*where, "merge"), _merge_refusal(backend, candidate.backend, config))
     data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
     accelerate = _accelerate(candidate, where, problems)
     checkpoints = candidate.checkpoints
@@ -80,6 +78,53 @@ def _plan(
         checkpoints, checkpoint_hash(spec, checks, checkpoints) if checkpoints else None,
         replay_rows=replay_rows, depends_on=(reward_model,) if reward_model else (),
     )  # fmt: skip
+
+
+def _merge_refusal(backend: Any, name: str, config: Any) -> str:
+    """Why `merge` cannot be: no adapter, or one that is no change of the base's weights."""
+    adapter = backend.memory_profile(config).adapter
+    if adapter is None:
+        return f"`merge` needs an adapter; with these args the {name} backend trains all weights"
+    return (
+        f"`merge` is impossible: the {name} backend's adapter ({adapter.method}) is no change of "
+        "the base's weights, so it cannot be merged into them (LoRA and IA3 can); remove `merge`"
+    )
+
+
+def trains_classifier(backend: Any, config: Any) -> bool:
+    """A reward model or a classification head: it scores, it does not generate."""
+    return bool(getattr(backend, "trains_reward_model", False)) or (
+        getattr(config, "task", None) == "classification"
+    )
+
+
+def _check_classifier_checks(
+    spec: SuiteBase,
+    candidate: Any,
+    where: PathKey,
+    checks: Sequence[PlannedCheck],
+    problems: Problems,
+) -> None:
+    """A classifier candidate is evaluated only by checks that can score a classifier."""
+    wanted = candidate.capabilities
+    unable = sorted(
+        {
+            f"{p.capability} · {p.label}"
+            for p in checks
+            if (wanted is None or p.capability in wanted) and not p.check.scores_classifiers(p.spec)
+        }
+    )
+    if unable:
+        able = sorted(
+            {p.capability for p in checks if p.check.scores_classifiers(p.spec)}
+            - {p.capability for p in checks if not p.check.scores_classifiers(p.spec)}
+        )
+        hint = f"capabilities: [{', '.join(able)}]" if able else "a `preference` or `glue` check"
+        problems.add(
+            (*where, "capabilities") if wanted is not None else where,
+            f"{candidate.name} trains a classifier (it scores, it does not generate), but would "
+            f"be evaluated by checks that need a causal LM: {', '.join(unable)}; give it {hint}",
+        )
 
 
 def _replay_rows(
@@ -261,7 +306,8 @@ def _values_fit(
     for problem in named[:MAX_ROW_PROBLEMS]:
         problems.add(where, f"{rows[problem.row].source}: {problem.message}")
     if rest := named[MAX_ROW_PROBLEMS:]:
-        more = f" (and {len(rest) - 1} more rows)" if len(rest) > 1 else ""
+        others = len(rest) - 1
+        more = f" (and {others} more row{'s' if others > 1 else ''})" if others else ""
         problems.add(where, f"{rows[rest[0].row].source}: {rest[0].message}{more}")
     for problem in found:
         if problem.row is None:

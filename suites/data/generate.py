@@ -58,6 +58,31 @@ def preference_rows(facts: list[dict], rng: random.Random) -> list[dict]:
     return rows
 
 
+def kto_rows(pairs: list[dict]) -> list[dict]:
+    """KTO's unpaired rows from the DPO pairs: each chosen answer desirable, each rejected one
+    undesirable, alternating, a fact's two rows half the file apart (trl estimates KTO's KL term
+    from neighbouring rows, which should be of different facts)."""
+    half = len(pairs) // 2
+    rows = []
+    for i, pair in enumerate(pairs):
+        other = pairs[(i + half) % len(pairs)]
+        rows += [
+            {
+                "id": f"{pair['id']}-desirable",
+                "prompt": pair["prompt"],
+                "completion": pair["chosen"],
+                "label": True,
+            },
+            {
+                "id": f"{other['id']}-undesirable",
+                "prompt": other["prompt"],
+                "completion": other["rejected"],
+                "label": False,
+            },
+        ]
+    return rows
+
+
 def main() -> None:
     rng = random.Random(0)
     facts, sums = corpus("facts.jsonl"), corpus("sums.jsonl")
@@ -84,7 +109,9 @@ def main() -> None:
             for f in updates
         ],
     )
-    write("new_facts_prefs.jsonl", preference_rows(updates, rng))
+    pairs = preference_rows(updates, rng)
+    write("new_facts_prefs.jsonl", pairs)
+    write("new_facts_kto.jsonl", kto_rows(pairs))
     # The same new facts mixed with replay of what the base knew: the usual guard against forgetting.
     replay = [
         {"id": r["id"], "prompt": r["question"], "completion": f" {r['answer']}\n"}
@@ -98,6 +125,10 @@ def main() -> None:
         "new_facts.jsonl",
         [{"id": f["id"], "prompt": f["question"], "answers": [f["answer"]]} for f in updates],
     )
+    # Held-out preference pairs for evaluating a reward model (the `preference` check): other
+    # facts than the training pairs' (those the base knew). Their own generator, so adding them
+    # changed none of the files above.
+    write("known_facts_prefs.jsonl", preference_rows(facts, random.Random(1)))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,11 @@ def rows_of(kind: str, count: int) -> list[dict[str, Any]]:
         return [{"text": r["prompt"] + r["completion"]} for r in base]
     if kind == "pairs":
         return [
-            {"prompt": r["prompt"], "chosen": r["completion"], "rejected": base[i - 1]["completion"]}
+            {
+                "prompt": r["prompt"],
+                "chosen": r["completion"],
+                "rejected": base[i - 1]["completion"],
+            }
             for i, r in enumerate(base)
         ]
     if kind == "kto":

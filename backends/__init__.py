@@ -27,6 +27,7 @@ class TrainProgress:
     step: int
     total_steps: int
     loss: float | None = None
+    phase: str = "training"  # what the steps count: "sampling" for RFT's generation batches
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,15 @@ class Backend(Protocol):
         ...
 
     def train(self, request: TrainRequest) -> TrainResult: ...
+
+    # Optional attributes (validation asks `getattr(backend, name, None)`; None: no such check),
+    # each run at `harness validate` time:
+    # - data_problems(config, rows) -> list[DataProblem]: the training rows' values (KTO's labels).
+    # - base_problems(config, base_config: dict) -> list[str]: the args against the base's
+    #   config.json as a dict (a freezing schedule's layers, an architecture peft supports),
+    #   reported at the candidate's `args:`. Called only when that config can be read without
+    #   loading the base (a local directory, a `random:` preset, a `builtin:`; not a hub id), so
+    #   `train` still checks the same things when it starts.
 
 
 # The built-in backends: "module:attr" targets, loaded on first use exactly as a plugin's entry

@@ -4,11 +4,15 @@ prompt/chosen/rejected pairs.
 One loss, no reference model: the chosen answer's negative log-likelihood plus `beta` times the
 log-sigmoid of the log odds ratio of chosen over rejected (Hong et al. 2024). A LoRA adapter by
 default; `adapter: full` trains all weights.
+
+trl's ORPO truncates only the answer, never the prompt: a pair whose prompt alone fills
+`max_length` is left out (as trl's DPOTrainer does), counted in the candidate's record.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -36,9 +40,11 @@ from harness.backends.common import (
     uses_chat,
 )
 from harness.core.device import pick_device
+from harness.core.errors import HarnessError
 
 # What trl logs of ORPO's two terms, kept in the candidate's record (training.method).
 LOGGED = ("nll_loss", "log_odds_ratio", "log_odds_chosen", "rewards/accuracies")
+IGNORED_LABEL = -100  # trl's label for prompt and padding tokens
 
 
 class Config(TrainingArgs, LoraArgs):
@@ -50,7 +56,12 @@ class Config(TrainingArgs, LoraArgs):
         description="Weight of the odds-ratio term against the chosen answer's NLL (λ in the paper)",
     )
     # No None: trl's ORPO would then truncate at 512 tokens all the same.
-    max_length: int = Field(512, ge=1, description="Truncate prompt+answer tokens (the answer)")
+    max_length: int = Field(
+        512,
+        ge=1,
+        description="Truncate prompt+answer tokens (the answer); a pair whose prompt alone fills "
+        "it is left out",
+    )
     quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
 
 
@@ -84,12 +95,33 @@ def experimental_orpo() -> Any:
     return orpo
 
 
+def has_answer_tokens(row: Mapping[str, Any]) -> bool:
+    """Whether trl's tokenized pair keeps an answer token in both sequences. trl truncates only
+    the answer, so a prompt of `max_length` tokens leaves it empty; ORPO's loss then takes the
+    answer's mean log-probability over no tokens (0/0, NaN in trl's `get_batch_logps`) and the
+    whole batch's loss is NaN. Labels are shifted by one there: the first predicts nothing."""
+    return all(
+        any(label != IGNORED_LABEL for label in row[f"{answer}_labels"][1:])
+        for answer in ("chosen", "rejected")
+    )
+
+
 def counting_trainer() -> type:
-    """ORPOTrainer that logs `num_tokens` (the tokens of chosen and rejected sequences trained on,
+    """ORPOTrainer that leaves out the pairs that trl's truncation leaves no answer token (in
+    `left_out`), and logs `num_tokens` (the tokens of chosen and rejected sequences trained on,
     padding excluded) as trl's other trainers do, for the harness's tokens/s."""
 
     class CountingORPOTrainer(experimental_orpo().ORPOTrainer):  # type: ignore[misc]
         trained_tokens = 0
+        train_dataset: Any  # a `datasets.Dataset`, tokenized by trl's __init__
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            tokenized = self.train_dataset
+            self.train_dataset = tokenized.filter(
+                has_answer_tokens, num_proc=self.args.dataset_num_proc
+            )
+            self.left_out = len(tokenized) - len(self.train_dataset)
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
             if model.training:
@@ -137,11 +169,26 @@ def train(request: TrainRequest) -> TrainResult:
             callbacks=callbacks,
             peft_config=lora_config(config) if lora else None,
         )
+        if len(trainer.train_dataset) == 0:
+            raise HarnessError(
+                f"every pair's prompt fills max_length ({config.max_length} tokens), leaving no "
+                "answer to train on: raise max_length or shorten the prompts"
+            )
         trainers.append(trainer)
         return trainer
 
     result = train_with(make_trainer, request, plan)
-    return replace(result, details={"beta": config.beta, **last_logged(trainers[0], LOGGED)})
+    return replace(result, details=training_details(trainers[0], config))
+
+
+def training_details(trainer: Any, config: Config) -> dict[str, Any]:
+    """Pairs trained on and left out, beta, and trl's last logged ORPO terms (training.method)."""
+    return {
+        "pairs": len(trainer.train_dataset),
+        "pairs_whose_prompt_fills_max_length": trainer.left_out,
+        "beta": config.beta,
+        **last_logged(trainer, LOGGED),
+    }
 
 
 def trains_adapter(config: Config) -> bool:

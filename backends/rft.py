@@ -206,7 +206,7 @@ def generate_samples(
     model = load_sampler(request, plan)
     set_seed(request.seed)
     samples: list[Sample] = []
-    request.progress(TrainProgress(0, len(chunks)))
+    request.progress(TrainProgress(0, len(chunks), phase="sampling"))
     for done, chunk in enumerate(chunks, start=1):
         # A chat template carries its own special tokens; a plain prompt gets the tokenizer's.
         encoded = tokenizer(
@@ -222,7 +222,7 @@ def generate_samples(
             Sample(i, completion_text(t, tokenizer, config.stop))
             for i, t in zip(chunk, new, strict=True)
         ]
-        request.progress(TrainProgress(done, len(chunks)))
+        request.progress(TrainProgress(done, len(chunks), phase="sampling"))
     return samples
 
 

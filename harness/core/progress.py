@@ -13,8 +13,10 @@ class Reporter:
         """`completed` cases of the current model's stage are done; `batches` forward batches
         were computed for them so far, generating `tokens` new tokens (cached cases cost none)."""
 
-    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
-        """A training step of a trained candidate."""
+    def training(
+        self, model: str, step: int, total: int, loss: float | None, phase: str = "training"
+    ) -> None:
+        """A step of a trained candidate's training (or of another `phase` of it: sampling)."""
 
     def note(self, model: str, text: str) -> None:
         """Something worth a line of its own (a checkpoint's verdict, an early stop)."""

@@ -131,13 +131,15 @@ class ConsoleReporter(Reporter):
         line += "" if finished else f" · {pace.eta(completed, total, now)}"
         self.console.print(printable(line), markup=False, highlight=False)
 
-    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
-        stage = "training" if loss is None else f"loss {loss:.3f}"
+    def training(
+        self, model: str, step: int, total: int, loss: float | None, phase: str = "training"
+    ) -> None:
+        stage = phase if loss is None else f"loss {loss:.3f}"
         self.progress.update(self.tasks[model], total=max(total, 1), completed=step, stage=stage)
         if not self.live and (step == total or step % max(total // 5, 1) == 0):
             shown = "" if loss is None else f", loss {loss:.4f}"
             self.console.print(
-                printable(f"[{model}] training step {step}/{total}{shown}"),
+                printable(f"[{model}] {phase} step {step}/{total}{shown}"),
                 markup=False,
                 highlight=False,
             )

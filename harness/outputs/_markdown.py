@@ -12,6 +12,7 @@ import html
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from harness.core.errors import HarnessError
 from harness.core.text import printable
@@ -110,6 +111,13 @@ def _size(count: float | None) -> str:
     return f"{count:.3g}"
 
 
+def _share(part: Any, whole: Any) -> str:
+    if not isinstance(part, int | float) or not isinstance(whole, int | float) or whole <= 0:
+        return ""
+    share = 100 * part / whole
+    return f" ({share:.0f}%)" if share >= 10 or share == 0 else f" ({share:.2g}%)"
+
+
 def _methods_table(result: RunResult) -> list[str]:
     trained = [c for c in result.candidates if "training" in c.record.info]
     if not trained:
@@ -126,7 +134,8 @@ def _methods_table(result: RunResult) -> list[str]:
         lines.append(
             f"| {md(c.record.name)} | {md(t.get('backend', ''))} | {t.get('wall_seconds', 0):.1f}{cached} | "
             f"{_size(t.get('tokens_per_second'))} | {_size(t.get('peak_memory_bytes'))}B | "
-            f"{_size(t.get('trainable_parameters'))} / {_size(t.get('total_parameters'))} | "
+            f"{_size(t.get('trainable_parameters'))} / {_size(t.get('total_parameters'))}"
+            f"{_share(t.get('trainable_parameters'), t.get('total_parameters'))} | "
             f"{_size(t.get('artifact_bytes'))}B | {_verdict(c)} |"
         )
     return [*lines, ""]

@@ -300,7 +300,9 @@ def _trainings(run: _Run, base: ModelResult) -> Trainings:
         base_dir = run.base_dir()
         where = "" if placement is None else f" ({placement.describe()})"
         reporter.stage(name, "training" + where)
-        progress = lambda p: reporter.training(name, p.step, p.total_steps, p.loss)  # noqa: E731
+        def progress(p: Any) -> None:
+            reporter.training(name, p.step, p.total_steps, p.loss, p.phase)
+
         return train_candidate(
             suite,
             name,

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers.training import preference_rows, train
 
 from harness.backends import BACKENDS
 from harness.backends.common import FULL_4BIT
 from harness.backends.kto import Config as KTOConfig
+from harness.backends.orpo import has_answer_tokens
 from harness.core.errors import HarnessError
 from harness.plan._estimate import (
     FP32,
@@ -279,6 +281,53 @@ def test_plan_estimates_each_method(tmp_path: Path, tiny_dir: Path) -> None:
     assert training["kto-full"]["total"] > training["kto"]["total"]
     tiny = model_shape(json.loads((tiny_dir / "config.json").read_text()))
     assert training["orpo"]["trainable_parameters"] == lora_parameters(tiny, LoraShape(8))
+
+
+# ---- prompts that fill max_length ------------------------------------------------------------
+
+# Far more than ORPO_MAX_LENGTH tokens of builtin:tiny's tokenizer; the short rows need ~20.
+LONG_PROMPT = "Q: " + "Tell me about the capital of Kithkouthia and its rivers. " * 12 + "A:"
+ORPO_MAX_LENGTH = 64
+
+
+def with_long_prompts(rows: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
+    """The rows with every `every`-th prompt replaced by one longer than ORPO_MAX_LENGTH."""
+    return [row | {"prompt": LONG_PROMPT} if i % every == 0 else row for i, row in enumerate(rows)]
+
+
+def test_a_pair_has_answer_tokens_only_where_a_shifted_label_is_left() -> None:
+    masked = -100
+    assert has_answer_tokens({"chosen_labels": [masked, 5, 6], "rejected_labels": [masked, 7]})
+    # the prompt filled max_length: trl left the answer empty (0/0 = NaN mean log-probability)
+    assert not has_answer_tokens({"chosen_labels": [masked, 5], "rejected_labels": [masked] * 3})
+    # the first label predicts nothing (logits are shifted by one): no answer token either
+    assert not has_answer_tokens({"chosen_labels": [5], "rejected_labels": [masked, 7]})
+
+
+@pytest.mark.slow
+def test_orpo_leaves_out_pairs_whose_prompt_fills_max_length(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    """trl's ORPO truncates only the answer: a prompt of max_length tokens left an empty answer
+    whose mean log-probability is NaN, and the first step's loss with it."""
+    rows = with_long_prompts(preference_rows(), every=2)
+    result = train(
+        "orpo", tiny_dir, tmp_path, rows, max_steps=2, per_device_train_batch_size=4,
+        learning_rate=1e-4, max_length=ORPO_MAX_LENGTH,
+    )  # fmt: skip
+    assert [step for step, _ in result.loss_curve] == [1, 2]
+    assert all(loss == loss and loss > 0 for _, loss in result.loss_curve), result.loss_curve
+    assert result.details["pairs"] == 8
+    assert result.details["pairs_whose_prompt_fills_max_length"] == 8
+    assert result.details["nll_loss"] == result.details["nll_loss"]  # not NaN
+
+
+def test_orpo_refuses_data_whose_every_prompt_fills_max_length(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    rows = with_long_prompts(preference_rows()[:4], every=1)
+    with pytest.raises(HarnessError, match=f"max_length \\({ORPO_MAX_LENGTH} tokens\\)"):
+        train("orpo", tiny_dir, tmp_path, rows, max_steps=1, max_length=ORPO_MAX_LENGTH)
 
 
 # ---- training through a suite run -----------------------------------------------------------

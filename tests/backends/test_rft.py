@@ -161,7 +161,7 @@ def test_sampling_is_seeded_and_reports_its_batches(tiny_dir: Path, tmp_path: Pa
     first = draw(0, seen.append)
     assert [s.row for s in first] == [i for i in range(6) for _ in range(3)]
     assert all("\n" not in s.completion for s in first)  # cut at the stop string
-    assert seen == [TrainProgress(n, 3) for n in range(4)]  # 18 completions, batches of 8
+    assert seen == [TrainProgress(n, 3, phase="sampling") for n in range(4)]  # 18, batches of 8
     assert draw(0) == first
     assert draw(1) != first
 
@@ -196,7 +196,8 @@ def test_rft_fine_tunes_on_the_kept_completions_only(tiny_dir: Path, tmp_path: P
         assert record["completion"].strip() == rows[record["row"]]["answers"][0]
     assert not result.is_adapter and result.trainable_parameters == result.total_parameters
     assert [step for step, _ in result.loss_curve] == [1, 2]
-    sampling = [p for p in seen if p.total_steps == 3]  # 36 completions in batches of 12
+    sampling = [p for p in seen if p.phase == "sampling"]  # 36 completions in batches of 12
+    assert all(p.total_steps == 3 for p in sampling)
     assert [p.step for p in sampling] == [0, 1, 2, 3] and seen[: len(sampling)] == sampling
     assert seen[len(sampling)] == TrainProgress(0, 2) and seen[-1].step == 2  # then the SFT
 

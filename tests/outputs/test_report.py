@@ -274,7 +274,7 @@ def test_method_comparison_shows_cost_beside_quality(recorded: tuple[Path, str])
     assert "Method comparison" in html and "training loss" in html
     assert html.count("<svg") == 3  # quality vs time, quality vs memory, loss curves
     assert "30.0 s" in html and "1.5 min" not in html and "1 min 30 s" in html  # wall time
-    assert "8k" in html and "of 700k" in html  # trainable of total parameters
+    assert "8k" in html and "of 700k (1.1%)" in html  # trainable of total parameters, and share
     assert "&lt;i&gt;cap&lt;/i&gt;" in html and "<i>cap</i>" not in html  # autoescaped
 
 

@@ -232,7 +232,9 @@ class Timeline(Reporter):
         if stage.startswith("training"):
             self.began[model] = time.monotonic()
 
-    def training(self, model: str, step: int, total: int, loss: float | None) -> None:
+    def training(
+        self, model: str, step: int, total: int, loss: float | None, phase: str = "training"
+    ) -> None:
         if step == total and loss is not None:
             self.ended.setdefault(model, time.monotonic())
 

@@ -56,6 +56,7 @@ def environment() -> Environment:
         seconds=format_seconds,
         bytes=format_bytes,
         count=format_count,
+        share=format_share,
         json_script=json_script,
     )
     env.globals["static"] = lambda name: Markup(_template_text(name))
@@ -127,6 +128,14 @@ def format_count(value: Any) -> str:
         if abs(value) >= limit:
             return f"{value / limit:.3g}{suffix}"
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+
+
+def format_share(part: Any, whole: Any) -> str:
+    """A trainable share: 9.0%, 0.29%, 0.0036% (two significant digits below 10%)."""
+    if not isinstance(part, int | float) or not isinstance(whole, int | float) or whole <= 0:
+        return "—"
+    share = 100 * part / whole
+    return f"{share:.0f}%" if share >= 10 or share == 0 else f"{share:.2g}%"
 
 
 def _generated() -> str:

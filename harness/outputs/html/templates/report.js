@@ -198,7 +198,7 @@
     var label = data.models[i] + (i === b ? " (base)" : "") + " " + mark(row[5][i]);
     box.appendChild(el("div", "model", label));
     if (row[4][i] === null) {
-      box.appendChild(el("pre", "out muted", "(no output: this model has no result for this case)"));
+      box.appendChild(el("pre", "out muted", "(no output: this model was not evaluated on this case: an error, or `capabilities:` left it out)"));
       return box;
     }
     box.appendChild(i === b || b < 0 ? el("pre", "out", row[4][i]) : diffNode(row[4][b], row[4][i], row[5][i]));

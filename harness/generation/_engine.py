@@ -85,8 +85,9 @@ class Engine:
             return
         raise ModelTaskError(
             f"{purpose} needs a causal language model, but {self.source.reference} is a "
-            "sequence-classification model (an encoder with a classifier head); evaluate it "
-            "with `glue` checks (head: classifier or auto) only"
+            "sequence-classification model (an encoder with a classifier head, or a reward "
+            "model); evaluate it with `glue` checks (head: classifier or auto) or `preference` "
+            "checks only (a candidate's `capabilities:` can name those)"
         )
 
     @property

@@ -212,6 +212,9 @@ class TrainerBackend:
     # Checks of the training rows' values (KTO: boolean labels, both kinds present), run at
     # validation time; None: `required_fields` says all
     data_problems: Callable[[Any, Sequence[dict[str, Any]]], list[DataProblem]] | None = None
+    # Checks of the args against the base's config.json (its layers, its architecture), run at
+    # validation time when that config can be read without loading the base; None: none
+    base_problems: Callable[[Any, dict[str, Any]], list[str]] | None = None
 
 
 def adapter_shape(config: Any) -> AdapterShape:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -113,6 +113,18 @@ def freeze_problems(config: Any) -> list[str]:
     return []
 
 
+def freeze_base_problems(config: Any, base_config: Mapping[str, Any]) -> list[str]:
+    """A freezing schedule against the base's config.json (validate time, when the base's
+    config can be read without loading it): the layers it names must exist."""
+    freeze: FreezeArgs | None = getattr(config, "freeze", None)
+    if freeze is None or getattr(config, "task", "causal_lm") == "classification":
+        return []  # nothing frozen, or refused by freeze_problems
+    layers = config_layer_count(base_config)
+    if layers is None:
+        return [f"freeze: {NO_LAYER_COUNT}, which the schedule counts its top layers from"]
+    return schedule_problems(freeze, layers)
+
+
 def known_steps(config: Any) -> int | None:
     """The optimizer steps of the run, when the config says (not with num_train_epochs)."""
     return config.max_steps if config.num_train_epochs is None else None
@@ -151,38 +163,55 @@ class Schedule:
     gradual: bool
 
 
+NO_LAYER_COUNT = "the base's config.json names no num_hidden_layers (nor n_layer)"
+
+
+def config_layer_count(config: Mapping[str, Any]) -> int | None:
+    """A config's decoder layers (a multimodal config's text model's): num_hidden_layers, or
+    GPT-2's n_layer; None when it names neither."""
+    text = config.get("text_config") or config
+    count = text.get("num_hidden_layers", text.get("n_layer"))
+    return count if isinstance(count, int) else None
+
+
 def base_layer_count(base_dir: Path) -> int:
-    """num_hidden_layers of the base's config.json (a multimodal config's text model's)."""
+    """The decoder layers of the base's config.json (a multimodal config's text model's)."""
     try:
         config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise FreezeError(f"freeze: cannot read the base's config.json ({error})") from error
-    text = config.get("text_config") or config
-    count = text.get("num_hidden_layers", text.get("n_layer"))
-    if not isinstance(count, int):
-        raise FreezeError(
-            f"freeze: the base's config.json in {base_dir} names no num_hidden_layers"
-        )
+    count = config_layer_count(config)
+    if count is None:
+        raise FreezeError(f"freeze: {NO_LAYER_COUNT} ({base_dir})")
     return count
+
+
+def schedule_problems(freeze: FreezeArgs, num_layers: int) -> list[str]:
+    """What a base of `num_layers` decoder layers cannot follow of `freeze` (found at validation
+    by `freeze_base_problems`, and again when training starts)."""
+    n = freeze.train_last_layers or num_layers
+    if n > num_layers:
+        return [
+            f"freeze: train_last_layers {n}, but the base has {num_layers} decoder layers; "
+            f"give at most {num_layers}"
+        ]
+    if freeze.unfreeze_every is not None and freeze.group_size >= n:
+        return [
+            f"freeze: group_size {freeze.group_size} covers all {n} trained layers of the base: "
+            "nothing is left to unfreeze; lower group_size"
+        ]
+    return []
 
 
 def layer_schedule(freeze: FreezeArgs, num_layers: int) -> Schedule:
     """The groups of trained layers, top first, and the step each starts training at."""
+    if found := schedule_problems(freeze, num_layers):
+        raise FreezeError(found[0])
     n = freeze.train_last_layers or num_layers
-    if n > num_layers:
-        raise FreezeError(
-            f"freeze: train_last_layers {n}, but the base has {num_layers} decoder layers; "
-            f"give at most {num_layers}"
-        )
     top_down = list(range(num_layers - 1, num_layers - n - 1, -1))
     every = freeze.unfreeze_every
     size = freeze.group_size if every is not None else n
     chunks = [tuple(sorted(top_down[i : i + size])) for i in range(0, n, size)]
-    if every is not None and len(chunks) < 2:
-        raise FreezeError(
-            f"freeze: group_size {size} covers all {n} trained layers of the base: nothing is "
-            "left to unfreeze; lower group_size"
-        )
     groups = tuple(LayerGroup(layers, i * (every or 0)) for i, layers in enumerate(chunks))
     return Schedule(num_layers, groups, freeze.only, every is not None)
 

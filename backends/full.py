@@ -5,6 +5,8 @@ causal LM, or unfreezes them gradually (harness.backends.freezing)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from harness.backends import MemoryProfile, TrainRequest, TrainResult
@@ -22,7 +24,13 @@ from harness.backends.common import (
     TrainerBackend,
     train_sft,
 )
-from harness.backends.freezing import FreezeArgs, freeze_problems, frozen_layers, train_frozen
+from harness.backends.freezing import (
+    FreezeArgs,
+    freeze_base_problems,
+    freeze_problems,
+    frozen_layers,
+    train_frozen,
+)
 
 
 class Config(SFTArgs, TaskArgs):
@@ -39,6 +47,11 @@ class Config(SFTArgs, TaskArgs):
 def problems(config: Config) -> list[str]:
     found = [FULL_4BIT] if config.quantization == "4bit" else []
     return found + task_problems(config) + acceleration_problems(config) + freeze_problems(config)
+
+
+def base_problems(config: Config, base_config: dict[str, Any]) -> list[str]:
+    """What the base's config.json refuses: a freezing schedule naming layers it lacks."""
+    return freeze_base_problems(config, base_config)
 
 
 def train(request: TrainRequest) -> TrainResult:
@@ -59,5 +72,6 @@ def memory_profile(config: Config) -> MemoryProfile:
 
 
 BACKEND = TrainerBackend(
-    "full", Config, required_fields, problems, train, trains_adapter, memory_profile
-)
+    "full", Config, required_fields, problems, train, trains_adapter, memory_profile,
+    base_problems=base_problems,
+)  # fmt: skip

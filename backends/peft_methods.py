@@ -9,8 +9,9 @@ rows, trained by trl's SFTTrainer (`sft_trainer`) with the method's peft config.
 - `ia3`: a learned vector scaling the outputs of some linears and the inputs of the feedforward
   ones (IA3Config; peft's defaults for Llama: k_proj, v_proj and down_proj, down_proj's input).
 - `llama_adapter`: LLaMA-Adapter's zero-gated adaption prompts in the top layers
-  (AdaptionPromptConfig), on the architectures peft implements it for (checked when training
-  starts: validation does not know the base's architecture).
+  (AdaptionPromptConfig), on the architectures peft implements it for (checked at validation
+  when the base's config.json can be read without loading it, `base_problems`, and again when
+  training starts).
 
 Their adapters load back through `load_model` like LoRA's. Only IA3 merges into the base
 (`merge: true`): virtual tokens, prefixes and adaption prompts are no change of the base's
@@ -19,14 +20,14 @@ weights, so `trains_adapter` is False for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
 
 from harness.backends import AdapterShape, MemoryProfile, TrainRequest, TrainResult
-from harness.backends.acceleration import Switch, acceleration_problems, base_model_type
+from harness.backends.acceleration import Switch, acceleration_problems, config_model_type
 from harness.backends.common import (
     SFT_FIELDS,
     SFTArgs,
@@ -35,8 +36,10 @@ from harness.backends.common import (
     sft_trainer,
     train_with,
 )
+from harness.backends.freezing import config_layer_count
 from harness.core.device import pick_device
 from harness.core.errors import HarnessError
+from harness.models.configs import read_config
 
 # ---- configs ---------------------------------------------------------------------------------
 
@@ -136,6 +139,34 @@ def llama_adapter_problems(config: LlamaAdapterArgs) -> list[str]:
     return acceleration_problems(config)
 
 
+# peft 0.21.2's TRANSFORMERS_MODEL_CONFIG (peft.tuners.adaption_prompt.config), the architectures
+# it implements adaption prompts for; held here because validation does not import peft (a test
+# compares the two).
+ADAPTION_PROMPT_MODEL_TYPES = ("gpt2", "llama", "mistral")
+
+
+def llama_adapter_base_problems(
+    config: LlamaAdapterArgs,
+    base_config: Mapping[str, Any],
+    supported: Collection[str] = ADAPTION_PROMPT_MODEL_TYPES,
+) -> list[str]:
+    """What the base's config refuses: an architecture without adaption prompts in peft, more
+    adapted layers than it has (validate time, and again when training starts)."""
+    model_type = config_model_type(base_config)
+    if model_type is not None and model_type not in supported:
+        return [
+            f"llama_adapter: peft implements adaption prompts for {', '.join(sorted(supported))} "
+            f"bases, not {model_type!r}; use prompt_tuning, ia3 or lora"
+        ]
+    layers, wanted = config_layer_count(base_config), config.adapter_layers
+    if layers is not None and wanted is not None and wanted > layers:
+        return [
+            f"llama_adapter: adapter_layers {wanted}, but the base has {layers} decoder layers; "
+            f"give at most {layers}"
+        ]
+    return []
+
+
 # ---- peft configs ----------------------------------------------------------------------------
 
 
@@ -178,19 +209,15 @@ def llama_adapter_peft(config: LlamaAdapterArgs, request: TrainRequest) -> Any:
     from peft import AdaptionPromptConfig
     from peft.tuners.adaption_prompt.config import TRANSFORMERS_MODEL_CONFIG
 
-    model_type = base_model_type(request.base_dir)
-    if model_type not in TRANSFORMERS_MODEL_CONFIG:
-        raise HarnessError(
-            f"llama_adapter: peft implements adaption prompts for "
-            f"{', '.join(sorted(TRANSFORMERS_MODEL_CONFIG))} bases, not {model_type!r}; use "
-            "prompt_tuning, ia3 or lora"
-        )
-    layers = base_layer_count(request)
-    wanted = config.adapter_layers or layers
-    if wanted > layers:
-        raise HarnessError(f"llama_adapter: adapter_layers is {wanted}, the base has {layers}")
+    # What validation checked when it could read the base, now against what peft really has
+    # (and before transformers reads an architecture it may not know).
+    base = read_config(request.base_dir, lambda _: None) or {}
+    if found := llama_adapter_base_problems(config, base, TRANSFORMERS_MODEL_CONFIG):
+        raise HarnessError(found[0])
     return AdaptionPromptConfig(
-        task_type="CAUSAL_LM", adapter_len=config.adapter_len, adapter_layers=wanted
+        task_type="CAUSAL_LM",
+        adapter_len=config.adapter_len,
+        adapter_layers=config.adapter_layers or base_layer_count(request),
     )
 
 
@@ -333,4 +360,5 @@ IA3 = TrainerBackend("ia3", IA3Args, required_fields, ia3_problems, train_ia3, m
 LLAMA_ADAPTER = TrainerBackend(
     "llama_adapter", LlamaAdapterArgs, required_fields, llama_adapter_problems,
     train_llama_adapter, never_merges, llama_adapter_profile,
+    base_problems=llama_adapter_base_problems,
 )  # fmt: skip

@@ -86,7 +86,12 @@ def _resolve(
     _check_gates(spec, checks, problems)
     _check_candidates(spec, datasets, problems)
 
-    trainings = plan_trainings(spec, datasets, checks, problems)
+    # Args are checked against the base trained from (--base: relative to the working directory)
+    trainings = plan_trainings(
+        spec, datasets, checks, problems,
+        base=(base_override or spec.base) if resolve_models else None,
+        relative_to=Path.cwd() if base_override else suite_dir,
+    )  # fmt: skip
     if resolve_models:  # models will run: what they need must be installed
         _check_engines(spec, problems)
         _check_entries(spec, doc.path.parent, problems)

@@ -2,7 +2,8 @@
 
 Everything a backend will refuse is found here, at `harness validate` time, and reported at its
 FILE:LINE:COL like any other suite error: unknown or mistyped args (with did-you-mean),
-impossible combinations, rows missing a field the backend needs, a reward that names nothing.
+impossible combinations, args the base cannot follow (when its config.json can be read without
+loading it), rows missing a field the backend needs, a reward that names nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 from harness.backends import BACKENDS
 from harness.core.errors import HarnessError
 from harness.core.registry import did_you_mean
+from harness.models.configs import base_config
 from harness.suite._data import Row
 from harness.suite._planned import AccelerateConfig, PlannedCheck, PlannedTraining
 from harness.suite._problems import Problems, pydantic_problems
@@ -30,15 +33,35 @@ def plan_trainings(
     datasets: dict[str, list[Row]],
     checks: Sequence[PlannedCheck],
     problems: Problems,
+    *,
+    base: str | None = None,
+    relative_to: Path | None = None,
 ) -> dict[str, PlannedTraining]:
+    """The trained candidates, checked. `base`: the reference they train from (the suite's, or
+    --base, a relative path taken from `relative_to`, default the suite's folder), whose config
+    the backends' `base_problems` check the args against; None: not checked (`harness gate`)."""
+    trained = [(i, c) for i, c in enumerate(spec.candidates) if c.backend is not None]
+    folder = relative_to or problems.doc.path.parent
+    base_settings = base_config(base, folder) if base is not None and trained else None
     plans = {}
-    for index, candidate in enumerate(spec.candidates):
-        if candidate.backend is not None:
-            where: PathKey = ("candidates", index)
-            plan = _plan(spec, candidate, where, datasets, checks, problems)
-            if plan is not None:
-                plans[candidate.name] = plan
+    for index, candidate in trained:
+        where: PathKey = ("candidates", index)
+        plan = _plan(spec, candidate, where, datasets, checks, problems, base_settings)
+        if plan is not None:
+            plans[candidate.name] = plan
     return plans
+
+
+def _check_base(
+    backend: Any, config: Any, settings: dict[str, Any] | None, where: PathKey, problems: Problems
+) -> None:
+    """The backend's optional `base_problems(config, base_config)` hook, when the base's config
+    was read without loading it (else the backend checks the same when training starts)."""
+    check = getattr(backend, "base_problems", None)
+    if check is None or settings is None:
+        return
+    for message in check(config, settings):
+        problems.add((*where, "args"), message)
 
 
 def _plan(
@@ -48,14 +71,16 @@ def _plan(
     datasets: dict[str, list[Row]],
     checks: Sequence[PlannedCheck],
     problems: Problems,
+    base_settings: dict[str, Any] | None,
 ) -> PlannedTraining | None:
-
     try:
         backend = BACKENDS.get(candidate.backend)
     except HarnessError as exc:
         problems.add((*where, "backend"), str(exc))
         return None
     config = _config(backend, candidate, where, problems)
+    if config is not None:
+        _check_base(backend, config, base_settings, where, problems)
     rows = _rows(backend, config, candidate, where, datasets, problems)
     replayed = _replay_rows(backend, config, candidate, where, datasets, problems)
     _check_reward(spec, backend, candidate, where, checks, problems)

@@ -123,7 +123,8 @@ def test_prefix_tuning_is_still_dropped_by_generate(tiny_dir: Path) -> None:
 
 
 def test_llama_adapter_refuses_an_architecture_peft_lacks(tmp_path: Path) -> None:
-    """Validation does not know the base's architecture: training says so before it starts."""
+    """Training refuses it too, before it starts (validation does so when it can read the
+    base's config: tests/suite/test_base_problems.py)."""
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     spec = BACKENDS.get("llama_adapter")
     request = TrainRequest(tmp_path, sft_rows(), spec.Config(max_steps=1), 0, tmp_path / "out")

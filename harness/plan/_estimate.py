@@ -42,6 +42,10 @@ hand-computed cases. The formulas follow what the backends really run (trl 1.16,
   policy's activations are held: one such forward's temporaries are counted
   (`no_grad_forward_bytes`) on top of the gradients too, which is an upper bound (the gradients
   of a step are made after them).
+- DoRA (peft 0.21.2, `DoraLinearLayer.forward`): see `dora_activation_bytes`. Its column norm of
+  W + scale B A is computed per layer and detached, so that full-size weight is a temporary; what
+  costs memory is that the magnitude's gradient keeps the base output and the LoRA output of
+  every adapted linear (two tensors of tokens x out features) until backward.
 - Generation buffers (KV cache): 2 (K and V) x layers x kv heads x head dim per token, for GRPO's
   generation batch x (prompt + max_completion_length) and the evaluation batch x (prompt +
   max_new_tokens).
@@ -256,6 +260,7 @@ class LoraShape:
     virtual_tokens: int = 0  # prompt/prefix tuning's virtual tokens; adaption prompt's length
     layers: int | None = None  # adaption prompt: the top layers adapted (None: all)
     feedforward_modules: tuple[str, ...] = ()  # IA3: targets scaled on their input
+    dropout: bool = False  # lora_dropout > 0: DoRA then recomputes the base output itself
 
 
 def lora_targets(shape: ModelShape, lora: LoraShape) -> list[Linear]:
@@ -457,6 +462,45 @@ def adapter_activation_bytes(
     return per_layer * (1 if checkpointing else layers)
 
 
+def dora_activation_bytes(
+    shape: ModelShape,
+    adapter: LoraShape,
+    tokens: int,
+    compute_bytes: int,
+    *,
+    checkpointing: bool,
+    quantized: bool = False,
+) -> float:
+    """What DoRA adds to LoRA's saved activations for a micro-batch of `tokens` tokens, as
+    peft 0.21.2's `DoraLinearLayer.forward` runs in training (dora.py, variants.py), per adapted
+    linear of out features `o` and in features `i`:
+
+    - kept until backward: `(m / ||W + s B A||_c - 1) * base_out + m / ||.||_c * lora_out * s`
+      needs, for the magnitude m's gradient, `base_out` and `lora_out = B(A(x))` themselves:
+      2 x tokens x o in the compute dtype (autocast's linear outputs). LoRA keeps neither (its
+      `base_out + lora_out * s` saves nothing). Counted for every layer (one with checkpointing);
+    - with lora_dropout > 0 DoRA recomputes the base output as `F.linear(dropout(x), W)`, which
+      keeps its weight for the input's gradient: a fresh o x i copy per adapted linear when that
+      weight is a cast (autocast's bf16 copy of the weight) or a dequantised 4-bit weight; in
+      float32 it is the parameter itself, nothing new;
+    - one transient, in the backward of the widest adapted linear: the float32 magnitude makes
+      the combination float32 (type promotion), so its backward holds about three float32
+      tokens x o tensors at once (the output's gradient, its scaled copy, a product reduced to
+      the magnitude's gradient).
+
+    Not counted, being per layer and freed before the next: the column norm's inputs, W and
+    B A (an identity of i x i through A and B) in full size, detached (no gradient flows
+    through the norm: DoRA paper, section 4.3)."""
+    targets = lora_targets(shape, adapter)
+    if adapter.method != "lora" or not adapter.use_dora or not targets:
+        return 0.0
+    per_layer = 2 * tokens * sum(t.out_features for t in targets) * compute_bytes
+    if adapter.dropout and (quantized or compute_bytes < FP32):
+        per_layer += sum(t.weights for t in targets) * compute_bytes
+    backward = 3 * tokens * max(t.out_features for t in targets) * FP32
+    return per_layer * (1 if checkpointing else shape.num_layers) + backward
+
+
 def inference_activation_bytes(shape: ModelShape, tokens: int, compute_bytes: int) -> float:
     """A forward without gradients frees each layer's tensors as it goes: the residual stream plus
     the widest layer's temporaries (q, k, v, attention output, gate/up/product) are alive at once."""
@@ -584,6 +628,10 @@ def training_breakdown(shape: ModelShape, setup: TrainingSetup) -> Breakdown:
         activations += adapter_activation_bytes(
             shape, lora, sequences, seq_len, setup.compute_bytes,
             checkpointing=setup.gradient_checkpointing,
+        )  # fmt: skip
+        activations += dora_activation_bytes(
+            shape, lora, setup.padding_free_tokens or sequences * seq_len, setup.compute_bytes,
+            checkpointing=setup.gradient_checkpointing, quantized=setup.quantized,
         )  # fmt: skip
     scored = setup.completion_len or setup.seq_len
     if setup.full_logits:

@@ -27,6 +27,7 @@ from harness.backends.acceleration import (
 )
 from harness.core.chat import chat_turns
 from harness.core.errors import HarnessError, ModelNotFoundError
+from harness.models.configs import read_config as directory_config
 from harness.models.presets import preset_config
 from harness.models.references import check_reference, local_directory
 from harness.models.tinylm import train_tokenizer
@@ -216,14 +217,11 @@ def model_config(reference: str, trust_remote_code: bool = False) -> dict[str, A
 
 
 def read_config(directory: Path) -> dict[str, Any]:
-    adapter = directory / "adapter_config.json"
-    if not (directory / "config.json").is_file() and adapter.is_file():
-        base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        return model_config(str(base))
-    path = directory / "config.json"
-    if not path.is_file():
+    """`directory`'s config.json (an adapter's: its base's, read as any reference)."""
+    config = directory_config(directory, model_config)
+    if config is None:
         raise ModelNotFoundError(f"no config.json in {directory}")
-    return dict(json.loads(path.read_text(encoding="utf-8")))
+    return config
 
 
 def hub_config(name: str, trust_remote_code: bool) -> dict[str, Any]:
@@ -318,14 +316,15 @@ def capped(length: int, cap: int | None) -> int:
 # ---- training --------------------------------------------------------------------------------
 
 
-def lora_shape(profile: MemoryProfile) -> LoraShape | None:
-    """The adapter a candidate trains, or None when all weights train."""
+def lora_shape(profile: MemoryProfile, dropout: bool = False) -> LoraShape | None:
+    """The adapter a candidate trains, or None when all weights train; `dropout`: its
+    lora_dropout is above 0 (DoRA's saved tensors depend on it)."""
     adapter = profile.adapter
     if adapter is None:
         return None
     return LoraShape(
         adapter.r, adapter.target_modules, adapter.use_dora, adapter.method,
-        adapter.virtual_tokens, adapter.layers, adapter.feedforward_modules,
+        adapter.virtual_tokens, adapter.layers, adapter.feedforward_modules, dropout,
     )  # fmt: skip
 
 
@@ -427,7 +426,7 @@ def training_setup(
         seq_len=seq_len,
         compute_bytes=2 if acceleration.precision == "bf16" else FP32,
         gradient_checkpointing=acceleration.gradient_checkpointing,
-        lora=lora_shape(profile),
+        lora=lora_shape(profile, getattr(config, "lora_dropout", 0.0) > 0),
         frozen=frozen_shape(profile),
         quantized=quantized,
         weight_bytes=2 if acceleration.weights == "bfloat16" else FP32,

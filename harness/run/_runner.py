@@ -300,6 +300,7 @@ def _trainings(run: _Run, base: ModelResult) -> Trainings:
         base_dir = run.base_dir()
         where = "" if placement is None else f" ({placement.describe()})"
         reporter.stage(name, "training" + where)
+
         def progress(p: Any) -> None:
             reporter.training(name, p.step, p.total_steps, p.loss, p.phase)
 

@@ -119,7 +119,7 @@ def open_model(
     quantize: str | None = None,
 ) -> LoadedModel | LazyModel:
     """Like `load_model`, but returns a `LazyModel` (nothing loaded yet) for a random preset, or
-    for a directory, built builtin or LM adapter whose fingerprint is remembered for its current
+    for a directory, built builtin or adapter (LM or classifier) whose fingerprint is remembered for its current
     files (and, for an adapter, its base's)."""
     load = partial(
         load_model,
@@ -204,7 +204,7 @@ def memo_target(reference: str, setting: str) -> tuple[Path, str] | None:
 
 
 def adapter_memo_target(reference: str, setting: str) -> tuple[Path, str] | None:
-    """An LM adapter's memo is made for its base's current fingerprint, itself remembered
+    """An adapter's memo is made for its base's current fingerprint, itself remembered
     against the base's files: a changed base reads another memo, so nothing stale is reused.
     (Loading an adapter only to hash it cost ~0.1 s each on a fully cached rerun.)"""
     kind, name = check_reference(reference)
@@ -216,13 +216,18 @@ def adapter_memo_target(reference: str, setting: str) -> tuple[Path, str] | None
         base = memo_directory(config["base_model_name_or_path"])
     except (OSError, ValueError, KeyError, TypeError, HarnessError):
         return None
-    # A classification adapter's base loads with another head, so another fingerprint.
-    if base is None or adapter_task(config) == CLASSIFICATION:
+    if base is None:
         return None
     remembered = recall_fingerprint(base, setting)
     if remembered is None:
         return None
-    return path, f"{setting}|base:{remembered.fingerprint}"
+    memo = f"{setting}|base:{remembered.fingerprint}"
+    if adapter_task(config) == CLASSIFICATION:
+        # Its base loads as a classifier shaped by the head file beside it (a missing head is
+        # seeded, so the same files always load the same model): the base's files, that shape
+        # and the adapter's own files decide its weights.
+        memo += "|head:" + json.dumps(head_config(path), sort_keys=True)
+    return path, memo
 
 
 def memo_directory(reference: str) -> Path | None:

@@ -236,3 +236,28 @@ def test_a_builtin_built_by_its_first_load_is_remembered(
     assert isinstance(first, LoadedModel)  # built now: nothing could be remembered before
     second = open_model("builtin:tiny")
     assert isinstance(second, LazyModel) and second.fingerprint == first.fingerprint
+
+
+@pytest.mark.slow  # one step of a reward model on the tiny model
+def test_a_classification_adapter_is_remembered_like_an_lm_adapter(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """A reward model (a SEQ_CLS adapter) on a cached rerun is not loaded only to be named: its
+    fingerprint is remembered against its files, its base's and its head's shape."""
+    from helpers.training import preference_rows, train
+
+    from harness.models import LazyModel, LoadedModel
+    from harness.models.loading import open_model
+
+    adapter = tmp_path / "rm"
+    train("reward_model", tiny_dir, adapter, preference_rows(), max_steps=1)
+    open_model(str(tiny_dir))  # the base, remembered as a causal LM
+    first = open_model(str(adapter))
+    assert isinstance(first, LoadedModel) and first.task == "classification"
+    second = open_model(str(adapter))
+    assert isinstance(second, LazyModel) and second.task == "classification"
+    assert second.fingerprint == first.fingerprint
+    weights = next(adapter.glob("adapter_model.*"))
+    weights.write_bytes(weights.read_bytes())  # rewritten: its memo must not be trusted
+    third = open_model(str(adapter))
+    assert isinstance(third, LoadedModel) and third.fingerprint == first.fingerprint

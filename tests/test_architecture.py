@@ -7,13 +7,13 @@ do not count.
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import heavy_imports
 from helpers.source_graph import ROOT, cycles, imports, module_graph, package, resolve, sources
 
 from harness.store import Store
@@ -87,24 +87,6 @@ def test_a_deferred_import_says_why() -> None:
             if package(module) != "cli" and not said:
                 silent.append(f"{path.relative_to(ROOT)}:{line}: {name}")
     assert silent == []
-
-
-HEAVY = ("torch", "transformers", "peft", "trl", "scipy", "lm_eval", "datasets")
-
-
-def heavy_imports(argv: list[str], cwd: Path) -> list[str]:
-    """Run `harness *argv` in a fresh interpreter; the heavy libraries it imported."""
-    code = (
-        "import sys\nfrom harness.cli import main\n"
-        f"sys.argv = ['harness', *{argv!r}]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
-    assert "HEAVY" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
-    return ast.literal_eval(result.stdout.rsplit("HEAVY", 1)[1].strip().splitlines()[0])
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,11 @@ class EvidenceCache:
                 k: json.loads(v) for (kind, k), v in stored.items() if kind == "evidence"
             }
         found = self._found.get(key) or self._fresh.get(key)
+        if found is None:
+            # Two candidates with the same cases' numbers share a key, and the store keeps one
+            # row per key, under the scope that wrote it last: the evidence is a pure function
+            # of its key, so another candidate's is as good.
+            found = self.store.get_many("evidence", [key]).get(key)
         return Evidence(**found) if found is not None else None
 
     def put(self, key: str, evidence: Evidence) -> None:

@@ -4,17 +4,15 @@ dependency (no hub)."""
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers.cli import heavy_imports
 
 from harness.checks import CHECKS, Case, EvalContext, Outcome
 from harness.generation import GenerationSettings
@@ -224,17 +222,5 @@ def test_a_suite_with_a_similarity_check_runs_and_records_its_metrics(tmp_path: 
 
 
 def rerun_imports(argv: list[str]) -> list[str]:
-    """Run `harness *argv` in a fresh interpreter; which of torch and sentence-transformers it
-    imported."""
-    heavy = ("torch", "sentence_transformers")
-    code = (
-        "import sys\nfrom harness.cli import main\n"
-        f"sys.argv = ['harness', *{argv!r}]\n"
-        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
-        f"print('HEAVY', [m for m in {heavy!r} if m in sys.modules])\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
-    assert "HEAVY" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
-    return ast.literal_eval(result.stdout.rsplit("HEAVY", 1)[1].strip().splitlines()[0])
+    """Which of torch and sentence-transformers `harness *argv` imported (it must exit 0)."""
+    return heavy_imports(argv, REPO, ("torch", "sentence_transformers"), exit_code=0)

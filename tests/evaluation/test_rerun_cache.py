@@ -156,3 +156,19 @@ def test_an_adapter_is_lazy_once_remembered_and_a_changed_base_is_not_trusted(
     assert isinstance(third, LoadedModel) and third.fingerprint != first.fingerprint
     fourth = open_model(str(adapter))
     assert isinstance(fourth, LazyModel) and fourth.fingerprint == third.fingerprint
+
+
+def test_evidence_shared_by_two_candidates_is_found_for_both(tmp_path: Path) -> None:
+    """Two candidates whose cases give the same numbers share an evidence key; the store keeps it
+    once, under the scope of the one written last, and the other must still find it (else every
+    rerun recomputes it, importing scipy)."""
+    from harness.evaluation._evidence import Evidence, EvidenceCache
+
+    store = Store(tmp_path / "h.duckdb")
+    evidence = Evidence("exact_binomial", 1.0, 0.95, 1.0, 0.001, 1.0, 60, True, False)
+    for scope in ("evidence:first", "evidence:second"):
+        cache = EvidenceCache(store, scope)
+        cache.put("same-cases", evidence)
+        cache.flush()
+    for scope in ("evidence:first", "evidence:second"):
+        assert EvidenceCache(store, scope).get("same-cases") == evidence

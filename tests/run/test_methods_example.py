@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.cli import harness
+from helpers.cli import harness, heavy_imports
 
 from harness.store import Store
 
@@ -25,6 +25,13 @@ def test_every_method_trains_and_is_compared_in_one_run(tmp_path: Path) -> None:
     # Short trainings on a tiny model: regressions are expected, errors are not.
     assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
     check_methods_run(run.stdout, json.loads(summary.read_text()), db)
+    # A rerun is served from the artifacts and the store: no model loads, reward model included.
+    assert (
+        heavy_imports(
+            ["run", str(EXAMPLE), "--db", str(db)], EXAMPLE.parent, exit_code=run.returncode
+        )
+        == []
+    )
 
 
 def check_methods_run(stdout: str, data: dict, db: Path) -> None:

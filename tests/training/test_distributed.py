@@ -170,8 +170,8 @@ def test_accelerate_and_parallel_are_validated_at_their_lines(tmp_path: Path) ->
         load_suite(path)
     found = "\n".join(caught.value.problems)
     assert (
-        ":12:5: candidates[0]: `args`, `reward`, `merge`, `accelerate` and `checkpoints` belong"
-        in found
+        ":12:5: candidates[0]: `data`, `args`, `reward`, `replay`, `merge`, `accelerate` and "
+        "`checkpoints` belong to trained candidates" in found
     )
     assert ":16:31: candidates[1].accelerate.config_file: no accelerate config file" in found
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from functools import partial
@@ -455,9 +456,23 @@ def load_classifier_base(
     parsed = ModelReference(kind, name)
     source = name if kind == "hub" else str(local_directory(parsed))
     # {} when the adapter came from elsewhere: the base's own head shape is then assumed
-    loaded = load_pretrained(source, trust_remote_code, dtype, device, head_config(adapter))
+    with _no_load_report():
+        loaded = load_pretrained(source, trust_remote_code, dtype, device, head_config(adapter))
     loaded.reference = reference
     return loaded
+
+
+@contextlib.contextmanager
+def _no_load_report() -> Iterator[None]:
+    """Without transformers' load report, which lists the head as MISSING: the adapter loaded
+    next brings the trained head (peft's `modules_to_save`), so nothing is missing in the end."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def from_pretrained_tokenizer(path: Path, trust_remote_code: bool) -> Any:

@@ -240,10 +240,11 @@ def test_a_builtin_built_by_its_first_load_is_remembered(
 
 @pytest.mark.slow  # one step of a reward model on the tiny model
 def test_a_classification_adapter_is_remembered_like_an_lm_adapter(
-    tiny_dir: Path, tmp_path: Path
+    tiny_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A reward model (a SEQ_CLS adapter) on a cached rerun is not loaded only to be named: its
-    fingerprint is remembered against its files, its base's and its head's shape."""
+    fingerprint is remembered against its files, its base's and its head's shape. Loading it
+    prints nothing (transformers' report would list the head the adapter brings as missing)."""
     from helpers.training import preference_rows, train
 
     from harness.models import LazyModel, LoadedModel
@@ -252,8 +253,10 @@ def test_a_classification_adapter_is_remembered_like_an_lm_adapter(
     adapter = tmp_path / "rm"
     train("reward_model", tiny_dir, adapter, preference_rows(), max_steps=1)
     open_model(str(tiny_dir))  # the base, remembered as a causal LM
+    capfd.readouterr()
     first = open_model(str(adapter))
     assert isinstance(first, LoadedModel) and first.task == "classification"
+    assert "LOAD REPORT" not in "".join(capfd.readouterr())
     second = open_model(str(adapter))
     assert isinstance(second, LazyModel) and second.task == "classification"
     assert second.fingerprint == first.fingerprint

@@ -105,6 +105,14 @@ class Measured:
 # ---- the machine -----------------------------------------------------------------------------
 
 
+def use_device(device: str) -> None:
+    """Train on `device` only (offline), or stop with a message where it is missing."""
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the backends pick CUDA whenever it is visible
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    require_device(device)
+
+
 def require_device(device: str) -> None:
     """Refuse clearly where there is nothing to measure."""
     import torch
@@ -350,10 +358,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
-    if options.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the backends pick CUDA whenever it is visible
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    require_device(options.device)
+    use_device(options.device)
     unknown = set(options.variants.split(",")) - set(VARIANTS)
     if unknown:
         sys.exit(f"bench_gpu_training: unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")

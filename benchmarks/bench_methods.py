@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from bench_gpu_training import (
     estimate,
     make_rows,
     release,
-    require_device,
+    use_device,
 )
 from common import print_json
 
@@ -210,10 +209,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
-    if options.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    require_device(options.device)
+    use_device(options.device)
     unknown = set(options.methods.split(",")) - set(METHODS)
     if unknown:
         sys.exit(f"bench_methods: unknown methods {sorted(unknown)}; known: {list(METHODS)}")

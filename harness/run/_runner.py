@@ -283,7 +283,8 @@ def _trained(run: _Run, candidate: Any, trainings: Trainings) -> TrainedModel:
         except Exception as exc:
             raise HarnessError(f"{name} failed to train: {type(exc).__name__}: {exc}") from exc
     run.reporter.stage(candidate.name, "merging " + ", ".join(candidate.merge_of.candidates))
-    return merge_candidate(run.suite, candidate.name, run.base_dir(), sources, retrain=run.retrain)
+    seed = run.suite.spec.seed
+    return merge_candidate(candidate.merge_of, run.base_dir(), sources, seed, retrain=run.retrain)
 
 
 def _failed(run: _Run, name: str, reference: str, message: str) -> ModelResult:

@@ -24,7 +24,7 @@ from harness.suite._planned import LoadedSuite, PlannedCheck
 from harness.suite._problems import Problems, pydantic_problems
 from harness.suite._schema import SuiteBase, suite_model
 from harness.suite._source import PathKey, YamlDocument, load_yaml
-from harness.suite._trainings import plan_trainings
+from harness.suite._trainings import check_capability_names, plan_trainings
 
 # --- Loaded and resolved suite -------------------------------------------------------------
 
@@ -297,14 +297,7 @@ def _check_candidates(spec: SuiteBase, datasets: dict[str, list[Row]], problems:
                 )
         if candidate.merge_of is not None:
             _check_merge_of(spec, candidate.merge_of, (*where, "merge_of"), problems)
-        known = [c.name for c in spec.capabilities]
-        for k, name in enumerate(candidate.capabilities or []):
-            if name not in known:
-                problems.add(
-                    (*where, "capabilities", k),
-                    f'no capability "{name}"{did_you_mean(name, known)}; the suite has: '
-                    + ", ".join(known),
-                )
+        check_capability_names(spec, candidate.capabilities, (*where, "capabilities"), problems)
 
 
 def _replayed(candidate: Any) -> str | None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from harness.backends import Backend
 from harness.checks import Case, CheckSpec, CheckType
-from harness.suite._schema import Checkpoints, RewardSpec, SuiteBase
+from harness.suite._schema import Checkpoints, Replay, RewardSpec, SuiteBase
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class PlannedTraining:
     # What checkpoint evaluations depend on (the capabilities evaluated, their gates and cases):
     # part of the artifact key, since `select` and `stop_on` decide the weights from them.
     checkpoint_hash: str | None = None
+    replay: Replay | None = None
     replay_rows: int = 0  # rows of `replay.data` mixed into `rows` (counted in them)
     # Trained candidates this one needs first (a reward model), in the order they are named
     depends_on: tuple[str, ...] = ()

@@ -101,7 +101,7 @@ def _plan(
     return PlannedTraining(
         backend, config, tuple(rows), data_hash, candidate.reward, candidate.merge, accelerate,
         checkpoints, checkpoint_hash(spec, checks, checkpoints) if checkpoints else None,
-        replay_rows=replay_rows, depends_on=(reward_model,) if reward_model else (),
+        replay=candidate.replay, replay_rows=replay_rows, depends_on=(reward_model,) if reward_model else (),
     )  # fmt: skip
 
 
@@ -171,16 +171,31 @@ def _replay_rows(
     if not rows:
         problems.add(at, f'data set "{replay.data}" has no rows')
         return None
+    if not _fields_present(backend, config, candidate, at, rows, problems, "replayed row"):
+        return None
+    return [row.fields for row in rows]
+
+
+def _fields_present(
+    backend: Any,
+    config: Any,
+    candidate: Any,
+    at: PathKey,
+    rows: list[Row],
+    problems: Problems,
+    what: str = "row",
+) -> bool:
+    """Every row has the fields the backend trains on (the first that lacks one is reported)."""
     needed = backend.required_fields(config)
     for row in rows:
         if missing := sorted(needed - set(row.fields)):
             problems.add(
                 at,
-                f"{row.source}: replayed row has no field {', '.join(map(repr, missing))} needed "
-                f"by the {candidate.backend} backend",
+                f"{row.source}: {what} has no field {', '.join(map(repr, missing))} needed by "
+                f"the {candidate.backend} backend",
             )
-            return None
-    return [row.fields for row in rows]
+            return False
+    return True
 
 
 def mix_replay(
@@ -228,14 +243,7 @@ def _check_checkpoints(spec: SuiteBase, candidate: Any, where: PathKey, problems
     """Names that exist, and gates for `select` and `stop_on` to decide on."""
     checkpoints = candidate.checkpoints
     at: PathKey = (*where, "checkpoints")
-    known = [c.name for c in spec.capabilities]
-    for i, name in enumerate(checkpoints.capabilities or []):
-        if name not in known:
-            problems.add(
-                (*at, "capabilities", i),
-                f'no capability "{name}"{did_you_mean(name, known)}; the suite has: '
-                + ", ".join(known),
-            )
+    check_capability_names(spec, checkpoints.capabilities, (*at, "capabilities"), problems)
     evaluated = checkpoint_capabilities(spec, checkpoints)
     gated = [c for c in evaluated if c.threshold or c.forgetting or c.improve]
     if checkpoints.select == "best-passing" and not gated:
@@ -256,6 +264,20 @@ def _check_checkpoints(spec: SuiteBase, candidate: Any, where: PathKey, problems
             "the main process saves each checkpoint alone, which FSDP's and DeepSpeed's "
             "sharded weights do not allow",
         )
+
+
+def check_capability_names(
+    spec: SuiteBase, names: Sequence[str] | None, at: PathKey, problems: Problems
+) -> None:
+    """Each name in a list of capabilities (`capabilities:`, `checkpoints.capabilities`) exists."""
+    known = [c.name for c in spec.capabilities]
+    for i, name in enumerate(names or []):
+        if name not in known:
+            problems.add(
+                (*at, i),
+                f'no capability "{name}"{did_you_mean(name, known)}; the suite has: '
+                + ", ".join(known),
+            )
 
 
 def _accelerate(candidate: Any, where: PathKey, problems: Problems) -> AccelerateConfig | None:
@@ -300,15 +322,10 @@ def _rows(
         return None
     if candidate.data not in datasets or config is None:
         return None  # an unknown data set was reported with the other candidate checks
-    needed = backend.required_fields(config)
-    for row in datasets[candidate.data]:
-        missing = sorted(needed - set(row.fields))
-        if missing:
-            problems.add(
-                (*where, "data"),
-                f"{row.source}: row has no field {', '.join(map(repr, missing))} needed by the {candidate.backend} backend",
-            )
-            return None
+    if not _fields_present(
+        backend, config, candidate, (*where, "data"), datasets[candidate.data], problems
+    ):
+        return None
     if not datasets[candidate.data]:
         problems.add((*where, "data"), f'data set "{candidate.data}" has no rows')
         return None

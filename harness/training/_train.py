@@ -139,25 +139,35 @@ def train_candidate(
     key = artifact_key(
         plan, base_fingerprint, suite.spec.seed, chat, suite.spec.generation.system_prompt, needed
     )
-    target = harness_home() / "artifacts" / f"{plan.backend.name}-{key}"
+
+    def build(scratch: Path) -> None:
+        tracker = None
+        if plan.checkpoints is not None and judge is not None:
+            tracker = CheckpointTracker(plan.checkpoints, judge, scratch)
+        if placement is None:
+            train_into(scratch, suite, name, base_dir, progress, tracker, needed)
+        else:
+            _train_in_child(scratch, suite, name, base_dir, placement, progress, tracker, needed)
+        if tracker is not None:
+            _keep_selected(scratch, plan, tracker)
+
+    return cached_artifact(f"{plan.backend.name}-{key}", build, retrain=retrain)
+
+
+def cached_artifact(
+    name: str, build: Callable[[Path], None], *, retrain: bool = False
+) -> TrainedModel:
+    """$HARNESS_HOME/artifacts/NAME (NAME holds its key): reused, or built by `build` into a
+    scratch directory that replaces it only once complete (`retrain`: built again)."""
+    target = harness_home() / "artifacts" / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    with build_lock(target):  # two runs training the same candidate: the second waits, reuses
+    with build_lock(target):  # two runs building the same artifact: the second waits, reuses
         if target.is_dir() and not retrain:
             return _reuse(target)
         remove_stale_builds(target)
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        tracker = None
-        if plan.checkpoints is not None and judge is not None:
-            tracker = CheckpointTracker(plan.checkpoints, judge, scratch)
         try:
-            if placement is None:
-                train_into(scratch, suite, name, base_dir, progress, tracker, needed)
-            else:
-                _train_in_child(
-                    scratch, suite, name, base_dir, placement, progress, tracker, needed
-                )
-            if tracker is not None:
-                _keep_selected(scratch, plan, tracker)
+            build(scratch)
             if target.is_dir():
                 shutil.rmtree(target)  # --retrain replaces the old artifact
             os.rename(scratch, target)
@@ -260,11 +270,13 @@ def train_into(
     if plan.merge and result.is_adapter:
         merge_adapter(result.model_dir, scratch / "merged")
     # Time spent on checkpoints is not training time: methods compare on the latter.
-    stats = _stats(plan, result, wall - spent(), memory, suite.spec.seed)
+    args = plan.config.model_dump(mode="json")
+    stats = cost_record(plan.backend.name, args, result, wall - spent(), memory, suite.spec.seed)
+    stats |= {"data_hash": plan.data_hash, "data_rows": len(plan.rows)}
     if plan.checkpoints is not None:
         stats["checkpoint_seconds"] = round(spent(), 3)
-    if plan.replay_rows:
-        stats["replay"] = suite_replay(suite, name) | {"rows": plan.replay_rows}
+    if plan.replay is not None and plan.replay_rows:
+        stats["replay"] = plan.replay.model_dump(mode="json") | {"rows": plan.replay_rows}
     # Where it trained: the process count of a launch, and the GPUs a child was given.
     stats["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
     if "CUDA_VISIBLE_DEVICES" in os.environ:
@@ -276,15 +288,19 @@ def train_into(
         )
 
 
-def _stats(
-    plan: PlannedTraining, result: Any, wall: float, memory: PeakMemory, seed: int
+def cost_record(
+    backend: str, args: dict[str, Any], result: Any, wall: float, memory: PeakMemory, seed: int
 ) -> dict[str, Any]:
+    """What building an artifact cost and gave, as recorded in training.json (training
+    statistics: the methods table reads these; a merge records them too)."""
+    tokens = result.train_tokens
     return {
-        "backend": plan.backend.name,
-        "args": plan.config.model_dump(mode="json"),
+        "backend": backend,
+        "args": args,
         "wall_seconds": round(wall, 3),
-        "train_tokens": result.train_tokens,
-        "tokens_per_second": round(result.train_tokens / wall, 1) if wall > 0 else None,
+        "train_tokens": tokens,
+        # None when no token was counted (a merge trains none): a rate of 0 would be a measurement
+        "tokens_per_second": round(tokens / wall, 1) if wall > 0 and tokens else None,
         "peak_memory_bytes": memory.peak_bytes,
         "peak_memory_kind": memory.kind,
         "trainable_parameters": result.trainable_parameters,
@@ -293,8 +309,6 @@ def _stats(
         "final_loss": result.final_loss,
         "loss_curve": [list(point) for point in result.loss_curve],
         "seed": seed,
-        "data_hash": plan.data_hash,
-        "data_rows": len(plan.rows),
         "device": result.device,
         "acceleration": getattr(result, "acceleration", {}),  # precision, attention, batches, ...
         "method": getattr(result, "details", {}),  # what only this method records
@@ -351,12 +365,6 @@ class PeakMemory:
 # --- GRPO rewards ----------------------------------------------------------------------------
 
 Reward = Callable[[list[str], list[dict[str, Any]]], list[float]]
-
-
-def suite_replay(suite: LoadedSuite, name: str) -> dict[str, Any]:
-    """Candidate `name`'s `replay:` settings as written."""
-    candidate = next(c for c in suite.spec.candidates if c.name == name)
-    return candidate.replay.model_dump(mode="json") if candidate.replay is not None else {}
 
 
 def build_reward(

@@ -132,6 +132,30 @@ Quantization = Literal["4bit"]
 FULL_4BIT = "4-bit base weights cannot be trained in full; use the qlora backend or adapter: lora"
 
 
+class AdapterArgs(LoraArgs):
+    """A LoRA adapter (the LoraArgs) by default; `adapter: full` trains all weights instead."""
+
+    adapter: Literal["lora", "full"] = "lora"
+
+
+class QuantizableAdapterArgs(AdapterArgs):
+    """An adapter choice whose base may be loaded in 4 bits (QLoRA-style under an adapter)."""
+
+    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
+
+
+def trains_lora(config: AdapterArgs) -> bool:
+    return config.adapter == "lora"
+
+
+def adapter_problems(config: AdapterArgs, *, reference: bool) -> list[str]:
+    """What the adapter choice cannot train: full weights in 4 bits, or `lora_problems`
+    (`reference`: the method's reference is the base with the adapter switched off)."""
+    quantized = isinstance(config, QuantizableAdapterArgs) and config.quantization == "4bit"
+    found = [FULL_4BIT] if config.adapter == "full" and quantized else []
+    return found + (lora_problems(config, reference=reference) if trains_lora(config) else [])
+
+
 def changes_base(config: LoraArgs) -> bool:
     """Whether this adapter's initialisation rewrites the base's weights (PiSSA, OLoRA)."""
     return config.init_lora_weights.startswith(BASE_CHANGING_INITS)
@@ -375,6 +399,13 @@ def build_dataset(
         for row in rows
     ]
     return Dataset.from_list(records)
+
+
+def prompt_dataset(request: TrainRequest, tokenizer: Any, answer_fields: Sequence[str]) -> Any:
+    """`build_dataset` of the request's rows: their prompt and `answer_fields`, formatted as the
+    suite's chat settings say for this tokenizer."""
+    chat = uses_chat(request, tokenizer)
+    return build_dataset(request.rows, ["prompt"], answer_fields, chat, request.system_prompt)
 
 
 # ---- the training loop -----------------------------------------------------------------------
@@ -750,18 +781,11 @@ def sft_trainer(
     """An SFTTrainer on prompt/completion rows: all weights, or a LoRA adapter (on a 4-bit base
     when `quantize`), or the adapter of any ready `peft_config` (prompt tuning, IA3, ...; then
     `lora` is None). The model goes to trl as a path: trl refuses quantising a model object."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     device = pick_device()
     plan = acceleration or plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
-    dataset = build_dataset(
-        request.rows,
-        ["prompt"],
-        ["completion"],
-        uses_chat(request, tokenizer),
-        request.system_prompt,
-    )
     args = SFTConfig(
         **trainer_arguments(config, request, device, plan),
         model_init_kwargs=model_init_kwargs(plan),
@@ -769,6 +793,33 @@ def sft_trainer(
         completion_only_loss=config.completion_only_loss,
         packing=plan.packing,  # trl's default strategy, bfd: packed bins are padding-free
     )
+    return build_sft_trainer(
+        request,
+        args,
+        prompt_dataset(request, tokenizer, ["completion"]),
+        tokenizer,
+        plan,
+        callbacks,
+        peft_config=lora_config(lora) if lora is not None else peft_config,
+        quantization=quantization_config(plan) if quantize else None,
+    )
+
+
+def build_sft_trainer(
+    request: TrainRequest,
+    args: Any,
+    dataset: Any,
+    tokenizer: Any,
+    plan: Acceleration,
+    callbacks: Sequence[Any],
+    *,
+    peft_config: Any = None,
+    quantization: Any = None,
+) -> Any:
+    """trl's SFTTrainer on the base's path, with `padding_free_collator` when the plan is
+    padding-free without packing (packed bins are padding-free already)."""
+    from trl import SFTTrainer
+
     unpacked_padding_free = plan.padding_free and not plan.packing
     trainer = SFTTrainer(
         model=str(request.base_dir),
@@ -777,8 +828,8 @@ def sft_trainer(
         processing_class=tokenizer,
         data_collator=padding_free_collator(tokenizer) if unpacked_padding_free else None,
         callbacks=list(callbacks),
-        peft_config=lora_config(lora) if lora is not None else peft_config,
-        quantization_config=quantization_config(plan) if quantize else None,
+        peft_config=peft_config,
+        quantization_config=quantization,
     )
     if unpacked_padding_free:
         share_pad_token(trainer.model, tokenizer)

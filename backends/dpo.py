@@ -13,22 +13,20 @@ from pydantic import Field
 from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
-    FULL_4BIT,
-    LoraArgs,
-    Quantization,
+    QuantizableAdapterArgs,
     TrainerBackend,
     TrainingArgs,
+    adapter_problems,
     adapter_shape,
-    build_dataset,
     load_tokenizer,
     lora_config,
-    lora_problems,
     model_init_kwargs,
     plan_acceleration,
+    prompt_dataset,
     quantization_config,
     train_with,
     trainer_arguments,
-    uses_chat,
+    trains_lora,
 )
 from harness.core.device import pick_device
 
@@ -50,13 +48,11 @@ DPOLoss = Literal[
 ]
 
 
-class Config(TrainingArgs, LoraArgs):
+class Config(TrainingArgs, QuantizableAdapterArgs):
     learning_rate: float = Field(5e-5, gt=0)
-    adapter: Literal["lora", "full"] = "lora"
     beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference")
     loss_type: DPOLoss = "sigmoid"
     max_length: int | None = Field(512, ge=1, description="Truncate prompt+answer tokens")
-    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
 
 
 def required_fields(config: Config) -> set[str]:
@@ -64,9 +60,7 @@ def required_fields(config: Config) -> set[str]:
 
 
 def problems(config: Config) -> list[str]:
-    found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    found += lora_problems(config, reference=True) if config.adapter == "lora" else []
-    return found + acceleration_problems(config)
+    return adapter_problems(config, reference=True) + acceleration_problems(config)
 
 
 def train(request: TrainRequest) -> TrainResult:
@@ -76,13 +70,7 @@ def train(request: TrainRequest) -> TrainResult:
     device = pick_device()
     plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
-    dataset = build_dataset(
-        request.rows,
-        ["prompt"],
-        ["chosen", "rejected"],
-        uses_chat(request, tokenizer),
-        request.system_prompt,
-    )
+    dataset = prompt_dataset(request, tokenizer, ["chosen", "rejected"])
     args = DPOConfig(
         **trainer_arguments(config, request, device, plan),
         model_init_kwargs=model_init_kwargs(plan),
@@ -90,7 +78,7 @@ def train(request: TrainRequest) -> TrainResult:
         loss_type=[config.loss_type],
         max_length=config.max_length,
     )
-    lora = config.adapter == "lora"
+    lora = trains_lora(config)
 
     def make_trainer(callbacks: list[Any]) -> Any:
         return DPOTrainer(
@@ -106,14 +94,10 @@ def train(request: TrainRequest) -> TrainResult:
     return train_with(make_trainer, request, plan)
 
 
-def trains_adapter(config: Config) -> bool:
-    return config.adapter == "lora"
-
-
 def memory_profile(config: Config) -> MemoryProfile:
     """Chosen and rejected are two sequences per row; the reference is the base with the adapter
     switched off, or with `adapter: full` a frozen copy of it."""
-    adapter = adapter_shape(config) if trains_adapter(config) else None
+    adapter = adapter_shape(config) if trains_lora(config) else None
     return MemoryProfile(
         adapter=adapter,
         quantized=config.quantization == "4bit",
@@ -123,5 +107,5 @@ def memory_profile(config: Config) -> MemoryProfile:
 
 
 BACKEND = TrainerBackend(
-    "dpo", Config, required_fields, problems, train, trains_adapter, memory_profile
+    "dpo", Config, required_fields, problems, train, trains_lora, memory_profile
 )

@@ -8,38 +8,35 @@ its group). A LoRA adapter by default; `adapter: full` trains all weights.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
-    FULL_4BIT,
-    LoraArgs,
-    Quantization,
+    QuantizableAdapterArgs,
     TrainerBackend,
     TrainingArgs,
+    adapter_problems,
     adapter_shape,
-    build_dataset,
     load_tokenizer,
     lora_config,
-    lora_problems,
     model_init_kwargs,
     plan_acceleration,
+    prompt_dataset,
     quantization_config,
     train_with,
     trainer_arguments,
-    uses_chat,
+    trains_lora,
 )
 from harness.core.device import pick_device
 
 ROW_INDEX = "harness_row"  # dataset column that maps each prompt back to its request row
 
 
-class Config(TrainingArgs, LoraArgs):
+class Config(TrainingArgs, QuantizableAdapterArgs):
     learning_rate: float = Field(1e-5, gt=0)
-    adapter: Literal["lora", "full"] = "lora"
     num_generations: int = Field(4, description="Group size: completions sampled per prompt")
     max_completion_length: int = Field(32, ge=1)
     temperature: float = Field(1.0, gt=0)
@@ -47,7 +44,6 @@ class Config(TrainingArgs, LoraArgs):
     generation_batch_size: int | None = Field(
         None, ge=1, description="Completions per generation round (default: the batch size)"
     )
-    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
 
 
 def required_fields(config: Config) -> set[str]:
@@ -55,19 +51,24 @@ def required_fields(config: Config) -> set[str]:
 
 
 def generation_batch(config: Config) -> int:
-    """trl 1.16's rule (one process): per-device batch x accumulation steps, unless given."""
+    """trl 1.16's rule for GRPO and RLOO (one process): per-device batch x accumulation steps
+    (`steps_per_generation` defaults to the accumulation steps), unless given."""
     if config.generation_batch_size is not None:
         return config.generation_batch_size
     return config.per_device_train_batch_size * config.gradient_accumulation_steps
 
 
 def problems(config: Config) -> list[str]:
-    found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    found += lora_problems(config, reference=config.beta > 0) if config.adapter == "lora" else []
+    return group_problems(config, "GRPO compares completions within a group")
+
+
+def group_problems(config: Config, why_two: str) -> list[str]:
+    """trl's GRPOConfig/RLOOConfig refusals, found before anything trains; `why_two`: why the
+    method needs at least 2 completions per group."""
+    found = adapter_problems(config, reference=config.beta > 0)
     if config.num_generations < 2:
         found.append(
-            f"num_generations is {config.num_generations}: GRPO compares completions within a "
-            "group, so it needs at least 2"
+            f"num_generations is {config.num_generations}: {why_two}, so it needs at least 2"
         )
     batch = generation_batch(config)
     if config.num_generations >= 2 and batch % config.num_generations:
@@ -116,15 +117,25 @@ def completion_text(completion: Any) -> str:
 def train(request: TrainRequest) -> TrainResult:
     from trl import GRPOConfig, GRPOTrainer
 
+    return train_group(request, GRPOConfig, GRPOTrainer, reward_function)
+
+
+def train_group(
+    request: TrainRequest,
+    config_class: type,
+    trainer_class: type,
+    rewards: Callable[[TrainRequest], Callable[..., list[float | None]]],
+    **method_args: Any,
+) -> TrainResult:
+    """Train with trl's GRPOTrainer or RLOOTrainer (`config_class`, `trainer_class`), which take
+    the same data, reward and settings; `method_args`: the method's own config arguments."""
     config: Config = request.config
     device = pick_device()
     plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
-    dataset = build_dataset(
-        request.rows, ["prompt"], [], uses_chat(request, tokenizer), request.system_prompt
-    )
+    dataset = prompt_dataset(request, tokenizer, [])
     dataset = dataset.add_column(ROW_INDEX, list(range(len(request.rows))))
-    args = GRPOConfig(
+    args = config_class(
         **trainer_arguments(config, request, device, plan),
         model_init_kwargs=model_init_kwargs(plan),
         num_generations=config.num_generations,
@@ -132,13 +143,14 @@ def train(request: TrainRequest) -> TrainResult:
         temperature=config.temperature,
         beta=config.beta,
         generation_batch_size=config.generation_batch_size,
+        **method_args,
     )
-    lora = config.adapter == "lora"
+    lora = trains_lora(config)
 
     def make_trainer(callbacks: list[Any]) -> Any:
-        return GRPOTrainer(
+        return trainer_class(
             model=str(request.base_dir),
-            reward_funcs=reward_function(request),
+            reward_funcs=rewards(request),
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
@@ -150,14 +162,11 @@ def train(request: TrainRequest) -> TrainResult:
     return train_with(make_trainer, request, plan)
 
 
-def trains_adapter(config: Config) -> bool:
-    return config.adapter == "lora"
-
-
 def memory_profile(config: Config) -> MemoryProfile:
     """Generates `generation_batch` completions at once, then scores only their tokens; with
-    `adapter: full` and a KL term (beta > 0) it also holds a frozen copy of the base."""
-    adapter = adapter_shape(config) if trains_adapter(config) else None
+    `adapter: full` and a KL term (beta > 0) it also holds a frozen copy of the base (an adapter
+    is switched off instead)."""
+    adapter = adapter_shape(config) if trains_lora(config) else None
     return MemoryProfile(
         adapter=adapter,
         quantized=config.quantization == "4bit",
@@ -169,6 +178,6 @@ def memory_profile(config: Config) -> MemoryProfile:
 
 
 BACKEND = TrainerBackend(
-    "grpo", Config, required_fields, problems, train, trains_adapter, memory_profile,
+    "grpo", Config, required_fields, problems, train, trains_lora, memory_profile,
     needs_reward=True,
 )  # fmt: skip

@@ -11,30 +11,28 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from harness.backends import DataProblem, MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
-    FULL_4BIT,
-    LoraArgs,
-    Quantization,
+    QuantizableAdapterArgs,
     TrainerBackend,
     TrainingArgs,
+    adapter_problems,
     adapter_shape,
-    build_dataset,
     last_logged,
     load_tokenizer,
     lora_config,
-    lora_problems,
     model_init_kwargs,
     plan_acceleration,
+    prompt_dataset,
     quantization_config,
     train_with,
     trainer_arguments,
-    uses_chat,
+    trains_lora,
 )
 from harness.core.device import pick_device
 
@@ -44,9 +42,8 @@ LOGGED = ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins")
 NO_GRAD_FORWARDS = 3
 
 
-class Config(TrainingArgs, LoraArgs):
+class Config(TrainingArgs, QuantizableAdapterArgs):
     learning_rate: float = Field(5e-5, gt=0)
-    adapter: Literal["lora", "full"] = "lora"
     beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference")
     desirable_weight: float = Field(
         1.0, gt=0, description="Weight of the desirable rows' losses (balances unequal counts)"
@@ -55,7 +52,6 @@ class Config(TrainingArgs, LoraArgs):
         1.0, gt=0, description="Weight of the undesirable rows' losses (balances unequal counts)"
     )
     max_length: int | None = Field(512, ge=1, description="Truncate prompt+completion tokens")
-    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
 
 
 def required_fields(config: Config) -> set[str]:
@@ -63,8 +59,7 @@ def required_fields(config: Config) -> set[str]:
 
 
 def problems(config: Config) -> list[str]:
-    found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    found += lora_problems(config, reference=True) if config.adapter == "lora" else []
+    found = adapter_problems(config, reference=True)
     if config.per_device_train_batch_size < 2:
         found.append(
             "KTO estimates its KL term by pairing each prompt with another row's completion in "
@@ -107,13 +102,7 @@ def train(request: TrainRequest) -> TrainResult:
     plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
     labels = [bool(row["label"]) for row in request.rows]
-    dataset = build_dataset(
-        request.rows,
-        ["prompt"],
-        ["completion"],
-        uses_chat(request, tokenizer),
-        request.system_prompt,
-    ).add_column("label", labels)
+    dataset = prompt_dataset(request, tokenizer, ["completion"]).add_column("label", labels)
     # trl reads KTO rows in order (a row's KL pair is its neighbour in the micro-batch): shuffled
     # once by the seed, so a file sorted by label still gives batches of both kinds.
     dataset = dataset.shuffle(seed=request.seed)
@@ -125,7 +114,7 @@ def train(request: TrainRequest) -> TrainResult:
         undesirable_weight=config.undesirable_weight,
         max_length=config.max_length,
     )
-    lora = config.adapter == "lora"
+    lora = trains_lora(config)
     trainers: list[Any] = []
 
     def make_trainer(callbacks: list[Any]) -> Any:
@@ -153,16 +142,12 @@ def train(request: TrainRequest) -> TrainResult:
     return replace(result, details=details)
 
 
-def trains_adapter(config: Config) -> bool:
-    return config.adapter == "lora"
-
-
 def memory_profile(config: Config) -> MemoryProfile:
     """One completion per row trains; the reference is the base with the adapter switched off,
     or with `adapter: full` a frozen copy of it. Each step also runs three forwards without
     gradients over the micro-batch (the policy on the KL pairs, the reference on the completions
     and on the KL pairs), one at a time, while the policy's activations are held."""
-    adapter = adapter_shape(config) if trains_adapter(config) else None
+    adapter = adapter_shape(config) if trains_lora(config) else None
     return MemoryProfile(
         adapter=adapter,
         quantized=config.quantization == "4bit",
@@ -178,7 +163,7 @@ BACKEND = TrainerBackend(
     required_fields,
     problems,
     train,
-    trains_adapter,
+    trains_lora,
     memory_profile,
     data_problems=data_problems,
 )

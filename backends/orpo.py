@@ -14,30 +14,28 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from harness.backends import MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import Acceleration, acceleration_problems
 from harness.backends.common import (
-    FULL_4BIT,
-    LoraArgs,
-    Quantization,
+    QuantizableAdapterArgs,
     TrainerBackend,
     TrainingArgs,
+    adapter_problems,
     adapter_shape,
-    build_dataset,
     last_logged,
     load_tokenizer,
     lora_config,
-    lora_problems,
     model_init_kwargs,
     plan_acceleration,
+    prompt_dataset,
     quantization_config,
     train_with,
     trainer_arguments,
-    uses_chat,
+    trains_lora,
 )
 from harness.core.device import pick_device
 from harness.core.errors import HarnessError
@@ -47,9 +45,8 @@ LOGGED = ("nll_loss", "log_odds_ratio", "log_odds_chosen", "rewards/accuracies")
 IGNORED_LABEL = -100  # trl's label for prompt and padding tokens
 
 
-class Config(TrainingArgs, LoraArgs):
+class Config(TrainingArgs, QuantizableAdapterArgs):
     learning_rate: float = Field(5e-5, gt=0)
-    adapter: Literal["lora", "full"] = "lora"
     beta: float = Field(
         0.1,
         gt=0,
@@ -62,7 +59,6 @@ class Config(TrainingArgs, LoraArgs):
         description="Truncate prompt+answer tokens (the answer); a pair whose prompt alone fills "
         "it is left out",
     )
-    quantization: Quantization | None = Field(None, description='"4bit": QLoRA-style base')
 
 
 def required_fields(config: Config) -> set[str]:
@@ -70,9 +66,7 @@ def required_fields(config: Config) -> set[str]:
 
 
 def problems(config: Config) -> list[str]:
-    found = [FULL_4BIT] if config.adapter == "full" and config.quantization == "4bit" else []
-    found += lora_problems(config) if config.adapter == "lora" else []
-    return found + acceleration_problems(config)
+    return adapter_problems(config, reference=False) + acceleration_problems(config)
 
 
 def orpo_model_kwargs(config: Config, plan: Acceleration) -> dict[str, Any]:
@@ -144,20 +138,14 @@ def train(request: TrainRequest) -> TrainResult:
     device = pick_device()
     plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
-    dataset = build_dataset(
-        request.rows,
-        ["prompt"],
-        ["chosen", "rejected"],
-        uses_chat(request, tokenizer),
-        request.system_prompt,
-    )
+    dataset = prompt_dataset(request, tokenizer, ["chosen", "rejected"])
     args = experimental_orpo().ORPOConfig(
         **trainer_arguments(config, request, device, plan),
         model_init_kwargs=orpo_model_kwargs(config, plan),
         beta=config.beta,
         max_length=config.max_length,
     )
-    lora = config.adapter == "lora"
+    lora = trains_lora(config)
     trainers: list[Any] = []
 
     def make_trainer(callbacks: list[Any]) -> Any:
@@ -191,14 +179,10 @@ def training_details(trainer: Any, config: Config) -> dict[str, Any]:
     }
 
 
-def trains_adapter(config: Config) -> bool:
-    return config.adapter == "lora"
-
-
 def memory_profile(config: Config) -> MemoryProfile:
     """Chosen and rejected are two sequences per row, in one forward; no reference model. trl's
     experimental ORPO takes the model's full logits (no fused LM head)."""
-    adapter = adapter_shape(config) if trains_adapter(config) else None
+    adapter = adapter_shape(config) if trains_lora(config) else None
     return MemoryProfile(
         adapter=adapter,
         quantized=config.quantization == "4bit",
@@ -208,5 +192,5 @@ def memory_profile(config: Config) -> MemoryProfile:
 
 
 BACKEND = TrainerBackend(
-    "orpo", Config, required_fields, problems, train, trains_adapter, memory_profile
+    "orpo", Config, required_fields, problems, train, trains_lora, memory_profile
 )

@@ -19,19 +19,19 @@ from pydantic import Field
 from harness.backends import DataProblem, MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import Acceleration, BatchingArgs, acceleration_problems
 from harness.backends.common import (
-    LoraArgs,
+    AdapterArgs,
     TrainerBackend,
     TrainingArgs,
+    adapter_problems,
     adapter_shape,
+    build_sft_trainer,
     load_tokenizer,
     lora_config,
-    lora_problems,
     model_init_kwargs,
-    padding_free_collator,
     plan_acceleration,
-    share_pad_token,
     train_with,
     trainer_arguments,
+    trains_lora,
 )
 from harness.core.device import pick_device
 
@@ -39,7 +39,7 @@ TEXT_FIELD = "text"
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora")
 
 
-class Config(TrainingArgs, BatchingArgs, LoraArgs):
+class Config(TrainingArgs, BatchingArgs, AdapterArgs):
     learning_rate: float = Field(2e-5, gt=0)
     adapter: Literal["full", "lora"] = Field(
         "full", description="full: every weight trains; lora: a LoRA adapter (r, lora_alpha, ...)"
@@ -66,8 +66,8 @@ def data_problems(config: Config, rows: Sequence[dict[str, Any]]) -> list[DataPr
 
 
 def problems(config: Config) -> list[str]:
-    if config.adapter == "lora":
-        return lora_problems(config) + acceleration_problems(config)
+    if trains_lora(config):
+        return adapter_problems(config, reference=False) + acceleration_problems(config)
     given = [name for name in LORA_FIELDS if name in config.model_fields_set]
     found = [
         f"{name} applies to adapter: lora (this candidate trains all weights)" for name in given
@@ -92,7 +92,7 @@ def pretrain_trainer(
 ) -> Any:
     """An SFTTrainer on the rows' texts as a language-modelling data set (no completion mask)."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     config: Config = request.config
     device = pick_device()
@@ -108,28 +108,15 @@ def pretrain_trainer(
         packing=plan.packing,
         packing_strategy="bfd_split",  # a long text is split across bins, not truncated
     )
-    unpacked_padding_free = plan.padding_free and not plan.packing
-    trainer = SFTTrainer(
-        model=str(request.base_dir),
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        data_collator=padding_free_collator(tokenizer) if unpacked_padding_free else None,
-        callbacks=list(callbacks),
-        peft_config=lora_config(config) if config.adapter == "lora" else None,
+    peft_config = lora_config(config) if trains_lora(config) else None
+    return build_sft_trainer(
+        request, args, dataset, tokenizer, plan, callbacks, peft_config=peft_config
     )
-    if unpacked_padding_free:
-        share_pad_token(trainer.model, tokenizer)
-    return trainer
-
-
-def trains_adapter(config: Config) -> bool:
-    return config.adapter == "lora"
 
 
 def memory_profile(config: Config) -> MemoryProfile:
     """One sequence per row, the text itself (no prompt), all of it scored."""
-    adapter = adapter_shape(config) if trains_adapter(config) else None
+    adapter = adapter_shape(config) if trains_lora(config) else None
     return MemoryProfile(adapter=adapter, answer_fields=(TEXT_FIELD,))
 
 
@@ -139,7 +126,7 @@ BACKEND = TrainerBackend(
     required_fields,
     problems,
     train,
-    trains_adapter,
+    trains_lora,
     memory_profile,
     data_problems=data_problems,
 )

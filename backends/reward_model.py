@@ -17,45 +17,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from harness.backends import CheckpointHook, MemoryProfile, TrainRequest, TrainResult
 from harness.backends.acceleration import acceleration_problems
 from harness.backends.common import (
-    LoraArgs,
+    AdapterArgs,
     TrainerBackend,
     TrainingArgs,
+    adapter_problems,
     adapter_shape,
-    build_dataset,
     load_tokenizer,
     lora_config,
-    lora_problems,
     model_init_kwargs,
     plan_acceleration,
+    prompt_dataset,
     train_with,
     trainer_arguments,
+    trains_lora,
     uses_chat,
 )
-from harness.core.chat import chat_turns
 from harness.core.device import pick_device
 from harness.core.errors import HarnessError
 from harness.models.loading import load_model
+from harness.models.rewards import reward_scores, reward_token_ids
 from harness.models.tasks import CLASSIFICATION, HEAD_CONFIG
 
+SCORING_BATCH = 32  # token rows the scorer runs through the model at once
 PAIR_FIELDS = frozenset({"prompt", "chosen", "rejected"})
 FORMAT_FILE = "reward_format.json"
 # What an adapter's base is loaded with before the adapter's head goes on (trl's own setting).
 REWARD_HEAD = {"num_labels": 1}
 
 
-class Config(TrainingArgs, LoraArgs):
+class Config(TrainingArgs, AdapterArgs):
     learning_rate: float = Field(1e-4, gt=0)
-    adapter: Literal["lora", "full"] = "lora"
     max_length: int | None = Field(
         512,
         ge=1,
@@ -78,8 +79,7 @@ def required_fields(config: Config) -> set[str]:
 
 
 def problems(config: Config) -> list[str]:
-    found = lora_problems(config) if config.adapter == "lora" else []
-    return found + acceleration_problems(config)
+    return adapter_problems(config, reference=False) + acceleration_problems(config)
 
 
 # ---- what the reward model saw ---------------------------------------------------------------
@@ -108,14 +108,9 @@ class RewardFormat:
     def token_ids(self, tokenizer: Any, prompt: str, completion: str) -> list[int]:
         """RewardTrainer's tokenization of an explicit-prompt row (trl 1.16 `_prepare_dataset`):
         plain text gets the eos appended, a conversation is rendered by the chat template."""
-        if self.chat_template:
-            turns = chat_turns(prompt, self.system_prompt)
-            messages = [*turns, {"role": "assistant", "content": completion}]
-            encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
-            return list(encoded["input_ids"])
-        eos = tokenizer.eos_token
-        text = prompt + completion
-        return list(tokenizer(text if text.endswith(eos) else text + eos)["input_ids"])
+        return reward_token_ids(
+            tokenizer, prompt, completion, self.chat_template, self.system_prompt
+        )
 
 
 def extra_files_writer(request: TrainRequest) -> Callable[[Path], None]:
@@ -128,7 +123,7 @@ def extra_files_writer(request: TrainRequest) -> Callable[[Path], None]:
 
     def write(model_dir: Path) -> None:
         saved_format.write(model_dir)
-        if config.adapter == "lora":
+        if trains_lora(config):
             (model_dir / HEAD_CONFIG).write_text(json.dumps(REWARD_HEAD), encoding="utf-8")
 
     return write
@@ -168,13 +163,7 @@ def train(request: TrainRequest) -> TrainResult:
     device = pick_device()
     plan = plan_acceleration(config, request, device)
     tokenizer = load_tokenizer(request.base_dir)
-    dataset = build_dataset(
-        request.rows,
-        ["prompt"],
-        ["chosen", "rejected"],
-        uses_chat(request, tokenizer),
-        request.system_prompt,
-    )
+    dataset = prompt_dataset(request, tokenizer, ["chosen", "rejected"])
     args = RewardConfig(
         **trainer_arguments(config, request, device, plan),
         model_init_kwargs=model_init_kwargs(plan),
@@ -190,9 +179,7 @@ def train(request: TrainRequest) -> TrainResult:
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=callbacks,
-            peft_config=lora_config(config, task_type="SEQ_CLS")
-            if config.adapter == "lora"
-            else None,
+            peft_config=lora_config(config, task_type="SEQ_CLS") if trains_lora(config) else None,
         )
         prepared: Any = trainer.train_dataset  # a Dataset: trl filtered it by max_length
         if len(prepared) == 0:
@@ -220,16 +207,12 @@ def training_details(trainer: Any, rows: int) -> dict[str, Any]:
     return details
 
 
-def trains_adapter(config: Config) -> bool:
-    return config.adapter == "lora"
-
-
 def memory_profile(config: Config) -> MemoryProfile:
     """Chosen and rejected are two sequences per row, in one forward; no reference model. The
     planner counts the causal LM's vocabulary head, which this classifier replaces by a
     one-output `score`: an overestimate by that head's logits and (full training) gradient."""
     return MemoryProfile(
-        adapter=adapter_shape(config) if trains_adapter(config) else None,
+        adapter=adapter_shape(config) if trains_lora(config) else None,
         answer_fields=("chosen", "rejected"),
     )
 
@@ -257,33 +240,12 @@ def reward_scorer(model_dir: Path) -> Callable[[list[str], list[str]], list[floa
             saved_format.token_ids(loaded.tokenizer, prompt, completion)
             for prompt, completion in zip(prompts, completions, strict=True)
         ]
-        return rewards(model, rows)
+        return reward_scores(model, rows, SCORING_BATCH)
 
     return score
 
 
-def rewards(model: Any, rows: Sequence[list[int]], batch_size: int = 32) -> list[float]:
-    """The one-output head's value for each token row, right-padded with the model's pad id
-    (the head reads each row's last non-pad token, as in training)."""
-    import torch
-
-    pad_id = model.config.pad_token_id
-    scores: list[float] = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        width = max(len(row) for row in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, row in enumerate(batch):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
-        scores += logits.logits[:, 0].float().cpu().tolist()
-    return scores
-
-
 BACKEND = TrainerBackend(
-    "reward_model", Config, required_fields, problems, train, trains_adapter, memory_profile,
+    "reward_model", Config, required_fields, problems, train, trains_lora, memory_profile,
     trains_reward_model=True, reward_scorer=reward_scorer,
 )  # fmt: skip

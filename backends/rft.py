@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -29,16 +29,17 @@ from harness.backends import (
 )
 from harness.backends.acceleration import Acceleration, acceleration_problems
 from harness.backends.common import (
-    LoraArgs,
+    AdapterArgs,
     SFTArgs,
     TrainerBackend,
+    adapter_problems,
     adapter_shape,
     load_tokenizer,
-    lora_problems,
     model_init_kwargs,
     plan_acceleration,
     quiet,
     train_sft,
+    trains_lora,
     user_turn,
     uses_chat,
 )
@@ -47,9 +48,8 @@ from harness.core.device import pick_device
 KEPT_FILE = "kept.jsonl"  # in the model directory: the rows the fine-tuning trained on
 
 
-class Config(SFTArgs, LoraArgs):
+class Config(SFTArgs, AdapterArgs):
     learning_rate: float = Field(2e-4, gt=0, description="2e-4 suits LoRA; lower it for full")
-    adapter: Literal["lora", "full"] = "lora"
     samples_per_prompt: int = Field(4, ge=1, description="Completions sampled per prompt")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1: off)")
@@ -71,7 +71,7 @@ def required_fields(config: Config) -> set[str]:
 
 
 def problems(config: Config) -> list[str]:
-    found = lora_problems(config) if config.adapter == "lora" else []
+    found = adapter_problems(config, reference=False)
     if any(not stop for stop in config.stop):
         found.append("stop: an empty stop string would cut every completion to nothing")
     cap = config.max_per_prompt
@@ -81,10 +81,6 @@ def problems(config: Config) -> list[str]:
             "it would never limit anything; lower it or remove it"
         )
     return found + acceleration_problems(config)
-
-
-def trains_adapter(config: Config) -> bool:
-    return config.adapter == "lora"
 
 
 def memory_profile(config: Config) -> MemoryProfile:
@@ -97,7 +93,7 @@ def memory_profile(config: Config) -> MemoryProfile:
     and sampling's prefill temporaries (one layer's, over the batch's prompts) and last-token
     logits are left out, as for GRPO: the estimator has no term for them."""
     return MemoryProfile(
-        adapter=adapter_shape(config) if trains_adapter(config) else None,
+        adapter=adapter_shape(config) if trains_lora(config) else None,
         answer_fields=(),
         generated_sequences=config.generation_batch_size,
         completion_tokens=config.max_completion_length,
@@ -366,12 +362,12 @@ def train(request: TrainRequest) -> TrainResult:
         rows=[{"prompt": r["prompt"], "completion": r["completion"]} for r in records],
         checkpoints=with_kept_file(request.checkpoints, request.output_dir / KEPT_FILE),
     )
-    lora = config if config.adapter == "lora" else None
+    lora = config if trains_lora(config) else None
     result = train_sft(sft_request, config, lora=lora, quantize=False)
     return dataclasses.replace(result, details={**result.details, **summary})
 
 
 BACKEND = TrainerBackend(
-    "rft", Config, required_fields, problems, train, trains_adapter, memory_profile,
+    "rft", Config, required_fields, problems, train, trains_lora, memory_profile,
     needs_reward=True,
 )  # fmt: skip

@@ -20,11 +20,11 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import harness
 from harness.checks import Case, CheckSpec, CheckType, EvalContext, Outcome
 from harness.core.chat import chat_turns
+from harness.models.rewards import reward_scores, reward_token_ids
 
 REWARD = "reward"
 LOGLIKELIHOOD = "loglikelihood"
@@ -119,10 +119,7 @@ def templated_loglikelihoods(requests: list[Request], ctx: EvalContext) -> list[
 
 
 def model_rewards(requests: list[Request], ctx: EvalContext) -> list[float]:
-    """The reward model's head on each pair's text, batched (right-padded with its pad id: the
-    head reads each row's last non-pad token, as in training)."""
-    import torch
-
+    """The reward model's head on each pair's text (as RewardTrainer formats it), batched."""
     lm = ctx.engine.lm
     model, tokenizer = lm.model, lm.tokenizer
     outputs = getattr(model.config, "num_labels", None)
@@ -131,35 +128,14 @@ def model_rewards(requests: list[Request], ctx: EvalContext) -> list[float]:
             f"preference needs a reward model (a classifier with one output); {lm.reference} "
             f"has {outputs} outputs"
         )
-    rows = [reward_token_ids(tokenizer, prompt, answer, ctx) for prompt, answer in requests]
-    pad_id = model.config.pad_token_id
-    scores: list[float] = []
-    for start in range(0, len(rows), ctx.engine.batch_size):
-        batch = rows[start : start + ctx.engine.batch_size]
-        width = max(len(row) for row in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, row in enumerate(batch):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
-        scores += logits.logits[:, 0].float().cpu().tolist()
-    return scores
-
-
-def reward_token_ids(tokenizer: Any, prompt: str, answer: str, ctx: EvalContext) -> list[int]:
-    """A pair's text as trl 1.16's RewardTrainer tokenizes it (`_prepare_dataset`)."""
-    if ctx.generation.chat_template:
-        messages = [
-            *chat_turns(prompt, ctx.generation.system_prompt),
-            {"role": "assistant", "content": answer},
-        ]
-        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
-        return list(encoded["input_ids"])
-    text = prompt + answer
-    eos = tokenizer.eos_token
-    return list(tokenizer(text if text.endswith(eos) else text + eos)["input_ids"])
+    generation = ctx.generation
+    rows = [
+        reward_token_ids(
+            tokenizer, prompt, answer, generation.chat_template, generation.system_prompt
+        )
+        for prompt, answer in requests
+    ]
+    return reward_scores(model, rows, ctx.engine.batch_size)
 
 
 # ---- the check -----------------------------------------------------------------------------

@@ -29,7 +29,10 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"core", "checks", "models", "backends", "suite"},
     "evaluation": {"core", "checks", "models", "generation", "suite", "store"},
     "store": {"core"},
-    "run": {"core", "checks", "models", "generation", "suite", "training", "evaluation", "store"},
+    "run": {
+        "core", "checks", "models", "generation", "suite", "training", "evaluation", "store",
+        "plan",
+    },
     "plan": {"core", "models", "backends", "suite"},
     "outputs": {"core", "checks", "evaluation", "store"},
     "cli": {

@@ -23,6 +23,13 @@ from harness.outputs._console import make_console
 @click.option(
     "--retrain", is_flag=True, help="Train candidates again instead of reusing artifacts."
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Train and evaluate on a Ray cluster: auto (the running one), ray://HOST:10001, or "
+    "local (a Ray instance started for this run). Overrides the suite's `execution:`.",
+)
 @ci_options
 def run(
     suite: Path,
@@ -30,6 +37,7 @@ def run(
     only: tuple[str, ...],
     base_override: str | None,
     retrain: bool,
+    ray_address: str | None,
     baseline: str | None,
     baseline_model: str | None,
     fail_on: frozenset[str],
@@ -43,9 +51,13 @@ def run(
     from harness.evaluation import candidate_names
     from harness.outputs._console import ConsoleReporter
     from harness.run import run_suite, selected_candidates
-    from harness.suite import load_suite
+    from harness.suite import load_suite, ray_problem
 
     loaded = load_suite(suite, base_override=base_override)
+    if ray_address is not None:
+        if (problem := ray_problem()) is not None:
+            raise click.UsageError(f"--ray: {problem}")
+        loaded = loaded.on_ray(ray_address)
     selected = selected_candidates(loaded, only)  # a wrong --only is a usage error before any work
     check_summary_target(summary)
     names = candidate_names(loaded, selected)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.core.errors import HarnessError
 from harness.core.progress import Reporter
@@ -143,27 +143,104 @@ def run_suite(
     reporter = reporter or Reporter()
     gating = gating or Gating()
     candidates = selected_candidates(suite, only)
+    cluster = _join_cluster(suite)  # before anything is recorded: an unreachable one is no run
     store.read_ahead(_cached_scopes(suite, candidates))
     run_id = store.begin_run(
         suite_name=suite.name,
         suite_path=str(suite.path),
         suite_text=suite.text,
         suite_hash=suite.hash,
-        config={"only": list(only or []), "models": suite.models, **gating.config()}
+        config={
+            "only": list(only or []),
+            "models": suite.models,
+            # runtime_env stays out: its env_vars may hold secrets
+            "execution": suite.spec.execution.model_dump(mode="json", exclude={"runtime_env"}),
+            **gating.config(),
+        }
         | (config or {}),
     )
+    if cluster is not None:
+        store = _serialized(store)  # the workers' outputs are written from another thread
     run = _Run(suite, store, run_id, reporter, gating, retrain=retrain)
-    base = _evaluate(run, "base", "base", suite.models["base"])
-    trainings = _trainings(run, base)
-    if base.record.status != "error":
-        trainings.start([c.name for c in candidates if c.backend is not None])
+    engine = _engine(run, cluster)
     results: list[ModelResult] = []
     try:
+        base = engine.evaluate_base()
+        if base.record.status != "error":
+            engine.start(base, candidates)
         for candidate in candidates:
-            results += _candidate(run, candidate, base, trainings)
+            results += _candidate(run, candidate, base, engine)
     finally:
-        trainings.close()
+        engine.close()
     return finish_run(store, run_id, suite, base, results, gating)
+
+
+class Engine(Protocol):
+    """Where the run's models train and evaluate: `execution: {engine: local | ray}`. The gates
+    are decided and the store written here, in the run's process, whatever the engine."""
+
+    def evaluate_base(self) -> ModelResult: ...
+
+    def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
+        """Begin what can begin now (a cluster starts every model at once)."""
+
+    def trained(self, name: str) -> TrainedModel:
+        """Candidate `name`'s trained model (waiting for it); its training's error otherwise."""
+
+    def evaluated(self, name: str) -> ModelResult | None:
+        """Model `name`'s evaluation when the engine made it (where the model is); None: the
+        run evaluates it here."""
+
+    def close(self) -> None: ...
+
+
+class LocalEngine:
+    """Everything in the run's process, one model after another (training under `accelerate:`
+    in a child launch)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.trainings: Trainings | None = None
+
+    def evaluate_base(self) -> ModelResult:
+        return _evaluate(self.run, "base", "base", self.run.suite.models["base"])
+
+    def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
+        self.trainings = _trainings(self.run, base)
+
+    def trained(self, name: str) -> TrainedModel:
+        if self.trainings is None:
+            raise HarnessError("nothing trains before the base is evaluated")
+        return self.trainings.result(name)  # type: ignore[no-any-return]
+
+    def evaluated(self, name: str) -> ModelResult | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _join_cluster(suite: LoadedSuite) -> Any:
+    """The Ray cluster of `engine: ray` (joined, or started on this machine); None: local."""
+    if suite.spec.execution.engine != "ray":
+        return None
+    from harness.run._ray import connect  # deferred: imports ray, only for engine: ray
+
+    return connect(suite.spec.execution)
+
+
+def _serialized(store: Store) -> Store:
+    from harness.run._ray import SerializedStore  # deferred: see _join_cluster
+
+    return SerializedStore(store)  # type: ignore[return-value]
+
+
+def _engine(run: _Run, cluster: Any) -> Engine:
+    if cluster is not None:
+        from harness.run._ray import RayEngine  # deferred: see _join_cluster
+
+        return RayEngine(run, cluster)
+    return LocalEngine(run)
 
 
 def finish_run(
@@ -237,9 +314,7 @@ def _evidence_cache(store: Store, candidate: ModelResult) -> EvidenceCache | Non
     return EvidenceCache(store, evidence_scope(fingerprint))
 
 
-def _candidate(
-    run: _Run, candidate: Any, base: ModelResult, trainings: Trainings
-) -> list[ModelResult]:
+def _candidate(run: _Run, candidate: Any, base: ModelResult, engine: Engine) -> list[ModelResult]:
     """The candidate's results: one, or two when an adapter is also evaluated merged; on the
     capabilities it names (`capabilities:`), or all."""
     run = replace(run, suite=run.suite.only(candidate.capabilities))
@@ -247,9 +322,14 @@ def _candidate(
         message = "the base model failed, so nothing could be compared"
         return [_failed(run, candidate.name, candidate.model or candidate.backend, message)]
     if candidate.model is not None:
-        return [_evaluated(run, candidate.name, run.suite.models[candidate.name], base)]
+        reference = run.suite.models[candidate.name]
+        return [
+            _evaluated(
+                run, candidate.name, reference, base, evaluated=engine.evaluated(candidate.name)
+            )
+        ]
     try:
-        trained = _trained(run, candidate, trainings)
+        trained = _trained(run, candidate, engine)
     except Exception as exc:  # a crash, out of memory or a NaN loss: the others still run
         run.reporter.done(candidate.name, "error")
         doing = "merging" if candidate.merge_of is not None else "training"
@@ -262,24 +342,27 @@ def _candidate(
             )
         ]
     info = {"training": training_info(trained)}
-    results = [
-        _evaluated(run, candidate.name, str(trained.model_dir), base, info, trained.loss_curve)
-    ]
+    model_dir, curve = str(trained.model_dir), trained.loss_curve
+    evaluated = engine.evaluated(candidate.name)
+    results = [_evaluated(run, candidate.name, model_dir, base, info, curve, evaluated)]
     if trained.merged_dir is not None:
         merged_name = f"{candidate.name}+merged"
-        results.append(_evaluated(run, merged_name, str(trained.merged_dir), base, info))
+        evaluated = engine.evaluated(merged_name)
+        results.append(
+            _evaluated(run, merged_name, str(trained.merged_dir), base, info, None, evaluated)
+        )
         results = _with_merge_agreement(run, results)
     return results
 
 
-def _trained(run: _Run, candidate: Any, trainings: Trainings) -> TrainedModel:
+def _trained(run: _Run, candidate: Any, engine: Engine) -> TrainedModel:
     """A trained candidate's model, or a merged one's, built from its trained sources."""
     if candidate.merge_of is None:
-        return trainings.result(candidate.name)
+        return engine.trained(candidate.name)
     sources = {}
     for name in candidate.merge_of.candidates:
         try:
-            sources[name] = trainings.result(name)
+            sources[name] = engine.trained(name)
         except Exception as exc:
             raise HarnessError(f"{name} failed to train: {type(exc).__name__}: {exc}") from exc
     run.reporter.stage(candidate.name, "merging " + ", ".join(candidate.merge_of.candidates))
@@ -317,7 +400,7 @@ def _trainings(run: _Run, base: ModelResult) -> Trainings:
             dependencies=dependencies,
         )
 
-    return Trainings(suite, train, on_queued=lambda name: reporter.stage(name, "queued"))
+    return Trainings(suite, train)
 
 
 def _judge(run: _Run, name: str, base: ModelResult) -> Judge | None:
@@ -345,13 +428,16 @@ def _evaluated(
     base: ModelResult,
     extra_info: dict[str, Any] | None = None,
     loss_curve: list[tuple[int, float]] | None = None,
+    evaluated: ModelResult | None = None,
 ) -> ModelResult:
-    """Evaluate a candidate, decide its gates and record it (one transaction).
+    """Evaluate a candidate (unless the engine did: `evaluated`), decide its gates and record it
+    (one transaction).
 
     A candidate evaluated unlike its reference (another tokenizer, chat template, engine or
     generation settings), or with a gated metric left unmeasured, is a run error, not a verdict.
     """
-    evaluated = _evaluate(run, name, "candidate", reference, base)
+    if evaluated is None:
+        evaluated = _evaluate(run, name, "candidate", reference, base)
     if evaluated.record.status == "error":
         return evaluated
     record = replace(evaluated.record, info=evaluated.record.info | (extra_info or {}))

@@ -7,11 +7,13 @@
 checks (with their cases), the trained candidates and the model references.
 """
 
+from harness.suite._execution import ray_problem
 from harness.suite._load import load_suite
 from harness.suite._planned import AccelerateConfig, LoadedSuite, PlannedCheck, PlannedTraining
 from harness.suite._schema import (
     CapabilityBase,
     Checkpoints,
+    Execution,
     GenerationConfig,
     MergeOf,
     SuiteBase,
@@ -25,6 +27,7 @@ __all__ = [
     "AccelerateConfig",
     "CapabilityBase",
     "Checkpoints",
+    "Execution",
     "GenerationConfig",
     "LoadedSuite",
     "MergeOf",
@@ -35,6 +38,7 @@ __all__ = [
     "dump_schema",
     "json_schema",
     "load_suite",
+    "ray_problem",
     "reward_checks",
     "suite_model",
 ]

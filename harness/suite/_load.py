@@ -20,6 +20,7 @@ from harness.generation import INSTALL_HINT, vllm_installed
 from harness.models.gguf import check_gguf_file, is_gguf_reference
 from harness.models.loading import check_reference, known_builtins, known_presets
 from harness.suite._data import DataError, Row, read_dataset, read_rows
+from harness.suite._execution import location_problem, ray_problem
 from harness.suite._planned import LoadedSuite, PlannedCheck
 from harness.suite._problems import Problems, pydantic_problems
 from harness.suite._schema import SuiteBase, suite_model
@@ -94,6 +95,7 @@ def _resolve(
     )  # fmt: skip
     if resolve_models:  # models will run: what they need must be installed
         _check_engines(spec, problems)
+        check_execution(spec, problems)
         _check_entries(spec, doc.path.parent, problems)
         models = _resolve_models(spec, suite_dir, problems, base_override)
     else:
@@ -345,6 +347,18 @@ def _check_engines(spec: SuiteBase, problems: Problems) -> None:
                 f"engine vllm needs the vllm package, which is not installed ({INSTALL_HINT}); "
                 "engine: auto uses vLLM only where it is installed",
             )
+
+
+def check_execution(spec: SuiteBase, problems: Problems) -> None:
+    """`engine: ray` needs the ray package, and a shared `artifacts:` URI the fsspec
+    filesystem of its scheme (s3fs, gcsfs, ...), both found without importing them."""
+    execution = spec.execution
+    if execution.engine != "ray":
+        return
+    if (problem := ray_problem()) is not None:
+        problems.add(("execution", "engine"), problem)
+    if execution.artifacts is not None and (problem := location_problem(execution.artifacts)):
+        problems.add(("execution", "artifacts"), problem)
 
 
 def resolve_reference(reference: str, suite_dir: Path) -> str:

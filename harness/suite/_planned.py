@@ -47,6 +47,14 @@ class LoadedSuite:
         checks = tuple(p for p in self.checks if p.capability in capabilities)
         return replace(self, spec=spec, checks=checks)
 
+    def on_ray(self, address: str) -> LoadedSuite:
+        """The suite run on a Ray cluster (`--ray ADDRESS`; `local`: one started for the run),
+        its other `execution:` settings kept."""
+        execution = self.spec.execution.model_copy(
+            update={"engine": "ray", "address": None if address == "local" else address}
+        )
+        return replace(self, spec=self.spec.model_copy(update={"execution": execution}))
+
 
 @dataclass(frozen=True)
 class AccelerateConfig:

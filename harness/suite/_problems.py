@@ -85,8 +85,17 @@ def _is_tag(node: Any, part: str) -> bool:
     return isinstance(node, dict) and node.get("type") == part
 
 
+# Keys a suite may still carry from an earlier version, and what replaced them.
+REMOVED_KEYS: dict[PathKey, str] = {
+    ("training",): "`training: {parallel: N}` is gone: candidates train side by side on a Ray "
+    "cluster, a local one included, with `execution: {engine: ray}`",
+}
+
+
 def _describe(error: Any, path: PathKey, model: type[BaseModel]) -> tuple[PathKey, str, bool]:
     kind = error["type"]
+    if kind == "extra_forbidden" and path in REMOVED_KEYS:
+        return path, f'unknown key "{path[-1]}": {REMOVED_KEYS[path]}', True
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, error["loc"][:-1])
         return path, f'unknown key "{path[-1]}"{did_you_mean(str(path[-1]), allowed)}', True

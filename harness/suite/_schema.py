@@ -207,13 +207,47 @@ class Checkpoints(Strict):
         return self.model_dump(mode="json")
 
 
-class TrainingSchedule(Strict):
-    """How trained candidates share the machine."""
+class Execution(Strict):
+    """Where trained candidates train and every model is evaluated: in this process (`local`),
+    or on a Ray cluster, each model a Ray actor placed by Ray (`ray`)."""
 
-    parallel: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto",
-        description="Candidates trained at once: auto = one per visible GPU (1 without a GPU)",
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="local: one model after another in the run's process; ray: every model at "
+        "once on a Ray cluster (the `ray` extra)",
     )
+    address: str | None = Field(
+        None,
+        description="The cluster: none starts a Ray instance on this machine for the run; auto "
+        "joins the running one (`ray start --head`, RAY_ADDRESS); ray://HOST:10001 goes through "
+        "Ray Client",
+    )
+    retries: int = Field(
+        0, ge=0, le=100, description="Times Ray restarts a model whose worker died (preemption)"
+    )
+    cpus: float = Field(1, gt=0, description="CPUs each model's worker asks for (per process)")
+    gpus: int | Literal["auto"] = Field(
+        "auto",
+        description="GPUs each model's worker asks for: auto = 1 (a launch's num_processes) when "
+        "the cluster has GPUs, else 0",
+    )
+    artifacts: str | None = Field(
+        None,
+        description="A shared location every node reaches (a path on shared storage, or an "
+        "fsspec URI such as s3://bucket/harness): trained artifacts are written there and any "
+        "node reuses them",
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray's runtime_env for the workers (working_dir, pip, env_vars)"
+    )
+
+    @model_validator(mode="after")
+    def _ray_settings_need_ray(self) -> Execution:
+        if self.engine == "local":
+            given = [k for k in ("address", "artifacts", "runtime_env") if getattr(self, k)]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only with engine: ray")
+        return self
 
 
 class Candidate(Strict):
@@ -277,7 +311,7 @@ class SuiteBase(Strict):
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     data: dict[Name, DataSource] = Field(default_factory=dict)
-    training: TrainingSchedule = Field(default_factory=TrainingSchedule)
+    execution: Execution = Field(default_factory=Execution)
     candidates: list[Candidate] = Field(default_factory=list)
     # Replaced by `suite_model` with capabilities whose checks are the registered types; typed
     # here as what every consumer reads of them (name, description, gates).

@@ -40,6 +40,7 @@ from harness.training._checkpoints import (
     timed_hook,
 )
 from harness.training._launch import TrainingJob, is_main_process, train_in_child
+from harness.training._shared import SharedArtifacts
 
 if TYPE_CHECKING:
     from harness.training._launch import Placement
@@ -123,9 +124,11 @@ def train_candidate(
     placement: Placement | None = None,
     judge: Judge | None = None,
     dependencies: Mapping[str, TrainedModel] | None = None,
+    shared: SharedArtifacts | None = None,
 ) -> TrainedModel:
-    """The trained artifact of candidate `name`: from the cache, or trained now, in this
-    process or (with a `placement`) in a child process on the devices it names.
+    """The trained artifact of candidate `name`: from the cache (or the `shared` location), or
+    trained now, in this process or (with a `placement`) in a child process on the devices it
+    names.
 
     `judge` evaluates the candidate's checkpoints (`checkpoints:`) in this process, also for
     a child, which hands each checkpoint over through its scratch directory. `dependencies`
@@ -151,30 +154,48 @@ def train_candidate(
         if tracker is not None:
             _keep_selected(scratch, plan, tracker)
 
-    return cached_artifact(f"{plan.backend.name}-{key}", build, retrain=retrain)
+    artifact = f"{plan.backend.name}-{key}"
+    return cached_artifact(artifact, build, retrain=retrain, shared=shared)
 
 
 def cached_artifact(
-    name: str, build: Callable[[Path], None], *, retrain: bool = False
+    name: str,
+    build: Callable[[Path], None],
+    *,
+    retrain: bool = False,
+    shared: SharedArtifacts | None = None,
 ) -> TrainedModel:
-    """$HARNESS_HOME/artifacts/NAME (NAME holds its key): reused, or built by `build` into a
-    scratch directory that replaces it only once complete (`retrain`: built again)."""
+    """$HARNESS_HOME/artifacts/NAME (NAME holds its key): reused, copied from the `shared`
+    location, or built by `build` into a scratch directory that replaces it only once complete
+    (`retrain`: built again). A built artifact is also written to the `shared` location."""
     target = harness_home() / "artifacts" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(target):  # two runs building the same artifact: the second waits, reuses
         if target.is_dir() and not retrain:
             return _reuse(target)
         remove_stale_builds(target)
+        fetched = not retrain and shared is not None and shared.has(name)
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            build(scratch)
+            if fetched and shared is not None:
+                shared.download(name, scratch)
+            else:
+                build(scratch)
             if target.is_dir():
                 shutil.rmtree(target)  # --retrain replaces the old artifact
             os.rename(scratch, target)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-    return _reuse(target, reused=False)
+        if shared is not None and not fetched:
+            shared.upload(target, name)
+    return _reuse(target, reused=fetched)
+
+
+def stored_artifact(name: str) -> TrainedModel | None:
+    """Artifact `name` as $HARNESS_HOME holds it, or None."""
+    target = harness_home() / "artifacts" / name
+    return _reuse(target) if (target / TRAINING_RECORD).is_file() else None
 
 
 def _reuse(target: Path, *, reused: bool = True) -> TrainedModel:
@@ -415,4 +436,11 @@ def training_info(trained: TrainedModel) -> dict[str, Any]:
     }
 
 
-__all__ = ["TrainedModel", "artifact_key", "build_reward", "train_candidate", "training_info"]
+__all__ = [
+    "TrainedModel",
+    "artifact_key",
+    "build_reward",
+    "stored_artifact",
+    "train_candidate",
+    "training_info",
+]

@@ -1,13 +1,11 @@
-"""More than one device: candidates spread over GPUs, one candidate over several processes
-(`accelerate launch`), and the child-process training protocol. What needs GPUs is tested
-through the commands and placements it builds; the rest runs for real on the CPU (parallel
-children, a two-process gloo data-parallel training of the tiny model)."""
+"""More than one device for one candidate (`accelerate launch`) and the child-process training
+protocol. What needs GPUs is tested through the commands and placements it builds; the rest runs
+for real on the CPU (a two-process gloo data-parallel training of the tiny model). Candidates side
+by side are the Ray engine's (tests/run/test_ray_engine.py)."""
 
 from __future__ import annotations
 
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from harness.training._launch import (
     worker_command,
     worker_environment,
 )
-from harness.training._schedule import DevicePool, parallel_slots, visible_gpus
+from harness.training._schedule import launch_placement, visible_gpus
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
@@ -105,56 +103,27 @@ def test_a_one_device_child_runs_the_worker_alone(tmp_path: Path) -> None:
 # --- placements ------------------------------------------------------------------------------
 
 
-def test_candidates_go_to_the_least_loaded_gpu() -> None:
-    pool = DevicePool(["0", "1"], slots=4)
-    with pool.placement(1) as first, pool.placement(1) as second, pool.placement(1) as third:
-        assert {first.gpus, second.gpus} == {("0",), ("1",)}
-        assert third.gpus in {("0",), ("1",)}
-        assert first.threads is None  # GPU children keep torch's own thread count
-
-
-def test_a_launch_waits_for_enough_idle_gpus() -> None:
-    pool = DevicePool(["0", "1", "2"], slots=3)
-    placed: list[tuple[str, ...]] = []
-    with pool.placement(1) as single:
-        assert single.gpus == ("0",)
-        waiter = threading.Thread(target=lambda: _place(pool, 3, placed))
-        waiter.start()
-        time.sleep(0.2)
-        assert placed == []  # GPU 0 is busy, so three idle GPUs are not there yet
-    waiter.join(timeout=5)
-    assert placed == [("0", "1", "2")]
-
-
-def _place(pool: DevicePool, processes: int, placed: list[tuple[str, ...]]) -> None:
-    with pool.placement(processes) as placement:
-        placed.append(placement.gpus)
+def test_a_launch_takes_as_many_gpus_as_it_has_processes() -> None:
+    placement = launch_placement(2, ["3", "5", "7"])
+    assert placement.gpus == ("3", "5") and placement.threads is None  # GPUs keep torch's threads
+    assert placement.describe() == "GPU 3,5"
 
 
 def test_more_processes_than_gpus_is_an_error_not_a_hang() -> None:
-    pool = DevicePool(["0", "1"], slots=2)
-    with pytest.raises(HarnessError, match="num_processes is 4, but only 2 GPU"), pool.placement(4):
-        pass
+    with pytest.raises(HarnessError, match="num_processes is 4, but only 2 GPU"):
+        launch_placement(4, ["0", "1"])
 
 
-def test_parallel_cpu_children_split_the_cores() -> None:
-    pool = DevicePool([], slots=2, cores=8)
-    with pool.placement(1) as one, pool.placement(2) as launch:
-        assert one.gpus == () and one.threads == 4
-        assert launch.threads == 2  # each of its two processes
-
-
-def test_parallel_auto_is_one_candidate_per_gpu() -> None:
-    assert parallel_slots("auto", 4) == 4
-    assert parallel_slots("auto", 0) == 1
-    assert parallel_slots(3, 0) == 3
-    assert visible_gpus() == []  # this machine has none: training stays in-process by default
+def test_a_cpu_launch_splits_the_cores_between_its_processes() -> None:
+    assert launch_placement(2, [], cores=8) == Placement((), 4)
+    assert launch_placement(4, [], cores=2).threads == 1  # never zero threads
+    assert visible_gpus() == []  # this machine has none: a launch here runs on the CPU
 
 
 # --- the suite -------------------------------------------------------------------------------
 
 
-def test_accelerate_and_parallel_are_validated_at_their_lines(tmp_path: Path) -> None:
+def test_accelerate_and_the_removed_parallel_are_validated_at_their_lines(tmp_path: Path) -> None:
     path = write_suite(
         tmp_path,
         """\
@@ -175,10 +144,14 @@ def test_accelerate_and_parallel_are_validated_at_their_lines(tmp_path: Path) ->
     )
     assert ":16:31: candidates[1].accelerate.config_file: no accelerate config file" in found
 
-    write_suite(tmp_path, "training: {parallel: 0}\n")
+    write_suite(tmp_path, "training: {parallel: 2}\n")
     with pytest.raises(HarnessError) as caught:
         load_suite(path)
-    assert ":11:22: training.parallel" in caught.value.problems[0]
+    assert (
+        ':11:1: training: unknown key "training": `training: {parallel: N}` is gone'
+        in (caught.value.problems[0])
+    )
+    assert "execution: {engine: ray}" in caught.value.problems[0]
 
 
 def test_the_launch_is_part_of_the_artifact_key(tmp_path: Path) -> None:
@@ -219,34 +192,23 @@ def test_a_child_that_fails_reports_its_error_in_words(tmp_path: Path) -> None:
     assert list(scratch.iterdir()) == []  # the job's files are cleaned up
 
 
-class Timeline(Reporter):
-    """When each candidate's training began and ended, as the run reported it."""
+class Stages(Reporter):
+    """The stages each model went through, as the run reported them."""
 
     def __init__(self) -> None:
-        self.began: dict[str, float] = {}
-        self.ended: dict[str, float] = {}
         self.stages: dict[str, list[str]] = {}
 
     def stage(self, model: str, stage: str, total: int | None = None) -> None:
         self.stages.setdefault(model, []).append(stage)
-        if stage.startswith("training"):
-            self.began[model] = time.monotonic()
-
-    def training(
-        self, model: str, step: int, total: int, loss: float | None, phase: str = "training"
-    ) -> None:
-        if step == total and loss is not None:
-            self.ended.setdefault(model, time.monotonic())
 
 
 @pytest.mark.slow
-def test_candidates_train_in_parallel_children_and_one_over_two_processes(
+def test_a_candidate_trains_over_two_processes_beside_one_in_the_run(
     tmp_path: Path, tiny_dir: Path
 ) -> None:
     path = write_suite(
         tmp_path,
         """\
-        training: {parallel: 2}
         candidates:
           - {name: single, backend: lora, data: train, args: {learning_rate: 3.0e-3, max_steps: 60}}
           - name: ddp
@@ -257,7 +219,7 @@ def test_candidates_train_in_parallel_children_and_one_over_two_processes(
           - {name: diverges, backend: full, data: train, args: {learning_rate: 1.0e+30, max_steps: 3}}
         """,
     )
-    timeline = Timeline()
+    timeline = Stages()
     suite = load_suite(path)
     result = run_suite(suite, Store(tmp_path / "h.duckdb"), reporter=timeline, retrain=True)
     by_name = {c.record.name: c for c in result.candidates}
@@ -268,17 +230,14 @@ def test_candidates_train_in_parallel_children_and_one_over_two_processes(
     assert failed.status == "error" and "TrainingDiverged: training loss became" in failed.error
     assert by_name["single"].record.status == by_name["ddp"].record.status == "ok"
 
-    # each trained in its own CPU child; the accelerate candidate as two gloo processes
+    # one trained in the run's process; the accelerate candidate as two gloo processes
     single, ddp = (by_name[n].record.info["training"] for n in ("single", "ddp"))
     assert single["processes"] == 1 and ddp["processes"] == 2
-    assert single["visible_devices"] == ddp["visible_devices"] == ""
+    assert ddp["visible_devices"] == ""  # its child saw no GPU
     assert ddp["final_loss"] < 1.5  # it learned (the first steps are near 3)
     assert by_name["ddp"].metrics  # the two-process artifact loads and evaluates
-    assert "queued" in timeline.stages["ddp"] and "training (CPU)" in timeline.stages["ddp"]
-
-    # the first two started together (two slots) and ran at the same time
-    assert timeline.began["ddp"] < timeline.ended["single"]
-    assert timeline.began["single"] < timeline.ended["ddp"]
+    assert timeline.stages["single"][0] == "training"
+    assert "training (CPU)" in timeline.stages["ddp"]
 
     # a rerun reuses both artifacts (the launch is part of their keys)
     again = run_suite(load_suite(path), Store(tmp_path / "h.duckdb"))
@@ -290,15 +249,13 @@ def test_candidates_train_in_parallel_children_and_one_over_two_processes(
 
 
 @pytest.mark.slow  # a child training and a two-process launch, each evaluated at checkpoints
-def test_checkpoints_of_children_and_launches_are_evaluated_by_the_run(
-    tmp_path: Path, tiny_dir: Path
-) -> None:
-    """The child saves each checkpoint, the run evaluates it against its base and answers; under
-    `accelerate launch` the main process asks and every process stops together."""
+def test_checkpoints_of_launches_are_evaluated_by_the_run(tmp_path: Path, tiny_dir: Path) -> None:
+    """A launch's main process saves each checkpoint, the run evaluates it against its base and
+    answers, and every process stops together; a candidate trained in the run's process beside it
+    is evaluated at its checkpoints too."""
     path = write_suite(
         tmp_path,
         """\
-        training: {parallel: 2}
         candidates:
           - name: child
             backend: lora

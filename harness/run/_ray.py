@@ -1,0 +1,472 @@
+"""The Ray engine (`execution: {engine: ray}`): every model of the run on a Ray cluster at once.
+
+Each model is a Ray actor (harness.run._worker) asking for what it needs (CPUs, GPUs, a launch's
+GPUs of one node, memory from `harness plan` on a CPU cluster); Ray places them. A trained
+candidate trains and is evaluated in the same actor, so its weights never travel to be evaluated;
+its artifact comes back to this machine's $HARNESS_HOME (or stays at the shared `artifacts:`
+location, full weights). This process alone writes the store: it serves the workers' reads and
+writes and forwards their progress (the hub), and decides the gates as for a local run.
+
+A worker that dies (killed, out of memory, its node lost) fails its own model only; Ray restarts it
+`retries` times first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.core.errors import HarnessError
+from harness.core.home import harness_home
+from harness.core.records import ModelRecord
+from harness.evaluation import ModelResult
+from harness.run._worker import (
+    REPORTER_METHODS,
+    STORE_READS,
+    STORE_WRITES,
+    ArtifactRef,
+    ModelWorker,
+    RemoteTraining,
+    WorkerSetup,
+)
+from harness.suite import Execution, LoadedSuite
+from harness.training import SharedArtifacts, TrainedModel, stored_artifact, unpack_artifact
+
+NAMESPACE = "harness"
+LOG_HINT = "its output is in the Ray logs on its node (/tmp/ray/session_latest/logs)"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster this run joined (or started)."""
+
+    description: str
+    node: str | None  # this process's node; None under Ray Client (another machine)
+    gpus: float  # GPUs in the whole cluster
+    nodes: tuple[dict[str, float], ...]  # each alive node's resources, for placement checks
+
+
+def connect(execution: Execution) -> Cluster:
+    """Join the cluster `execution` names (or start one on this machine): HarnessError when it
+    cannot, before anything is recorded."""
+    import ray  # deferred: ray is an optional extra, imported only for engine: ray
+
+    address = execution.address
+    try:
+        ray.init(
+            address=address,
+            namespace=NAMESPACE,
+            runtime_env=execution.runtime_env,
+            include_dashboard=False if address is None else None,
+            log_to_driver=False,  # trainer chatter stays in the workers' logs; errors come back
+            logging_level=logging.ERROR,
+            ignore_reinit_error=True,
+        )
+    except Exception as exc:  # ConnectionError, RuntimeError, ValueError: all say "cannot join"
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise HarnessError(f"execution: could not join {where}: {exc}") from exc
+    client = address is not None and address.startswith("ray://")
+    node = None if client else str(ray.get_runtime_context().get_node_id())
+    nodes = tuple(
+        {k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")
+    )
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    cpus = sum(n.get("CPU", 0) for n in nodes)
+    described = address or "a local Ray instance"
+    return Cluster(
+        f"{described}: {len(nodes)} node(s), {cpus:g} CPUs, {gpus:g} GPUs", node, gpus, nodes
+    )
+
+
+def disconnect() -> None:
+    import ray  # deferred: see connect
+
+    ray.shutdown()
+
+
+class SerializedStore:
+    """The store, one call at a time: the hub thread writes the workers' outputs while the run's
+    thread records candidates."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return locked
+
+
+class Hub:
+    """Serves the workers: their progress to the run's display, their writes to the store,
+    their reads answered from it. One event at a time, in the order they were sent."""
+
+    def __init__(self, store: Any, reporter: Any, events: Any) -> None:
+        self.store = store
+        self.reporter = reporter
+        self.events = events
+        self.replies: dict[str, Any] = {}
+        self.consuming = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="harness-ray-hub", daemon=True)
+        self.thread.start()
+
+    def drain(self) -> None:
+        """Handle every event sent so far (a worker's events precede its results)."""
+        while self._step(block=False):
+            pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self._step(block=True)
+            except Exception as exc:  # the queue's actor gone: the run is ending
+                if not self.stopped.is_set():
+                    logging.getLogger(__name__).debug("hub: %s", exc)
+                return
+
+    def _step(self, *, block: bool) -> bool:
+        from ray.util.queue import Empty  # deferred: see connect
+
+        with self.consuming:
+            try:
+                event = self.events.get(timeout=0.2) if block else self.events.get_nowait()
+            except Empty:
+                return False
+            self._handle(event)
+            return True
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind, worker, *rest = event
+        if kind == "report" and rest[0] in REPORTER_METHODS:
+            method, args, kwargs = rest
+            getattr(self.reporter, method)(*args, **kwargs)
+        elif kind == "write" and rest[0] in STORE_WRITES:
+            method, args, kwargs = rest
+            getattr(self.store, method)(*args, **kwargs)
+        elif kind == "read" and rest[1] in STORE_READS:
+            asked, method, args, _ = rest
+            try:
+                answer: Any = self._read(method, args)
+            except Exception as exc:  # said to the worker, which raises it there
+                answer = HarnessError(f"the run could not read its store: {exc}")
+            self.replies[worker].put((asked, answer))
+
+    def _read(self, method: str, args: Sequence[Any]) -> Any:
+        if method == "read_scopes":
+            scopes = list(args[0])
+            self.store.prefetch_scopes(scopes)
+            return {scope: self.store.get_scope(scope) for scope in scopes}
+        return getattr(self.store, method)(*args)
+
+
+class RayEngine:
+    """The run's models as Ray actors (see the module's docstring)."""
+
+    def __init__(self, run: Any, cluster: Cluster) -> None:
+        import ray  # deferred: see connect
+        from ray.util.queue import Queue
+
+        self.ray = ray
+        self.Queue = Queue
+        self.run = run
+        self.cluster = cluster
+        execution = run.suite.spec.execution
+        self.execution = execution
+        self.gpus_each = (
+            (1 if cluster.gpus > 0 else 0) if execution.gpus == "auto" else execution.gpus
+        )
+        self.shared = (
+            SharedArtifacts(_location(execution.artifacts, run.suite))
+            if (execution.artifacts)
+            else None
+        )
+        self.events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE})
+        self.hub = Hub(run.store, run.reporter, self.events)
+        self.setup = ray.put(
+            WorkerSetup(
+                run.suite,
+                run.run_id,
+                run.retrain,
+                run.gating.fail_on,
+                self.events,
+                cluster.node,
+                str(harness_home()),
+                self.shared.location if self.shared else None,
+                execution.cpus,
+            )
+        )
+        self.remote_worker = ray.remote(ModelWorker)
+        self.threads = ThreadPoolExecutor(thread_name_prefix="harness-ray")
+        self.actors: dict[str, Any] = {}
+        self.memory: dict[str, int] = {}
+        self.trainings: dict[str, Future[RemoteTraining]] = {}
+        self.evaluations: dict[str, Future[list[ModelResult]]] = {}
+        self.base: ModelResult | None = None
+        run.reporter.note("base", f"Ray: {cluster.description}")
+
+    # --- the engine's interface (harness.run._runner.Engine) ---------------------------------
+
+    def evaluate_base(self) -> ModelResult:
+        reference = self.run.suite.models["base"]
+        try:
+            actor = self._actor("base", 1)
+            result: ModelResult = self._get(actor.evaluate.remote("base", "base", reference, None))
+        except Exception as exc:
+            result = self._failed("base", "base", reference, exc)
+        finally:
+            self._release("base")
+        self.hub.drain()  # its record and outputs are written before anything compares with it
+        self.base = result
+        return result
+
+    def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
+        """Every candidate's actor at once (those it needs first): Ray places them."""
+        self.memory = _planned_memory(self.run.suite) if self.gpus_each == 0 else {}
+        names = [c.name for c in candidates if c.backend is not None]
+        for name in _with_dependencies(self.run.suite, names):
+            self.run.reporter.stage(name, "queued")
+            self.trainings[name] = Future()
+            self.evaluations[name] = Future()
+            self.threads.submit(self._trained_job, name, base)
+        for candidate in candidates:
+            if candidate.model is not None:
+                self.run.reporter.stage(candidate.name, "queued")
+                self.evaluations[candidate.name] = self.threads.submit(
+                    self._model_job, candidate.name, base
+                )
+
+    def trained(self, name: str) -> TrainedModel:
+        remote = self.trainings[name].result()
+        target = harness_home() / "artifacts" / remote.artifact
+        stored = stored_artifact(remote.artifact)
+        if stored is None and remote.shared_uri is not None and self.shared is not None:
+            return TrainedModel(  # full weights left at the shared location: not copied here
+                target / "model",
+                target / "merged" if remote.has_merged else None,
+                remote.stats | {"shared_artifact": remote.shared_uri},
+                remote.loss_curve,
+                remote.reused,
+            )
+        if stored is None:
+            raise HarnessError(f"the artifact {remote.artifact} did not reach this machine")
+        return replace(stored, reused=remote.reused)
+
+    def evaluated(self, name: str) -> ModelResult | None:
+        base_name = name.removesuffix("+merged")
+        if base_name not in self.evaluations:
+            return None  # a merged candidate (`merge_of`): built and evaluated here
+        try:
+            results = self.evaluations[base_name].result()
+        except Exception as exc:
+            reference = self.run.suite.models.get(base_name) or f"backend:{base_name}"
+            return self._failed(name, "candidate", reference, exc)
+        self.hub.drain()
+        return next((r for r in results if r.record.name == name), None)
+
+    def close(self) -> None:
+        for name in list(self.actors):
+            self._release(name)
+        self.threads.shutdown(wait=True, cancel_futures=True)
+        self.hub.drain()
+        self.hub.stop()
+        self.ray.kill(self.events.actor)  # type: ignore[arg-type]
+        disconnect()
+
+    # --- jobs (each in a thread of its own, waiting on its actor) -----------------------------
+
+    def _trained_job(self, name: str, base: ModelResult) -> None:
+        trained, evaluated = self.trainings[name], self.evaluations[name]
+        try:
+            dependencies = {d: self._artifact(d) for d in self.run.suite.trainings[name].depends_on}
+            launch = self.run.suite.trainings[name].accelerate
+            actor = self._actor(name, launch.num_processes if launch else 1)
+            remote: RemoteTraining = self._get(actor.train.remote(name, base, dependencies))
+            if remote.packed is not None:  # built on another node: its copy comes here
+                unpack_artifact(remote.packed, harness_home() / "artifacts" / remote.artifact)
+            trained.set_result(replace(remote, packed=None))
+        except BaseException as exc:
+            trained.set_exception(_as_exception(exc))
+            evaluated.set_result([])
+            self._release(name)
+            return
+        try:
+            evaluated.set_result(self._get(actor.evaluate_trained.remote(name, base)))
+        except BaseException as exc:
+            evaluated.set_exception(_as_exception(exc))
+        finally:
+            self._release(name)
+
+    def _model_job(self, name: str, base: ModelResult) -> list[ModelResult]:
+        try:
+            actor = self._actor(name, 1)
+            reference = self.run.suite.models[name]
+            return [self._get(actor.evaluate.remote(name, "candidate", reference, base))]
+        finally:
+            self._release(name)
+
+    def _artifact(self, name: str) -> ArtifactRef:
+        """A trained candidate another one needs, as its worker will find it."""
+        try:
+            remote = self.trainings[name].result()
+        except Exception as exc:
+            raise HarnessError(
+                f"it needs {name}, whose training failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        stored = harness_home() / "artifacts" / remote.artifact
+        packed = None
+        if stored.is_dir() and (self.cluster.node is None or len(self.cluster.nodes) > 1):
+            from harness.training import pack_artifact
+
+            packed = self.ray.put(pack_artifact(stored))
+        return ArtifactRef(remote.artifact, packed)
+
+    # --- actors -------------------------------------------------------------------------------
+
+    def _actor(self, name: str, processes: int) -> Any:
+        """A new actor for model `name`, asking for what `processes` processes of it need."""
+        cpus = self.execution.cpus * processes
+        gpus = self.gpus_each * processes
+        memory = self.memory.get(name)
+        self._check_placeable(name, cpus, gpus, memory)
+        replies = self.Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE})
+        self.hub.replies[name] = replies
+        options: dict[str, Any] = {
+            "name": f"{self.run.run_id}:{name}",
+            "namespace": NAMESPACE,
+            "num_cpus": cpus,
+            "num_gpus": gpus,
+            "max_restarts": self.execution.retries,
+            "max_task_retries": self.execution.retries,
+        }
+        if memory:
+            options["memory"] = memory
+        actor = self.remote_worker.options(**options).remote(self.setup, name, replies)
+        self.actors[name] = actor
+        return actor
+
+    def _check_placeable(self, name: str, cpus: float, gpus: float, memory: int | None) -> None:
+        """A request no node can meet would wait forever: it is the model's error instead."""
+        wanted = {"CPU": cpus, "GPU": gpus, "memory": float(memory or 0)}
+        for node in self.cluster.nodes:
+            if all(node.get(k, 0) >= v for k, v in wanted.items() if v):
+                return
+        asked = ", ".join(f"{k} {_amount(k, v)}" for k, v in wanted.items() if v)
+        largest = max(
+            (
+                ", ".join(f"{k} {_amount(k, n.get(k, 0))}" for k in wanted)
+                for n in self.cluster.nodes
+            ),
+            default="none",
+        )
+        raise HarnessError(
+            f"{name} asks Ray for {asked}, more than any node of the cluster has ({largest})"
+        )
+
+    def _release(self, name: str) -> None:
+        actor = self.actors.pop(name, None)
+        if actor is not None:
+            self.ray.kill(actor)
+        replies = self.hub.replies.pop(name, None)
+        if replies is not None:
+            self.ray.kill(replies.actor)
+
+    def _get(self, ref: Any) -> Any:
+        try:
+            return self.ray.get(ref)
+        except BaseException as exc:
+            raise _fault(exc, self.execution.retries) from None
+
+    def _failed(self, name: str, role: Any, reference: str, exc: BaseException) -> ModelResult:
+        record = ModelRecord(name, role, reference, None, "error", f"{type(exc).__name__}: {exc}")
+        self.hub.drain()
+        self.run.store.record_model(self.run.run_id, record)
+        self.run.reporter.done(name, "error")
+        return ModelResult(record)
+
+
+def _fault(exc: BaseException, retries: int) -> BaseException:
+    """What a Ray failure means for the model: the worker's own exception, or how it died."""
+    import ray.exceptions as errors  # deferred: see connect
+
+    if isinstance(exc, errors.RayTaskError):
+        cause = exc.cause
+        return cause if isinstance(cause, Exception) else HarnessError(str(exc).splitlines()[0])
+    after = f" (after {retries} restart{'s' if retries != 1 else ''})" if retries else ""
+    detail = " ".join(str(exc).split())[:600]
+    if isinstance(exc, errors.OutOfMemoryError):
+        return HarnessError(f"its Ray worker ran out of memory{after}: {detail}; {LOG_HINT}")
+    if isinstance(exc, errors.RayActorError | errors.WorkerCrashedError | errors.NodeDiedError):
+        return HarnessError(f"its Ray worker died{after}: {detail}; {LOG_HINT}")
+    if isinstance(exc, errors.RayError):
+        return HarnessError(f"Ray failed it: {type(exc).__name__}: {detail}")
+    return exc
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else HarnessError(f"{type(exc).__name__}: {exc}")
+
+
+def _with_dependencies(suite: LoadedSuite, names: list[str]) -> list[str]:
+    """`names` and the candidates they need (a reward model), each after what it needs."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        for dependency in suite.trainings[name].depends_on:
+            visit(dependency)
+        if name not in ordered:
+            ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
+
+
+def _planned_memory(suite: LoadedSuite) -> dict[str, int]:
+    """Each model's peak memory on the CPU as `harness plan` estimates it (what Ray reserves for
+    it on a CPU cluster); nothing for a model it cannot estimate."""
+    try:
+        from harness.plan import plan_suite  # deferred: loads the base's config and tokenizer
+
+        plan = plan_suite(suite, device="cpu")
+    except Exception:  # an estimate is a reservation, not a requirement: without it, none
+        return {}
+    return {row.name: int(row.peak.total) for row in plan.rows}
+
+
+def _amount(kind: str, value: float) -> str:
+    if kind == "memory":
+        from harness.plan import human_bytes  # deferred: see _planned_memory
+
+        return human_bytes(value)
+    return f"{value:g}"
+
+
+def _location(location: str | None, suite: LoadedSuite) -> str:
+    """A shared location as fsspec reads it: a relative path is relative to the suite file."""
+    from fsspec.core import split_protocol  # deferred: only runs with `artifacts:` need it
+
+    assert location is not None
+    protocol, _ = split_protocol(location)
+    if protocol is None and not Path(location).is_absolute():
+        return str((suite.path.parent / location).resolve())
+    return location
+
+
+__all__ = ["Cluster", "Hub", "RayEngine", "SerializedStore", "connect", "disconnect"]

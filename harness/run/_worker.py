@@ -1,0 +1,304 @@
+"""A model's Ray worker (`execution: {engine: ray}`): it trains a candidate where Ray placed it
+and evaluates it there, with the weights already in place, by the same code as a local run.
+
+The worker never opens the DuckDB store: the run's process is its only writer. The worker's
+store is a proxy that asks the run for what it reads (a model's cached outputs) and sends it what
+it writes (outputs as each batch finishes, a base's record), and its reporter sends progress the
+same way, all over Ray queues (harness.run._ray serves them). Gates are decided by the run.
+
+This module imports nothing of Ray: harness.run._ray makes a Ray actor of `ModelWorker`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.core.errors import HarnessError
+from harness.core.home import harness_home
+from harness.core.noise import quiet_harmless_messages
+from harness.core.progress import Reporter
+from harness.evaluation import ModelResult
+from harness.run._runner import Gating, _evaluate_now, _judge, _Run
+from harness.suite import LoadedSuite
+from harness.training import (
+    Placement,
+    SharedArtifacts,
+    TrainedModel,
+    launch_placement,
+    pack_artifact,
+    stored_artifact,
+    train_candidate,
+    unpack_artifact,
+)
+
+ANSWER_TIMEOUT_S = 600.0  # the run answers reads at once; this long silent means it is gone
+REPORTER_METHODS = frozenset({"stage", "advance", "training", "note", "done"})
+STORE_WRITES = frozenset({"put_many", "record_model", "record_model_result"})
+STORE_READS = frozenset({"get_many", "get_scope", "read_scopes"})
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker of a run is given."""
+
+    suite: LoadedSuite
+    run_id: str
+    retrain: bool
+    fail_on: frozenset[str]
+    events: Any  # ray.util.queue.Queue: worker -> run (progress, writes, read requests)
+    driver_node: str | None  # the run's Ray node (None under Ray Client: never the same disk)
+    driver_home: str  # the run's $HARNESS_HOME, used as is by a worker on the run's node
+    shared: str | None = None  # execution.artifacts
+    cpus: float = 1.0  # per process, for a launch on the CPU
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A trained artifact as workers hand it on: its name under $HARNESS_HOME/artifacts, and its
+    bytes when it was built on another node than the one that needs it."""
+
+    name: str
+    packed: Any = None  # a Ray object reference to pack_artifact's bytes, or None
+
+
+@dataclass(frozen=True)
+class RemoteTraining:
+    """What `ModelWorker.train` returns: the trained model as the run records it, and how its
+    artifact reaches the run's $HARNESS_HOME."""
+
+    artifact: str
+    stats: dict[str, Any]
+    loss_curve: list[tuple[int, float]]
+    reused: bool
+    has_merged: bool
+    node: str
+    packed: bytes | None = None  # the artifact, when built on another node than the run's
+    shared_uri: str | None = None  # where it lies when it was left at the shared location
+
+
+@dataclass
+class RemoteStore:
+    """The store as a worker sees it: reads asked of the run, writes sent to it."""
+
+    events: Any
+    replies: Any
+    worker: str
+    _prefetched: dict[str, dict[tuple[str, str], str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _asked: int = 0
+
+    def get_many(self, kind: str, keys: list[str]) -> dict[str, Any]:
+        return self._ask("get_many", kind, list(keys))  # type: ignore[no-any-return]
+
+    def get_scope(self, scope: str) -> dict[tuple[str, str], str]:
+        if (found := self._prefetched.pop(scope, None)) is not None:
+            return found
+        return self._ask("get_scope", scope)  # type: ignore[no-any-return]
+
+    def prefetch_scopes(self, scopes: list[str]) -> None:
+        self._prefetched.update(self._ask("read_scopes", list(scopes)))
+
+    def put_many(self, kind: str, items: dict[str, Any], *, scope: str | None = None) -> None:
+        self._tell("put_many", kind, items, scope=scope)
+
+    def record_model(self, *args: Any) -> None:
+        self._tell("record_model", *args)
+
+    def record_model_result(self, *args: Any) -> None:
+        self._tell("record_model_result", *args)
+
+    def _tell(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self.events.put(("write", self.worker, method, args, kwargs))
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        from ray.util.queue import Empty  # deferred: this module imports nothing of Ray
+
+        with self._lock:  # one question at a time: the answers come back in order
+            self._asked += 1
+            self.events.put(("read", self.worker, self._asked, method, args, {}))
+            try:
+                asked, answer = self.replies.get(timeout=ANSWER_TIMEOUT_S)
+            except Empty as exc:
+                raise HarnessError("the run stopped answering its Ray worker") from exc
+        if asked != self._asked:
+            raise HarnessError(f"the run answered question {asked}, not {self._asked}")
+        return answer
+
+
+class RemoteReporter(Reporter):
+    """Progress sent to the run's display."""
+
+    def __init__(self, events: Any, worker: str) -> None:
+        self.events = events
+        self.worker = worker
+
+    def _send(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self.events.put(("report", self.worker, method, args, kwargs))
+
+    def stage(self, model: str, stage: str, total: int | None = None) -> None:
+        self._send("stage", model, stage, total)
+
+    def advance(self, model: str, completed: float, *, batches: int = 0, tokens: int = 0) -> None:
+        self._send("advance", model, completed, batches=batches, tokens=tokens)
+
+    def training(
+        self, model: str, step: int, total: int, loss: float | None, phase: str = "training"
+    ) -> None:
+        self._send("training", model, step, total, loss, phase)
+
+    def note(self, model: str, text: str) -> None:
+        self._send("note", model, text)
+
+    def done(self, model: str, verdict: str) -> None:
+        self._send("done", model, verdict)
+
+
+class ModelWorker:
+    """One model of the run on a Ray worker: the base, a `model:` candidate, or a trained
+    candidate (trained, then evaluated with its merged model when it has one)."""
+
+    def __init__(self, setup: WorkerSetup, worker: str, replies: Any) -> None:
+        self.node = _node_id()
+        self.local = setup.driver_node is not None and self.node == setup.driver_node
+        if self.local:  # the run's own disk: its artifacts and builds, no copies
+            os.environ["HARNESS_HOME"] = setup.driver_home
+        quiet_harmless_messages()
+        self.setup = setup
+        self.run = _Run(
+            setup.suite,
+            RemoteStore(setup.events, replies, worker),  # type: ignore[arg-type]
+            setup.run_id,
+            RemoteReporter(setup.events, worker),
+            Gating(fail_on=setup.fail_on),
+            retrain=setup.retrain,
+        )
+        self.shared = SharedArtifacts(setup.shared) if setup.shared else None
+        self.trained: TrainedModel | None = None
+
+    def evaluate(
+        self, name: str, role: str, reference: str, base: ModelResult | None
+    ) -> ModelResult:
+        """A model's evaluation (a base's is recorded by the run as it arrives)."""
+        run = self._for(name)
+        return _evaluate_now(run, name, role, reference, base)
+
+    def train(
+        self, name: str, base: ModelResult, dependencies: dict[str, ArtifactRef]
+    ) -> RemoteTraining:
+        """Train candidate `name` (or reuse its artifact), on the devices Ray gave this worker."""
+        run = self._for(name)
+        where = f"Ray node {self.node[:8]}" + (f", GPU {','.join(_gpus())}" if _gpus() else "")
+        run.reporter.stage(name, f"training ({where})")
+
+        def progress(update: Any) -> None:
+            run.reporter.training(name, update.step, update.total_steps, update.loss, update.phase)
+
+        self.trained = train_candidate(
+            run.suite,
+            name,
+            run.base_dir(),
+            base.record.fingerprint or "",
+            retrain=run.retrain,
+            progress=progress,
+            placement=self._placement(name),
+            judge=_judge(run, name, base),
+            dependencies={d: self._dependency(ref) for d, ref in dependencies.items()},
+            shared=self.shared,
+        )
+        return self._handed_back(self.trained)
+
+    def evaluate_trained(self, name: str, base: ModelResult) -> list[ModelResult]:
+        """The trained candidate's evaluation, and its merged model's when it has one."""
+        if self.trained is None:
+            raise HarnessError(f"{name} was not trained by this worker")
+        run = self._for(name)
+        found = [_evaluate_now(run, name, "candidate", str(self.trained.model_dir), base)]
+        if self.trained.merged_dir is not None:
+            merged = f"{name}+merged"
+            found.append(
+                _evaluate_now(run, merged, "candidate", str(self.trained.merged_dir), base)
+            )
+        return found
+
+    def _for(self, name: str) -> _Run:
+        """The run as candidate `name` sees it: the capabilities it names (`capabilities:`)."""
+        candidate = next((c for c in self.setup.suite.spec.candidates if c.name == name), None)
+        if candidate is None:
+            return self.run
+        return _Run(
+            self.run.suite.only(candidate.capabilities),
+            self.run.store,
+            self.run.run_id,
+            self.run.reporter,
+            self.run.gating,
+            retrain=self.run.retrain,
+        )
+
+    def _placement(self, name: str) -> Placement | None:
+        launch = self.setup.suite.trainings[name].accelerate
+        if launch is None:
+            return None
+        cores = max(1, int(self.setup.cpus * launch.num_processes))
+        return launch_placement(launch.num_processes, _gpus(), cores)
+
+    def _dependency(self, ref: ArtifactRef) -> TrainedModel:
+        """A trained candidate this one needs (a reward model), in this node's $HARNESS_HOME."""
+        if (found := stored_artifact(ref.name)) is not None:
+            return found
+        if ref.packed is not None:
+            import ray  # deferred: this module imports nothing of Ray
+
+            unpack_artifact(ray.get(ref.packed), harness_home() / "artifacts" / ref.name)
+        elif self.shared is not None and self.shared.has(ref.name):
+            self.shared.download(ref.name, harness_home() / "artifacts" / ref.name)
+        if (found := stored_artifact(ref.name)) is None:
+            raise HarnessError(f"artifact {ref.name} is not on this node")
+        return found
+
+    def _handed_back(self, trained: TrainedModel) -> RemoteTraining:
+        """The artifact as the run gets it: on its own disk already, at the shared location
+        (full weights), or packed for the trip (adapters; everything without a location)."""
+        artifact = trained.model_dir.parent
+        packed, shared_uri = None, None
+        if not self.local:
+            adapter = (trained.model_dir / "adapter_config.json").is_file()
+            if self.shared is not None and not adapter:
+                shared_uri = self.shared.uri(artifact.name)
+            else:
+                packed = pack_artifact(artifact)
+        return RemoteTraining(
+            artifact.name,
+            trained.stats,
+            trained.loss_curve,
+            trained.reused,
+            trained.merged_dir is not None,
+            self.node,
+            packed,
+            shared_uri,
+        )
+
+
+def _node_id() -> str:
+    import ray  # deferred: this module imports nothing of Ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _gpus() -> list[str]:
+    """The GPUs Ray gave this worker (its CUDA_VISIBLE_DEVICES), as a child's ids."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return [part for part in listed.split(",") if part.strip()]
+
+
+__all__ = [
+    "REPORTER_METHODS",
+    "STORE_READS",
+    "STORE_WRITES",
+    "ArtifactRef",
+    "ModelWorker",
+    "RemoteTraining",
+    "WorkerSetup",
+]

@@ -14,6 +14,7 @@ A worker that dies (killed, out of memory, its node lost) fails its own model on
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,7 @@ from harness.suite import Execution, LoadedSuite
 from harness.training import SharedArtifacts, TrainedModel, stored_artifact, unpack_artifact
 
 NAMESPACE = "harness"
+CONNECT_TIMEOUT_S = 10.0
 LOG_HINT = "its output is in the Ray logs on its node (/tmp/ray/session_latest/logs)"
 
 
@@ -57,6 +59,8 @@ def connect(execution: Execution) -> Cluster:
     import ray  # deferred: ray is an optional extra, imported only for engine: ray
 
     address = execution.address
+    if address is not None and address != "auto":
+        _reachable(address)
     try:
         ray.init(
             address=address,
@@ -81,6 +85,21 @@ def connect(execution: Execution) -> Cluster:
     return Cluster(
         f"{described}: {len(nodes)} node(s), {cpus:g} CPUs, {gpus:g} GPUs", node, gpus, nodes
     )
+
+
+def _reachable(address: str) -> None:
+    """HarnessError unless the cluster's port answers: Ray itself retries an unreachable address
+    for minutes, printing warnings, before it gives up."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise HarnessError(
+            f"execution: could not join the Ray cluster at {address}: nothing answers there "
+            f"({exc}); start one with `ray start --head`, or give its address as HOST:PORT or "
+            "ray://HOST:10001"
+        ) from exc
 
 
 def disconnect() -> None:

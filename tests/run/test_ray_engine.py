@@ -75,7 +75,9 @@ def outcome(result: RunResult) -> dict[str, Any]:
         found[model.record.name] = {
             "fingerprint": model.record.fingerprint,
             "status": model.record.status,
-            "outputs": [(c.capability, c.check, c.case_id, c.output, c.scores) for c in model.cases],
+            "outputs": [
+                (c.capability, c.check, c.case_id, c.output, c.scores) for c in model.cases
+            ],
             "gates": [(g.capability, g.kind, g.outcome, g.value, g.message) for g in model.gates],
         }
     return found
@@ -201,6 +203,6 @@ def test_the_ray_engine_without_ray_installed_is_refused_at_its_line(
 def test_an_unreachable_cluster_is_an_error_before_anything_is_recorded(tmp_path: Path) -> None:
     path = write_suite(tmp_path, TWO_CANDIDATES)
     store = Store(tmp_path / "h.duckdb")
-    with pytest.raises(HarnessError, match="could not join the Ray cluster at 127.0.0.1:9"):
+    with pytest.raises(HarnessError, match=r"could not join the Ray cluster at 127\.0\.0\.1:9"):
         run_suite(load_suite(path).on_ray("127.0.0.1:9"), store)
     assert store.list_runs() == []

@@ -36,7 +36,14 @@ from harness.run._worker import (
     WorkerSetup,
 )
 from harness.suite import Execution, LoadedSuite
-from harness.training import SharedArtifacts, TrainedModel, stored_artifact, unpack_artifact
+from harness.training import (
+    SharedArtifacts,
+    TrainedModel,
+    in_dependency_order,
+    pack_artifact,
+    stored_artifact,
+    unpack_artifact,
+)
 
 NAMESPACE = "harness"
 CONNECT_TIMEOUT_S = 10.0
@@ -258,12 +265,15 @@ class RayEngine:
     def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
         """Every candidate's actor at once (those it needs first): Ray places them."""
         self.memory = _planned_memory(self.run.suite) if self.gpus_each == 0 else {}
+        selected = {c.name for c in candidates}
         names = [c.name for c in candidates if c.backend is not None]
-        for name in _with_dependencies(self.run.suite, names):
+        names += [s for c in candidates if c.merge_of is not None for s in c.merge_of.candidates]
+        for name in in_dependency_order(self.run.suite, names):
             self.run.reporter.stage(name, "queued")
             self.trainings[name] = Future()
             self.evaluations[name] = Future()
-            self.threads.submit(self._trained_job, name, base)
+            # one trained only for another (a reward model, a merge's source) is not evaluated
+            self.threads.submit(self._trained_job, name, base, name in selected)
         for candidate in candidates:
             if candidate.model is not None:
                 self.run.reporter.stage(candidate.name, "queued")
@@ -310,7 +320,7 @@ class RayEngine:
 
     # --- jobs (each in a thread of its own, waiting on its actor) -----------------------------
 
-    def _trained_job(self, name: str, base: ModelResult) -> None:
+    def _trained_job(self, name: str, base: ModelResult, evaluate: bool) -> None:
         trained, evaluated = self.trainings[name], self.evaluations[name]
         try:
             dependencies = {d: self._artifact(d) for d in self.run.suite.trainings[name].depends_on}
@@ -322,6 +332,10 @@ class RayEngine:
             trained.set_result(replace(remote, packed=None))
         except BaseException as exc:
             trained.set_exception(_as_exception(exc))
+            evaluated.set_result([])
+            self._release(name)
+            return
+        if not evaluate:
             evaluated.set_result([])
             self._release(name)
             return
@@ -351,8 +365,6 @@ class RayEngine:
         stored = harness_home() / "artifacts" / remote.artifact
         packed = None
         if stored.is_dir() and (self.cluster.node is None or len(self.cluster.nodes) > 1):
-            from harness.training import pack_artifact
-
             packed = self.ray.put(pack_artifact(stored))
         return ArtifactRef(remote.artifact, packed)
 
@@ -381,22 +393,21 @@ class RayEngine:
         return actor
 
     def _check_placeable(self, name: str, cpus: float, gpus: float, memory: int | None) -> None:
-        """A request no node can meet would wait forever: it is the model's error instead."""
+        """A request no node meets: on the Ray instance this run started, which never grows, the
+        model's error (it would wait forever); on a cluster, said and submitted (an autoscaler,
+        KubeRay's say, may add the node)."""
         wanted = {"CPU": cpus, "GPU": gpus, "memory": float(memory or 0)}
         for node in self.cluster.nodes:
             if all(node.get(k, 0) >= v for k, v in wanted.items() if v):
                 return
         asked = ", ".join(f"{k} {_amount(k, v)}" for k, v in wanted.items() if v)
-        largest = max(
-            (
-                ", ".join(f"{k} {_amount(k, n.get(k, 0))}" for k in wanted)
-                for n in self.cluster.nodes
-            ),
-            default="none",
+        largest = "; ".join(
+            ", ".join(f"{k} {_amount(k, n.get(k, 0))}" for k in wanted) for n in self.cluster.nodes
         )
-        raise HarnessError(
-            f"{name} asks Ray for {asked}, more than any node of the cluster has ({largest})"
-        )
+        message = f"{name} asks Ray for {asked}, more than any node has ({largest or 'no node'})"
+        if self.execution.address is None:
+            raise HarnessError(message)
+        self.run.reporter.note(name, message + "; waiting for the cluster to add one")
 
     def _release(self, name: str) -> None:
         actor = self.actors.pop(name, None)
@@ -440,21 +451,6 @@ def _fault(exc: BaseException, retries: int) -> BaseException:
 
 def _as_exception(exc: BaseException) -> Exception:
     return exc if isinstance(exc, Exception) else HarnessError(f"{type(exc).__name__}: {exc}")
-
-
-def _with_dependencies(suite: LoadedSuite, names: list[str]) -> list[str]:
-    """`names` and the candidates they need (a reward model), each after what it needs."""
-    ordered: list[str] = []
-
-    def visit(name: str) -> None:
-        for dependency in suite.trainings[name].depends_on:
-            visit(dependency)
-        if name not in ordered:
-            ordered.append(name)
-
-    for name in names:
-        visit(name)
-    return ordered
 
 
 def _planned_memory(suite: LoadedSuite) -> dict[str, int]:

@@ -6,7 +6,7 @@ from harness.backends import Checkpoint
 from harness.training._checkpoints import CheckpointPoint, Judge
 from harness.training._launch import Placement
 from harness.training._merge import merge_candidate
-from harness.training._schedule import Trainings, launch_placement
+from harness.training._schedule import Trainings, in_dependency_order, launch_placement
 from harness.training._shared import SharedArtifacts, pack_artifact, unpack_artifact
 from harness.training._train import (
     TrainedModel,
@@ -23,6 +23,7 @@ __all__ = [
     "SharedArtifacts",
     "TrainedModel",
     "Trainings",
+    "in_dependency_order",
     "launch_placement",
     "merge_candidate",
     "pack_artifact",

@@ -43,6 +43,21 @@ def launch_placement(processes: int, gpus: list[str], cores: int | None = None) 
     return Placement((), max(1, (cores or os.cpu_count() or 1) // processes))
 
 
+def in_dependency_order(suite: LoadedSuite, names: list[str]) -> list[str]:
+    """`names` and the candidates they need (a reward model), each after what it needs."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        for dependency in suite.trainings[name].depends_on:
+            visit(dependency)
+        if name not in ordered:
+            ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
+
+
 class Trainings:
     """The trained candidates of a run, each trained once, at its turn, after the candidates it
     depends on (a reward model)."""
@@ -95,4 +110,4 @@ class Trainings:
         return found
 
 
-__all__ = ["Trainings", "launch_placement", "visible_gpus"]
+__all__ = ["Trainings", "in_dependency_order", "launch_placement", "visible_gpus"]

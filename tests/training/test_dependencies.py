@@ -10,7 +10,7 @@ import pytest
 from helpers.training import problems, write
 
 from harness.suite import LoadedSuite, load_suite
-from harness.training import Trainings
+from harness.training import Trainings, in_dependency_order
 
 RM = "- {name: rm, backend: reward_model, data: prefs, capabilities: [ranking], args: {max_steps: 2}}\n"
 RL = """\
@@ -51,7 +51,7 @@ def test_the_reward_model_trains_first_and_once(tmp_path: Path) -> None:
         return f"model of {name}"
 
     trainings = Trainings(suite, train, gpus=[])
-    assert trainings.in_order(["rl"]) == ["rm", "rl"]  # what it needs comes first
+    assert in_dependency_order(suite, ["rl"]) == ["rm", "rl"]  # what it needs comes first
     assert trainings.result("rl") == "model of rl"
     assert trainings.result("rm") == "model of rm"  # asked again: the same, not retrained
     assert calls == [("rm", {}), ("rl", {"rm": "model of rm"})]

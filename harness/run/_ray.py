@@ -31,6 +31,7 @@ from harness.run._worker import (
     STORE_READS,
     STORE_WRITES,
     ArtifactRef,
+    Mailbox,
     ModelWorker,
     RemoteTraining,
     WorkerSetup,
@@ -46,6 +47,8 @@ from harness.training import (
 )
 
 NAMESPACE = "harness"
+EVENTS_AT_ONCE = 500  # collected from the mailbox in one call
+MAX_MODELS = 256  # models in flight at once (threads are made only as models are submitted)
 CONNECT_TIMEOUT_S = 10.0
 LOG_HINT = "its output is in the Ray logs on its node (/tmp/ray/session_latest/logs)"
 
@@ -136,22 +139,25 @@ class SerializedStore:
 
 
 class Hub:
-    """Serves the workers: their progress to the run's display, their writes to the store,
-    their reads answered from it. One event at a time, in the order they were sent."""
+    """Serves the workers through the run's `Mailbox`: their progress to the run's display,
+    their writes to the store, their reads answered from it. One event at a time, in the order
+    each worker sent them."""
 
-    def __init__(self, store: Any, reporter: Any, events: Any) -> None:
+    def __init__(self, store: Any, reporter: Any, mailbox: Any) -> None:
+        import ray  # deferred: see connect
+
+        self.ray = ray
         self.store = store
         self.reporter = reporter
-        self.events = events
-        self.replies: dict[str, Any] = {}
+        self.mailbox = mailbox
         self.consuming = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._serve, name="harness-ray-hub", daemon=True)
         self.thread.start()
 
     def drain(self) -> None:
-        """Handle every event sent so far (a worker's events precede its results)."""
-        while self._step(block=False):
+        """Handle every event posted so far (a worker flushes its posts before it returns)."""
+        while self._step(timeout=0):
             pass
 
     def stop(self) -> None:
@@ -161,22 +167,18 @@ class Hub:
     def _serve(self) -> None:
         while not self.stopped.is_set():
             try:
-                self._step(block=True)
-            except Exception as exc:  # the queue's actor gone: the run is ending
+                self._step(timeout=0.2)
+            except Exception as exc:  # the mailbox gone: the run is ending
                 if not self.stopped.is_set():
                     logging.getLogger(__name__).debug("hub: %s", exc)
                 return
 
-    def _step(self, *, block: bool) -> bool:
-        from ray.util.queue import Empty  # deferred: see connect
-
+    def _step(self, *, timeout: float) -> bool:
         with self.consuming:
-            try:
-                event = self.events.get(timeout=0.2) if block else self.events.get_nowait()
-            except Empty:
-                return False
-            self._handle(event)
-            return True
+            events = self.ray.get(self.mailbox.collect.remote(EVENTS_AT_ONCE, timeout))
+            for event in events:
+                self._handle(event)
+            return bool(events)
 
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind, worker, *rest = event
@@ -189,10 +191,10 @@ class Hub:
         elif kind == "read" and rest[1] in STORE_READS:
             asked, method, args, _ = rest
             try:
-                answer: Any = self._read(method, args)
+                answer: Any = (asked, self._read(method, args))
             except Exception as exc:  # said to the worker, which raises it there
                 answer = HarnessError(f"the run could not read its store: {exc}")
-            self.replies[worker].put((asked, answer))
+            self.mailbox.answer.remote(worker, answer)
 
     def _read(self, method: str, args: Sequence[Any]) -> Any:
         if method == "read_scopes":
@@ -207,10 +209,8 @@ class RayEngine:
 
     def __init__(self, run: Any, cluster: Cluster) -> None:
         import ray  # deferred: see connect
-        from ray.util.queue import Queue
 
         self.ray = ray
-        self.Queue = Queue
         self.run = run
         self.cluster = cluster
         execution = run.suite.spec.execution
@@ -223,15 +223,15 @@ class RayEngine:
             if (execution.artifacts)
             else None
         )
-        self.events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE})
-        self.hub = Hub(run.store, run.reporter, self.events)
+        self.mailbox = ray.remote(Mailbox).options(num_cpus=0, namespace=NAMESPACE).remote()
+        self.hub = Hub(run.store, run.reporter, self.mailbox)
         self.setup = ray.put(
             WorkerSetup(
                 run.suite,
                 run.run_id,
                 run.retrain,
                 run.gating.fail_on,
-                self.events,
+                self.mailbox,
                 cluster.node,
                 str(harness_home()),
                 self.shared.location if self.shared else None,
@@ -239,12 +239,12 @@ class RayEngine:
             )
         )
         self.remote_worker = ray.remote(ModelWorker)
-        self.threads = ThreadPoolExecutor(thread_name_prefix="harness-ray")
+        # A thread per model, each only waiting on its actor: as many at once as the cluster runs
+        self.threads = ThreadPoolExecutor(MAX_MODELS, thread_name_prefix="harness-ray")
         self.actors: dict[str, Any] = {}
         self.memory: dict[str, int] = {}
         self.trainings: dict[str, Future[RemoteTraining]] = {}
         self.evaluations: dict[str, Future[list[ModelResult]]] = {}
-        self.base: ModelResult | None = None
         run.reporter.note("base", f"Ray: {cluster.description}")
 
     # --- the engine's interface (harness.run._runner.Engine) ---------------------------------
@@ -259,7 +259,6 @@ class RayEngine:
         finally:
             self._release("base")
         self.hub.drain()  # its record and outputs are written before anything compares with it
-        self.base = result
         return result
 
     def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
@@ -315,7 +314,7 @@ class RayEngine:
         self.threads.shutdown(wait=True, cancel_futures=True)
         self.hub.drain()
         self.hub.stop()
-        self.ray.kill(self.events.actor)  # type: ignore[arg-type]
+        self.ray.kill(self.mailbox)  # type: ignore[arg-type]
         disconnect()
 
     # --- jobs (each in a thread of its own, waiting on its actor) -----------------------------
@@ -376,8 +375,6 @@ class RayEngine:
         gpus = self.gpus_each * processes
         memory = self.memory.get(name)
         self._check_placeable(name, cpus, gpus, memory)
-        replies = self.Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE})
-        self.hub.replies[name] = replies
         options: dict[str, Any] = {
             "name": f"{self.run.run_id}:{name}",
             "namespace": NAMESPACE,
@@ -388,7 +385,7 @@ class RayEngine:
         }
         if memory:
             options["memory"] = memory
-        actor = self.remote_worker.options(**options).remote(self.setup, name, replies)
+        actor = self.remote_worker.options(**options).remote(self.setup, name)
         self.actors[name] = actor
         return actor
 
@@ -413,9 +410,6 @@ class RayEngine:
         actor = self.actors.pop(name, None)
         if actor is not None:
             self.ray.kill(actor)
-        replies = self.hub.replies.pop(name, None)
-        if replies is not None:
-            self.ray.kill(replies.actor)
 
     def _get(self, ref: Any) -> Any:
         try:

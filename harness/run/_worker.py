@@ -48,7 +48,7 @@ class WorkerSetup:
     run_id: str
     retrain: bool
     fail_on: frozenset[str]
-    events: Any  # ray.util.queue.Queue: worker -> run (progress, writes, read requests)
+    mailbox: Any  # the run's Mailbox actor
     driver_node: str | None  # the run's Ray node (None under Ray Client: never the same disk)
     driver_home: str  # the run's $HARNESS_HOME, used as is by a worker on the run's node
     shared: str | None = None  # execution.artifacts
@@ -79,64 +79,121 @@ class RemoteTraining:
     shared_uri: str | None = None  # where it lies when it was left at the shared location
 
 
+class Mailbox:
+    """The run's post box on the cluster, one Ray actor for the whole run: workers post events
+    (progress, store writes, questions) that the run collects in order, and the run posts each
+    worker's answers. Async, so a worker awaiting its answer never holds up the others."""
+
+    def __init__(self) -> None:
+        import asyncio  # (the actor's own event loop runs these methods)
+
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.answers: dict[str, asyncio.Queue[Any]] = {}
+
+    async def post(self, event: Any) -> None:
+        self.events.put_nowait(event)  # no await: posts land in the order they were sent
+
+    async def collect(self, most: int, timeout: float) -> list[Any]:
+        """Up to `most` events, waiting up to `timeout` seconds for the first."""
+        import asyncio
+
+        found = []
+        if self.events.empty() and timeout > 0:
+            try:
+                found.append(await asyncio.wait_for(self.events.get(), timeout))
+            except TimeoutError:
+                return []
+        while len(found) < most and not self.events.empty():
+            found.append(self.events.get_nowait())
+        return found
+
+    async def answer(self, worker: str, answer: Any) -> None:
+        self._answers(worker).put_nowait(answer)
+
+    async def await_answer(self, worker: str, timeout: float) -> Any:
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(self._answers(worker).get(), timeout)
+        except TimeoutError:
+            return TimeoutError(f"the run did not answer within {timeout:g} s")
+
+    def _answers(self, worker: str) -> Any:
+        import asyncio
+
+        return self.answers.setdefault(worker, asyncio.Queue())
+
+
+@dataclass
+class Post:
+    """A worker's line to the run, through the `Mailbox`: posts sent without waiting (in order),
+    questions answered in turn."""
+
+    mailbox: Any  # the Mailbox actor's handle
+    worker: str
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _asked: int = 0
+
+    def tell(self, kind: str, method: str, *args: Any, **kwargs: Any) -> None:
+        self.mailbox.post.remote((kind, self.worker, method, args, kwargs))
+
+    def ask(self, method: str, *args: Any) -> Any:
+        import ray  # deferred: this module imports nothing of Ray at its top
+
+        with self._lock:  # one question at a time: the answers come back in order
+            self._asked += 1
+            self.mailbox.post.remote(("read", self.worker, self._asked, method, args, {}))
+            reply = ray.get(self.mailbox.await_answer.remote(self.worker, ANSWER_TIMEOUT_S))
+        if isinstance(reply, Exception):  # the run could not read its store, or is gone
+            raise HarnessError(f"the run did not answer its Ray worker: {reply}")
+        asked, answer = reply
+        if asked != self._asked:
+            raise HarnessError(f"the run answered question {asked}, not {self._asked}")
+        return answer
+
+    def flush(self) -> None:
+        """Wait until every post so far is in the box (a worker's posts precede its results)."""
+        import ray  # deferred: see ask
+
+        ray.get(self.mailbox.post.remote(("flush", self.worker, "", (), {})))
+
+
 @dataclass
 class RemoteStore:
     """The store as a worker sees it: reads asked of the run, writes sent to it."""
 
-    events: Any
-    replies: Any
-    worker: str
+    post: Post
     _prefetched: dict[str, dict[tuple[str, str], str]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _asked: int = 0
 
     def get_many(self, kind: str, keys: list[str]) -> dict[str, Any]:
-        return self._ask("get_many", kind, list(keys))  # type: ignore[no-any-return]
+        return self.post.ask("get_many", kind, list(keys))  # type: ignore[no-any-return]
 
     def get_scope(self, scope: str) -> dict[tuple[str, str], str]:
         if (found := self._prefetched.pop(scope, None)) is not None:
             return found
-        return self._ask("get_scope", scope)  # type: ignore[no-any-return]
+        return self.post.ask("get_scope", scope)  # type: ignore[no-any-return]
 
     def prefetch_scopes(self, scopes: list[str]) -> None:
-        self._prefetched.update(self._ask("read_scopes", list(scopes)))
+        self._prefetched.update(self.post.ask("read_scopes", list(scopes)))
 
     def put_many(self, kind: str, items: dict[str, Any], *, scope: str | None = None) -> None:
-        self._tell("put_many", kind, items, scope=scope)
+        self.post.tell("write", "put_many", kind, items, scope=scope)
 
     def record_model(self, *args: Any) -> None:
-        self._tell("record_model", *args)
+        self.post.tell("write", "record_model", *args)
 
     def record_model_result(self, *args: Any) -> None:
-        self._tell("record_model_result", *args)
-
-    def _tell(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self.events.put(("write", self.worker, method, args, kwargs))
-
-    def _ask(self, method: str, *args: Any) -> Any:
-        from ray.util.queue import Empty  # deferred: this module imports nothing of Ray
-
-        with self._lock:  # one question at a time: the answers come back in order
-            self._asked += 1
-            self.events.put(("read", self.worker, self._asked, method, args, {}))
-            try:
-                asked, answer = self.replies.get(timeout=ANSWER_TIMEOUT_S)
-            except Empty as exc:
-                raise HarnessError("the run stopped answering its Ray worker") from exc
-        if asked != self._asked:
-            raise HarnessError(f"the run answered question {asked}, not {self._asked}")
-        return answer
+        self.post.tell("write", "record_model_result", *args)
 
 
 class RemoteReporter(Reporter):
     """Progress sent to the run's display."""
 
-    def __init__(self, events: Any, worker: str) -> None:
-        self.events = events
-        self.worker = worker
+    def __init__(self, post: Post) -> None:
+        self.post = post
 
     def _send(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self.events.put(("report", self.worker, method, args, kwargs))
+        self.post.tell("report", method, *args, **kwargs)
 
     def stage(self, model: str, stage: str, total: int | None = None) -> None:
         self._send("stage", model, stage, total)
@@ -160,18 +217,19 @@ class ModelWorker:
     """One model of the run on a Ray worker: the base, a `model:` candidate, or a trained
     candidate (trained, then evaluated with its merged model when it has one)."""
 
-    def __init__(self, setup: WorkerSetup, worker: str, replies: Any) -> None:
+    def __init__(self, setup: WorkerSetup, worker: str) -> None:
         self.node = _node_id()
         self.local = setup.driver_node is not None and self.node == setup.driver_node
         if self.local:  # the run's own disk: its artifacts and builds, no copies
             os.environ["HARNESS_HOME"] = setup.driver_home
         quiet_harmless_messages()
         self.setup = setup
+        self.post = Post(setup.mailbox, worker)
         self.run = _Run(
             setup.suite,
-            RemoteStore(setup.events, replies, worker),  # type: ignore[arg-type]
+            RemoteStore(self.post),  # type: ignore[arg-type]
             setup.run_id,
-            RemoteReporter(setup.events, worker),
+            RemoteReporter(self.post),
             Gating(fail_on=setup.fail_on),
             retrain=setup.retrain,
         )
@@ -182,8 +240,10 @@ class ModelWorker:
         self, name: str, role: str, reference: str, base: ModelResult | None
     ) -> ModelResult:
         """A model's evaluation (a base's is recorded by the run as it arrives)."""
-        run = self._for(name)
-        return _evaluate_now(run, name, role, reference, base)
+        try:
+            return _evaluate_now(self._for(name), name, role, reference, base)
+        finally:
+            self.post.flush()
 
     def train(
         self, name: str, base: ModelResult, dependencies: dict[str, ArtifactRef]
@@ -208,6 +268,7 @@ class ModelWorker:
             dependencies={d: self._dependency(ref) for d, ref in dependencies.items()},
             shared=self.shared,
         )
+        self.post.flush()
         return self._handed_back(self.trained)
 
     def evaluate_trained(self, name: str, base: ModelResult) -> list[ModelResult]:
@@ -298,6 +359,7 @@ __all__ = [
     "STORE_READS",
     "STORE_WRITES",
     "ArtifactRef",
+    "Mailbox",
     "ModelWorker",
     "RemoteTraining",
     "WorkerSetup",

@@ -116,7 +116,7 @@ def test_the_ray_engine_gives_the_local_runs_weights_outputs_and_verdicts(
         assert info["requests_cached"] > 0 and info["requests_computed"] == 0
 
 
-@pytest.mark.slow  # a run on Ray whose worker is killed while it trains
+@pytest.mark.slow  # a run on Ray whose worker is killed while it trains, beside a launch
 def test_a_killed_worker_fails_its_own_candidate_and_the_others_finish(
     tmp_path: Path, ray_address: str, tiny_dir: Path
 ) -> None:
@@ -127,6 +127,11 @@ def test_a_killed_worker_fails_its_own_candidate_and_the_others_finish(
         """\
   - {name: doomed, backend: lora, data: train, args: {learning_rate: 1.0e-3, max_steps: 100000}}
   - {name: fine, backend: lora, data: train, args: {learning_rate: 3.0e-3, max_steps: 4}}
+  - name: launch
+    backend: lora
+    data: train
+    accelerate: {num_processes: 2}
+    args: {learning_rate: 3.0e-3, max_steps: 4, per_device_train_batch_size: 4}
 """,
     )
     summary = tmp_path / "run.json"
@@ -146,6 +151,10 @@ def test_a_killed_worker_fails_its_own_candidate_and_the_others_finish(
     assert models["doomed"]["status"] == "error"
     assert "training failed: HarnessError: its Ray worker died" in models["doomed"]["error"]
     assert models["fine"]["status"] != "error", models["fine"]["error"]
+    # a launch is one actor holding a CPU per process (both of the instance's, so it waited for
+    # the others or they for it), trained there over two gloo processes
+    assert models["launch"]["status"] != "error", models["launch"]["error"]
+    assert models["launch"]["info"]["training"]["processes"] == 2
 
 
 def wait_for_actor(suffix: str, running: subprocess.Popen[str]) -> Any:

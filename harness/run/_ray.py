@@ -242,7 +242,10 @@ class RayEngine:
         # A thread per model, each only waiting on its actor: as many at once as the cluster runs
         self.threads = ThreadPoolExecutor(MAX_MODELS, thread_name_prefix="harness-ray")
         self.actors: dict[str, Any] = {}
-        self.memory: dict[str, int] = {}
+        # `harness plan`'s estimates (reserved on a CPU cluster), made while the base evaluates
+        self.memory = self.threads.submit(
+            lambda: _planned_memory(run.suite) if self.gpus_each == 0 else {}
+        )
         self.trainings: dict[str, Future[RemoteTraining]] = {}
         self.evaluations: dict[str, Future[list[ModelResult]]] = {}
         run.reporter.note("base", f"Ray: {cluster.description}")
@@ -263,7 +266,6 @@ class RayEngine:
 
     def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
         """Every candidate's actor at once (those it needs first): Ray places them."""
-        self.memory = _planned_memory(self.run.suite) if self.gpus_each == 0 else {}
         selected = {c.name for c in candidates}
         names = [c.name for c in candidates if c.backend is not None]
         names += [s for c in candidates if c.merge_of is not None for s in c.merge_of.candidates]
@@ -373,7 +375,7 @@ class RayEngine:
         """A new actor for model `name`, asking for what `processes` processes of it need."""
         cpus = self.execution.cpus * processes
         gpus = self.gpus_each * processes
-        memory = self.memory.get(name)
+        memory = self.memory.result().get(name) if name != "base" else None
         self._check_placeable(name, cpus, gpus, memory)
         options: dict[str, Any] = {
             "name": f"{self.run.run_id}:{name}",

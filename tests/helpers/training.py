@@ -13,6 +13,7 @@ import pytest
 import harness.models.corpus
 from harness.backends import BACKENDS, TrainProgress, TrainRequest, TrainResult
 from harness.core.errors import HarnessError
+from harness.core.progress import Reporter
 from harness.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,3 +99,19 @@ def problems(tmp_path: Path, candidates: str) -> list[str]:
     with pytest.raises(HarnessError) as caught:
         load_suite(write(tmp_path, candidates))
     return caught.value.problems
+
+
+class Stages(Reporter):
+    """What a run's display was told, per model: its stages, and its training steps."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, list[str]] = {}
+        self.steps: dict[str, list[int]] = {}
+
+    def stage(self, model: str, stage: str, total: int | None = None) -> None:
+        self.stages.setdefault(model, []).append(stage)
+
+    def training(
+        self, model: str, step: int, total: int, loss: float | None, phase: str = "training"
+    ) -> None:
+        self.steps.setdefault(model, []).append(step)

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.core.progress import Reporter
 from harness.evaluation import RunResult
 from harness.run import run_suite
 from harness.store import Store
 from harness.suite import load_suite
-from tests.helpers.training import SUITE
+from tests.helpers.training import SUITE, Stages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,22 +49,6 @@ def write_suite(tmp_path: Path, candidates: str, extra: str = "") -> Path:
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE.replace("candidates:\n", extra + "candidates:\n") + candidates)
     return path
-
-
-class Stages(Reporter):
-    """What the run's display was told, per model."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, list[str]] = {}
-        self.steps: dict[str, list[int]] = {}
-
-    def stage(self, model: str, stage: str, total: int | None = None) -> None:
-        self.stages.setdefault(model, []).append(stage)
-
-    def training(
-        self, model: str, step: int, total: int, loss: float | None, phase: str = "training"
-    ) -> None:
-        self.steps.setdefault(model, []).append(step)
 
 
 def outcome(result: RunResult) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import pytest
 from accelerate.commands.launch import launch_command_parser
 
 from harness.core.errors import HarnessError
-from harness.core.progress import Reporter
 from harness.run import run_suite
 from harness.store import Store
 from harness.suite import AccelerateConfig, load_suite
@@ -25,6 +24,7 @@ from harness.training._launch import (
     worker_environment,
 )
 from harness.training._schedule import launch_placement, visible_gpus
+from tests.helpers.training import Stages
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "suites" / "data"
@@ -192,16 +192,6 @@ def test_a_child_that_fails_reports_its_error_in_words(tmp_path: Path) -> None:
     assert list(scratch.iterdir()) == []  # the job's files are cleaned up
 
 
-class Stages(Reporter):
-    """The stages each model went through, as the run reported them."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, list[str]] = {}
-
-    def stage(self, model: str, stage: str, total: int | None = None) -> None:
-        self.stages.setdefault(model, []).append(stage)
-
-
 @pytest.mark.slow
 def test_a_candidate_trains_over_two_processes_beside_one_in_the_run(
     tmp_path: Path, tiny_dir: Path
@@ -219,9 +209,9 @@ def test_a_candidate_trains_over_two_processes_beside_one_in_the_run(
           - {name: diverges, backend: full, data: train, args: {learning_rate: 1.0e+30, max_steps: 3}}
         """,
     )
-    timeline = Stages()
+    stages = Stages()
     suite = load_suite(path)
-    result = run_suite(suite, Store(tmp_path / "h.duckdb"), reporter=timeline, retrain=True)
+    result = run_suite(suite, Store(tmp_path / "h.duckdb"), reporter=stages, retrain=True)
     by_name = {c.record.name: c for c in result.candidates}
 
     # a failing child is recorded in words, the others still train and evaluate
@@ -236,8 +226,8 @@ def test_a_candidate_trains_over_two_processes_beside_one_in_the_run(
     assert ddp["visible_devices"] == ""  # its child saw no GPU
     assert ddp["final_loss"] < 1.5  # it learned (the first steps are near 3)
     assert by_name["ddp"].metrics  # the two-process artifact loads and evaluates
-    assert timeline.stages["single"][0] == "training"
-    assert "training (CPU)" in timeline.stages["ddp"]
+    assert stages.stages["single"][0] == "training"
+    assert "training (CPU)" in stages.stages["ddp"]
 
     # a rerun reuses both artifacts (the launch is part of their keys)
     again = run_suite(load_suite(path), Store(tmp_path / "h.duckdb"))

@@ -40,6 +40,7 @@ from harness.suite import Execution, LoadedSuite
 from harness.training import (
     SharedArtifacts,
     TrainedModel,
+    cached_artifact,
     in_dependency_order,
     pack_artifact,
     stored_artifact,
@@ -73,7 +74,7 @@ def connect(execution: Execution) -> Cluster:
         _reachable(address)
     try:
         ray.init(
-            address=address,
+            address=address or "local",  # "local": a new instance, never one RAY_ADDRESS names
             namespace=NAMESPACE,
             runtime_env=execution.runtime_env,
             include_dashboard=False if address is None else None,
@@ -84,8 +85,7 @@ def connect(execution: Execution) -> Cluster:
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError: all say "cannot join"
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise HarnessError(f"execution: could not join {where}: {exc}") from exc
-    client = address is not None and address.startswith("ray://")
-    node = None if client else str(ray.get_runtime_context().get_node_id())
+    node = None if _through_client() else str(ray.get_runtime_context().get_node_id())
     nodes = tuple(
         {k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")
     )
@@ -95,6 +95,14 @@ def connect(execution: Execution) -> Cluster:
     return Cluster(
         f"{described}: {len(nodes)} node(s), {cpus:g} CPUs, {gpus:g} GPUs", node, gpus, nodes
     )
+
+
+def _through_client() -> bool:
+    """Whether this process reached the cluster through Ray Client (`ray://`, also when
+    RAY_ADDRESS said so): then it shares no disk with any worker."""
+    from ray.util.client import ray as client  # deferred: see connect
+
+    return bool(client.is_connected())
 
 
 def _reachable(address: str) -> None:
@@ -138,10 +146,31 @@ class SerializedStore:
         return locked
 
 
+class InOrder:
+    """Each worker's posts in the order it numbered them (the async Mailbox may run them in
+    another): a post is held until those before it on its line have come."""
+
+    def __init__(self) -> None:
+        self.expected: dict[str, int] = {}
+        self.held: dict[str, dict[int, Any]] = {}
+
+    def add(self, line: str, number: int, post: Any) -> list[Any]:
+        """The posts now due on `line`, `post` among them when it is."""
+        held = self.held.setdefault(line, {})
+        held[number] = post
+        due = []
+        expected = self.expected.get(line, 1)
+        while expected in held:
+            due.append(held.pop(expected))
+            expected += 1
+        self.expected[line] = expected
+        return due
+
+
 class Hub:
     """Serves the workers through the run's `Mailbox`: their progress to the run's display,
-    their writes to the store, their reads answered from it. One event at a time, in the order
-    each worker sent them."""
+    their writes to the store, their reads answered from it; each worker's posts in its order.
+    A post it cannot handle does not stop it: the first such failure is raised by `drain`."""
 
     def __init__(self, store: Any, reporter: Any, mailbox: Any) -> None:
         import ray  # deferred: see connect
@@ -150,15 +179,20 @@ class Hub:
         self.store = store
         self.reporter = reporter
         self.mailbox = mailbox
+        self.order = InOrder()
+        self.failures: list[str] = []
         self.consuming = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._serve, name="harness-ray-hub", daemon=True)
         self.thread.start()
 
     def drain(self) -> None:
-        """Handle every event posted so far (a worker flushes its posts before it returns)."""
+        """Handle every post so far (a worker flushes its posts before it returns); raise the
+        first post that could not be handled (a store write lost is a run error, not a pass)."""
         while self._step(timeout=0):
             pass
+        if self.failures:
+            raise HarnessError(f"a worker's post could not be handled: {self.failures[0]}")
 
     def stop(self) -> None:
         self.stopped.set()
@@ -168,33 +202,37 @@ class Hub:
         while not self.stopped.is_set():
             try:
                 self._step(timeout=0.2)
-            except Exception as exc:  # the mailbox gone: the run is ending
+            except Exception as exc:  # the mailbox gone (the run is ending), or Ray is
                 if not self.stopped.is_set():
-                    logging.getLogger(__name__).debug("hub: %s", exc)
+                    self.failures.append(f"the run's mailbox failed: {exc}")
                 return
 
     def _step(self, *, timeout: float) -> bool:
         with self.consuming:
-            events = self.ray.get(self.mailbox.collect.remote(EVENTS_AT_ONCE, timeout))
-            for event in events:
-                self._handle(event)
-            return bool(events)
+            posts = self.ray.get(self.mailbox.collect.remote(EVENTS_AT_ONCE, timeout))
+            for worker, line, number, *body in posts:
+                for due in self.order.add(line, number, (worker, line, number, *body)):
+                    self._handle(due)
+            return bool(posts)
 
-    def _handle(self, event: tuple[Any, ...]) -> None:
-        kind, worker, *rest = event
-        if kind == "report" and rest[0] in REPORTER_METHODS:
-            method, args, kwargs = rest
-            getattr(self.reporter, method)(*args, **kwargs)
-        elif kind == "write" and rest[0] in STORE_WRITES:
-            method, args, kwargs = rest
-            getattr(self.store, method)(*args, **kwargs)
-        elif kind == "read" and rest[1] in STORE_READS:
-            asked, method, args, _ = rest
-            try:
-                answer: Any = (asked, self._read(method, args))
-            except Exception as exc:  # said to the worker, which raises it there
-                answer = HarnessError(f"the run could not read its store: {exc}")
-            self.mailbox.answer.remote(worker, answer)
+    def _handle(self, post: tuple[Any, ...]) -> None:
+        worker, line, number, kind, method, args, kwargs = post
+        try:
+            if kind == "report" and method in REPORTER_METHODS:
+                getattr(self.reporter, method)(*args, **kwargs)
+            elif kind == "write" and method in STORE_WRITES:
+                getattr(self.store, method)(*args, **kwargs)
+            elif kind == "read" and method in STORE_READS:
+                self._answer(line, number, method, args)
+        except Exception as exc:
+            self.failures.append(f"{worker}: {kind} {method}: {type(exc).__name__}: {exc}")
+
+    def _answer(self, line: str, number: int, method: str, args: Sequence[Any]) -> None:
+        try:
+            answer: Any = (number, self._read(method, args))
+        except Exception as exc:  # said to the worker, which raises it there
+            answer = HarnessError(f"the run could not read its store: {exc}")
+        self.mailbox.answer.remote(line, answer)
 
     def _read(self, method: str, args: Sequence[Any]) -> Any:
         if method == "read_scopes":
@@ -223,7 +261,7 @@ class RayEngine:
             if (execution.artifacts)
             else None
         )
-        self.mailbox = ray.remote(Mailbox).options(num_cpus=0, namespace=NAMESPACE).remote()
+        self.mailbox = ray.remote(Mailbox).options(**_beside_the_run(cluster)).remote()
         self.hub = Hub(run.store, run.reporter, self.mailbox)
         self.setup = ray.put(
             WorkerSetup(
@@ -248,6 +286,7 @@ class RayEngine:
         )
         self.trainings: dict[str, Future[RemoteTraining]] = {}
         self.evaluations: dict[str, Future[list[ModelResult]]] = {}
+        self.closing = False
         run.reporter.note("base", f"Ray: {cluster.description}")
 
     # --- the engine's interface (harness.run._runner.Engine) ---------------------------------
@@ -282,11 +321,15 @@ class RayEngine:
                     self._model_job, candidate.name, base
                 )
 
-    def trained(self, name: str) -> TrainedModel:
+    def trained(self, name: str, *, here: bool = False) -> TrainedModel:
         remote = self.trainings[name].result()
         target = harness_home() / "artifacts" / remote.artifact
         stored = stored_artifact(remote.artifact)
-        if stored is None and remote.shared_uri is not None and self.shared is not None:
+        shared = self.shared
+        if stored is None and remote.shared_uri is not None and shared is not None and here:
+            # full weights this process needs (a merge of them): copied from the location
+            return cached_artifact(remote.artifact, _missing, shared=shared)
+        if stored is None and remote.shared_uri is not None:
             return TrainedModel(  # full weights left at the shared location: not copied here
                 target / "model",
                 target / "merged" if remote.has_merged else None,
@@ -311,6 +354,7 @@ class RayEngine:
         return next((r for r in results if r.record.name == name), None)
 
     def close(self) -> None:
+        self.closing = True  # no actor starts from now on
         for name in list(self.actors):
             self._release(name)
         self.threads.shutdown(wait=True, cancel_futures=True)
@@ -329,7 +373,8 @@ class RayEngine:
             actor = self._actor(name, launch.num_processes if launch else 1)
             remote: RemoteTraining = self._get(actor.train.remote(name, base, dependencies))
             if remote.packed is not None:  # built on another node: its copy comes here
-                unpack_artifact(remote.packed, harness_home() / "artifacts" / remote.artifact)
+                target = harness_home() / "artifacts" / remote.artifact
+                unpack_artifact(remote.packed, target, replace=not remote.reused)
             trained.set_result(replace(remote, packed=None))
         except BaseException as exc:
             trained.set_exception(_as_exception(exc))
@@ -341,7 +386,7 @@ class RayEngine:
             self._release(name)
             return
         try:
-            evaluated.set_result(self._get(actor.evaluate_trained.remote(name, base)))
+            evaluated.set_result(self._get(actor.evaluate_trained.remote(name, base, dependencies)))
         except BaseException as exc:
             evaluated.set_exception(_as_exception(exc))
         finally:
@@ -373,10 +418,12 @@ class RayEngine:
 
     def _actor(self, name: str, processes: int) -> Any:
         """A new actor for model `name`, asking for what `processes` processes of it need."""
+        if self.closing:
+            raise HarnessError("the run is ending")
         cpus = self.execution.cpus * processes
         gpus = self.gpus_each * processes
-        memory = self.memory.result().get(name) if name != "base" else None
-        self._check_placeable(name, cpus, gpus, memory)
+        estimate = self.memory.result().get(name) if name != "base" else None
+        memory = self._placeable(name, cpus, gpus, estimate * processes if estimate else None)
         options: dict[str, Any] = {
             "name": f"{self.run.run_id}:{name}",
             "namespace": NAMESPACE,
@@ -391,14 +438,18 @@ class RayEngine:
         self.actors[name] = actor
         return actor
 
-    def _check_placeable(self, name: str, cpus: float, gpus: float, memory: int | None) -> None:
-        """A request no node meets: on the Ray instance this run started, which never grows, the
-        model's error (it would wait forever); on a cluster, said and submitted (an autoscaler,
-        KubeRay's say, may add the node)."""
+    def _placeable(self, name: str, cpus: float, gpus: float, memory: int | None) -> int | None:
+        """The memory to reserve, once the request can be met. A memory estimate no node meets is
+        dropped, with a note (an estimate is a reservation, not a requirement). CPUs or GPUs no
+        node has: on the Ray instance this run started, which never grows, the model's error (it
+        would wait forever); on a cluster, said and submitted (an autoscaler may add the node)."""
         wanted = {"CPU": cpus, "GPU": gpus, "memory": float(memory or 0)}
-        for node in self.cluster.nodes:
-            if all(node.get(k, 0) >= v for k, v in wanted.items() if v):
-                return
+        if not self._meets(wanted) and memory and self._meets(wanted | {"memory": 0.0}):
+            note = f"no node has the {_amount('memory', memory)} `harness plan` estimates for it"
+            self.run.reporter.note(name, note + "; it runs without reserving memory")
+            return None
+        if self._meets(wanted):
+            return memory
         asked = ", ".join(f"{k} {_amount(k, v)}" for k, v in wanted.items() if v)
         largest = "; ".join(
             ", ".join(f"{k} {_amount(k, n.get(k, 0))}" for k in wanted) for n in self.cluster.nodes
@@ -407,6 +458,12 @@ class RayEngine:
         if self.execution.address is None:
             raise HarnessError(message)
         self.run.reporter.note(name, message + "; waiting for the cluster to add one")
+        return memory
+
+    def _meets(self, wanted: dict[str, float]) -> bool:
+        return any(
+            all(node.get(k, 0) >= v for k, v in wanted.items() if v) for node in self.cluster.nodes
+        )
 
     def _release(self, name: str) -> None:
         actor = self.actors.pop(name, None)
@@ -427,6 +484,17 @@ class RayEngine:
         return ModelResult(record)
 
 
+def _beside_the_run(cluster: Cluster) -> dict[str, Any]:
+    """The Mailbox's options: no CPU, and on the run's own node when it has one (the run's posts
+    live and die with the run)."""
+    options: dict[str, Any] = {"num_cpus": 0, "namespace": NAMESPACE}
+    if cluster.node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # deferred
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(cluster.node, soft=False)
+    return options
+
+
 def _fault(exc: BaseException, retries: int) -> BaseException:
     """What a Ray failure means for the model: the worker's own exception, or how it died."""
     import ray.exceptions as errors  # deferred: see connect
@@ -443,6 +511,10 @@ def _fault(exc: BaseException, retries: int) -> BaseException:
     if isinstance(exc, errors.RayError):
         return HarnessError(f"Ray failed it: {type(exc).__name__}: {detail}")
     return exc
+
+
+def _missing(_: Path) -> None:
+    raise HarnessError("the artifact is neither here nor at the shared location")
 
 
 def _as_exception(exc: BaseException) -> Exception:
@@ -480,4 +552,4 @@ def _location(location: str | None, suite: LoadedSuite) -> str:
     return location
 
 
-__all__ = ["Cluster", "Hub", "RayEngine", "SerializedStore", "connect", "disconnect"]
+__all__ = ["Cluster", "Hub", "InOrder", "RayEngine", "SerializedStore", "connect", "disconnect"]

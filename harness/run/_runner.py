@@ -184,8 +184,9 @@ class Engine(Protocol):
     def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
         """Begin what can begin now (a cluster starts every model at once)."""
 
-    def trained(self, name: str) -> TrainedModel:
-        """Candidate `name`'s trained model (waiting for it); its training's error otherwise."""
+    def trained(self, name: str, *, here: bool = False) -> TrainedModel:
+        """Candidate `name`'s trained model (waiting for it); its training's error otherwise.
+        `here`: its files in this process's $HARNESS_HOME (a merge reads them)."""
 
     def evaluated(self, name: str) -> ModelResult | None:
         """Model `name`'s evaluation when the engine made it (where the model is); None: the
@@ -208,7 +209,7 @@ class LocalEngine:
     def start(self, base: ModelResult, candidates: Sequence[Any]) -> None:
         self.trainings = _trainings(self.run, base)
 
-    def trained(self, name: str) -> TrainedModel:
+    def trained(self, name: str, *, here: bool = False) -> TrainedModel:
         if self.trainings is None:
             raise HarnessError("nothing trains before the base is evaluated")
         return self.trainings.result(name)  # type: ignore[no-any-return]
@@ -362,7 +363,7 @@ def _trained(run: _Run, candidate: Any, engine: Engine) -> TrainedModel:
     sources = {}
     for name in candidate.merge_of.candidates:
         try:
-            sources[name] = engine.trained(name)
+            sources[name] = engine.trained(name, here=True)
         except Exception as exc:
             raise HarnessError(f"{name} failed to train: {type(exc).__name__}: {exc}") from exc
     run.reporter.stage(candidate.name, "merging " + ", ".join(candidate.merge_of.candidates))

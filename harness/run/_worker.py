@@ -4,20 +4,23 @@ and evaluates it there, with the weights already in place, by the same code as a
 The worker never opens the DuckDB store: the run's process is its only writer. The worker's
 store is a proxy that asks the run for what it reads (a model's cached outputs) and sends it what
 it writes (outputs as each batch finishes, a base's record), and its reporter sends progress the
-same way, all over Ray queues (harness.run._ray serves them). Gates are decided by the run.
+same way, all through the run's one `Mailbox` actor, numbered so the run handles them in order
+(harness.run._ray's Hub serves it). Gates are decided by the run.
 
-This module imports nothing of Ray: harness.run._ray makes a Ray actor of `ModelWorker`.
+This module imports Ray only inside functions: harness.run._ray makes Ray actors of `ModelWorker`
+and `Mailbox`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.core.errors import HarnessError
-from harness.core.home import harness_home
 from harness.core.noise import quiet_harmless_messages
 from harness.core.progress import Reporter
 from harness.evaluation import ModelResult
@@ -27,11 +30,11 @@ from harness.training import (
     Placement,
     SharedArtifacts,
     TrainedModel,
+    cached_artifact,
+    extract_artifact,
     launch_placement,
     pack_artifact,
-    stored_artifact,
     train_candidate,
-    unpack_artifact,
 )
 
 ANSWER_TIMEOUT_S = 600.0  # the run answers reads at once; this long silent means it is gone
@@ -91,7 +94,7 @@ class Mailbox:
         self.answers: dict[str, asyncio.Queue[Any]] = {}
 
     async def post(self, event: Any) -> None:
-        self.events.put_nowait(event)  # no await: posts land in the order they were sent
+        self.events.put_nowait(event)  # numbered by its sender: the run restores the order
 
     async def collect(self, most: int, timeout: float) -> list[Any]:
         """Up to `most` events, waiting up to `timeout` seconds for the first."""
@@ -107,55 +110,67 @@ class Mailbox:
             found.append(self.events.get_nowait())
         return found
 
-    async def answer(self, worker: str, answer: Any) -> None:
-        self._answers(worker).put_nowait(answer)
+    async def answer(self, line: str, answer: Any) -> None:
+        self._answers(line).put_nowait(answer)
 
-    async def await_answer(self, worker: str, timeout: float) -> Any:
+    async def await_answer(self, line: str, timeout: float) -> Any:
         import asyncio
 
         try:
-            return await asyncio.wait_for(self._answers(worker).get(), timeout)
+            return await asyncio.wait_for(self._answers(line).get(), timeout)
         except TimeoutError:
             return TimeoutError(f"the run did not answer within {timeout:g} s")
 
-    def _answers(self, worker: str) -> Any:
+    def _answers(self, line: str) -> Any:
         import asyncio
 
-        return self.answers.setdefault(worker, asyncio.Queue())
+        return self.answers.setdefault(line, asyncio.Queue())
 
 
 @dataclass
 class Post:
-    """A worker's line to the run, through the `Mailbox`: posts sent without waiting (in order),
-    questions answered in turn."""
+    """A worker's line to the run, through the `Mailbox`. Posts are sent without waiting and
+    numbered: the async Mailbox may run them out of order, and the run puts them back in order.
+    `flush` waits for every post so far, so a worker's posts are all in the box before it returns.
+    Each `Post` is its own line (`line`), so a worker Ray restarts starts a new one."""
 
     mailbox: Any  # the Mailbox actor's handle
     worker: str
+    line: str = field(default_factory=lambda: f"{uuid.uuid4().hex[:12]}")
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _asked: int = 0
+    _sent: int = 0
+    _pending: list[Any] = field(default_factory=list)
 
     def tell(self, kind: str, method: str, *args: Any, **kwargs: Any) -> None:
-        self.mailbox.post.remote((kind, self.worker, method, args, kwargs))
+        with self._lock:
+            self._send((kind, method, args, kwargs))
 
     def ask(self, method: str, *args: Any) -> Any:
         import ray  # deferred: this module imports nothing of Ray at its top
 
         with self._lock:  # one question at a time: the answers come back in order
-            self._asked += 1
-            self.mailbox.post.remote(("read", self.worker, self._asked, method, args, {}))
-            reply = ray.get(self.mailbox.await_answer.remote(self.worker, ANSWER_TIMEOUT_S))
+            asked = self._send(("read", method, args, {}))
+            reply = ray.get(self.mailbox.await_answer.remote(self.line, ANSWER_TIMEOUT_S))
         if isinstance(reply, Exception):  # the run could not read its store, or is gone
             raise HarnessError(f"the run did not answer its Ray worker: {reply}")
-        asked, answer = reply
-        if asked != self._asked:
-            raise HarnessError(f"the run answered question {asked}, not {self._asked}")
+        answered, answer = reply
+        if answered != asked:
+            raise HarnessError(f"the run answered post {answered}, not {asked}")
         return answer
 
     def flush(self) -> None:
-        """Wait until every post so far is in the box (a worker's posts precede its results)."""
+        """Wait until every post so far is in the box."""
         import ray  # deferred: see ask
 
-        ray.get(self.mailbox.post.remote(("flush", self.worker, "", (), {})))
+        with self._lock:
+            pending, self._pending = self._pending, []
+        ray.get(pending)
+
+    def _send(self, body: tuple[Any, ...]) -> int:
+        self._sent += 1
+        event = (self.worker, self.line, self._sent, *body)
+        self._pending.append(self.mailbox.post.remote(event))
+        return self._sent
 
 
 @dataclass
@@ -222,6 +237,8 @@ class ModelWorker:
         self.local = setup.driver_node is not None and self.node == setup.driver_node
         if self.local:  # the run's own disk: its artifacts and builds, no copies
             os.environ["HARNESS_HOME"] = setup.driver_home
+        if not _gpus_given():  # Ray leaves the node's GPUs visible to a worker given none
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         quiet_harmless_messages()
         self.setup = setup
         self.post = Post(setup.mailbox, worker)
@@ -249,6 +266,30 @@ class ModelWorker:
         self, name: str, base: ModelResult, dependencies: dict[str, ArtifactRef]
     ) -> RemoteTraining:
         """Train candidate `name` (or reuse its artifact), on the devices Ray gave this worker."""
+        try:
+            return self._handed_back(self._train(name, base, dependencies))
+        finally:
+            self.post.flush()
+
+    def evaluate_trained(
+        self, name: str, base: ModelResult, dependencies: dict[str, ArtifactRef]
+    ) -> list[ModelResult]:
+        """The trained candidate's evaluation, and its merged model's when it has one (in a
+        worker Ray restarted, after finding its artifact again)."""
+        try:
+            trained = self.trained or self._train(name, base, dependencies)
+            run = self._for(name)
+            found = [_evaluate_now(run, name, "candidate", str(trained.model_dir), base)]
+            if trained.merged_dir is not None:
+                merged = f"{name}+merged"
+                found.append(_evaluate_now(run, merged, "candidate", str(trained.merged_dir), base))
+            return found
+        finally:
+            self.post.flush()
+
+    def _train(
+        self, name: str, base: ModelResult, dependencies: dict[str, ArtifactRef]
+    ) -> TrainedModel:
         run = self._for(name)
         where = f"Ray node {self.node[:8]}" + (f", GPU {','.join(_gpus())}" if _gpus() else "")
         run.reporter.stage(name, f"training ({where})")
@@ -268,21 +309,7 @@ class ModelWorker:
             dependencies={d: self._dependency(ref) for d, ref in dependencies.items()},
             shared=self.shared,
         )
-        self.post.flush()
-        return self._handed_back(self.trained)
-
-    def evaluate_trained(self, name: str, base: ModelResult) -> list[ModelResult]:
-        """The trained candidate's evaluation, and its merged model's when it has one."""
-        if self.trained is None:
-            raise HarnessError(f"{name} was not trained by this worker")
-        run = self._for(name)
-        found = [_evaluate_now(run, name, "candidate", str(self.trained.model_dir), base)]
-        if self.trained.merged_dir is not None:
-            merged = f"{name}+merged"
-            found.append(
-                _evaluate_now(run, merged, "candidate", str(self.trained.merged_dir), base)
-            )
-        return found
+        return self.trained
 
     def _for(self, name: str) -> _Run:
         """The run as candidate `name` sees it: the capabilities it names (`capabilities:`)."""
@@ -306,18 +333,17 @@ class ModelWorker:
         return launch_placement(launch.num_processes, _gpus(), cores)
 
     def _dependency(self, ref: ArtifactRef) -> TrainedModel:
-        """A trained candidate this one needs (a reward model), in this node's $HARNESS_HOME."""
-        if (found := stored_artifact(ref.name)) is not None:
-            return found
-        if ref.packed is not None:
-            import ray  # deferred: this module imports nothing of Ray
+        """A trained candidate this one needs (a reward model), in this node's $HARNESS_HOME:
+        there already, or put there whole from the shared location or the bytes handed on."""
 
-            unpack_artifact(ray.get(ref.packed), harness_home() / "artifacts" / ref.name)
-        elif self.shared is not None and self.shared.has(ref.name):
-            self.shared.download(ref.name, harness_home() / "artifacts" / ref.name)
-        if (found := stored_artifact(ref.name)) is None:
-            raise HarnessError(f"artifact {ref.name} is not on this node")
-        return found
+        def unpacked(scratch: Path) -> None:
+            if ref.packed is None:
+                raise HarnessError(f"artifact {ref.name} is not on this node")
+            import ray  # deferred: this module imports nothing of Ray at its top
+
+            extract_artifact(ray.get(ref.packed), scratch)
+
+        return cached_artifact(ref.name, unpacked, shared=self.shared)
 
     def _handed_back(self, trained: TrainedModel) -> RemoteTraining:
         """The artifact as the run gets it: on its own disk already, at the shared location
@@ -326,7 +352,7 @@ class ModelWorker:
         packed, shared_uri = None, None
         if not self.local:
             adapter = (trained.model_dir / "adapter_config.json").is_file()
-            if self.shared is not None and not adapter:
+            if self.shared is not None and not adapter and self.shared.has(artifact.name):
                 shared_uri = self.shared.uri(artifact.name)
             else:
                 packed = pack_artifact(artifact)
@@ -346,6 +372,12 @@ def _node_id() -> str:
     import ray  # deferred: this module imports nothing of Ray
 
     return str(ray.get_runtime_context().get_node_id())
+
+
+def _gpus_given() -> bool:
+    import ray  # deferred: see _node_id
+
+    return bool(ray.get_gpu_ids())
 
 
 def _gpus() -> list[str]:

@@ -7,9 +7,15 @@ from harness.training._checkpoints import CheckpointPoint, Judge
 from harness.training._launch import Placement
 from harness.training._merge import merge_candidate
 from harness.training._schedule import Trainings, in_dependency_order, launch_placement
-from harness.training._shared import SharedArtifacts, pack_artifact, unpack_artifact
+from harness.training._shared import (
+    SharedArtifacts,
+    extract_artifact,
+    pack_artifact,
+    unpack_artifact,
+)
 from harness.training._train import (
     TrainedModel,
+    cached_artifact,
     stored_artifact,
     train_candidate,
     training_info,
@@ -23,6 +29,8 @@ __all__ = [
     "SharedArtifacts",
     "TrainedModel",
     "Trainings",
+    "cached_artifact",
+    "extract_artifact",
     "in_dependency_order",
     "launch_placement",
     "merge_candidate",

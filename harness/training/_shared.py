@@ -34,11 +34,14 @@ class SharedArtifacts:
     def has(self, name: str) -> bool:
         return bool(self.fs.exists(f"{self.root}/{name}/{COMPLETE}"))
 
-    def upload(self, directory: Path, name: str) -> None:
-        """Copy a complete artifact there (unless it is there already), its marker last."""
-        if self.has(name):
-            return
+    def upload(self, directory: Path, name: str, *, replace: bool = False) -> None:
+        """Copy a complete artifact there, its marker last: unless it is there already, or
+        replacing the copy there (`replace`: retrained)."""
         remote = f"{self.root}/{name}"
+        if self.has(name) and not replace:
+            return
+        if self.fs.exists(remote):  # an older copy, or one cut short: its files all go
+            self.fs.rm(remote, recursive=True)
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
             target = f"{remote}/{path.relative_to(directory).as_posix()}"
             self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
@@ -65,16 +68,23 @@ def pack_artifact(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-def unpack_artifact(packed: bytes, target: Path) -> None:
+def extract_artifact(packed: bytes, directory: Path) -> None:
+    """Put a packed artifact's files into `directory`."""
+    with tarfile.open(fileobj=io.BytesIO(packed), mode="r") as tar:
+        tar.extractall(directory, filter="data")  # no links or paths leaving the directory
+
+
+def unpack_artifact(packed: bytes, target: Path, *, replace: bool = False) -> None:
     """Put a packed artifact at `target` whole (through a scratch directory renamed into place),
-    unless it is there already."""
-    if target.is_dir():
+    unless it is there already and not to be replaced (`replace`: it was trained again)."""
+    if target.is_dir() and not replace:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        with tarfile.open(fileobj=io.BytesIO(packed), mode="r") as tar:
-            tar.extractall(scratch, filter="data")  # no links or paths leaving the directory
+        extract_artifact(packed, scratch)
+        if target.is_dir():
+            shutil.rmtree(target)
         os.rename(scratch, target)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)

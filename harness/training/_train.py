@@ -172,6 +172,8 @@ def cached_artifact(
     target.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(target):  # two runs building the same artifact: the second waits, reuses
         if target.is_dir() and not retrain:
+            if shared is not None and not shared.has(name):  # built here before, or cut short
+                shared.upload(target, name)
             return _reuse(target)
         remove_stale_builds(target)
         fetched = not retrain and shared is not None and shared.has(name)
@@ -188,7 +190,7 @@ def cached_artifact(
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         if shared is not None and not fetched:
-            shared.upload(target, name)
+            shared.upload(target, name, replace=retrain)
     return _reuse(target, reused=fetched)
 
 
@@ -430,16 +432,16 @@ def _score(
 
 def training_info(trained: TrainedModel) -> dict[str, Any]:
     """What a trained candidate records about its training (info["training"])."""
-    return trained.stats | {
-        "reused_artifact": trained.reused,
-        "artifact": str(trained.model_dir.parent),
-    }
+    # full weights left at a cluster's shared location (harness.run._ray) are found there
+    where = trained.stats.get("shared_artifact") or str(trained.model_dir.parent)
+    return trained.stats | {"reused_artifact": trained.reused, "artifact": where}
 
 
 __all__ = [
     "TrainedModel",
     "artifact_key",
     "build_reward",
+    "cached_artifact",
     "stored_artifact",
     "train_candidate",
     "training_info",

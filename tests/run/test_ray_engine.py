@@ -198,3 +198,17 @@ def test_an_unreachable_cluster_is_an_error_before_anything_is_recorded(tmp_path
     with pytest.raises(HarnessError, match=r"could not join the Ray cluster at 127\.0\.0\.1:9"):
         run_suite(load_suite(path).on_ray("127.0.0.1:9"), store)
     assert store.list_runs() == []
+
+
+def test_a_workers_posts_are_handled_in_the_order_it_sent_them() -> None:
+    """Ray runs an async actor's calls in any order: the run puts each worker's posts back in
+    its own numbering, line by line (a restarted worker is a new line)."""
+    from harness.run._ray import InOrder
+
+    order = InOrder()
+    assert order.add("a", 2, "a2") == []  # held until a1 comes
+    assert order.add("b", 1, "b1") == ["b1"]  # another line is not held up
+    assert order.add("a", 3, "a3") == []
+    assert order.add("a", 1, "a1") == ["a1", "a2", "a3"]
+    assert order.add("a", 4, "a4") == ["a4"]
+    assert order.add("a-restarted", 1, "r1") == ["r1"]

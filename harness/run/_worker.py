@@ -37,6 +37,7 @@ from harness.training import (
     train_candidate,
 )
 
+PENDING_KEPT = 512  # posts not yet known to be in the box, before the done ones are dropped
 ANSWER_TIMEOUT_S = 600.0  # the run answers reads at once; this long silent means it is gone
 REPORTER_METHODS = frozenset({"stage", "advance", "training", "note", "done"})
 STORE_WRITES = frozenset({"put_many", "record_model", "record_model_result"})
@@ -170,6 +171,10 @@ class Post:
         self._sent += 1
         event = (self.worker, self.line, self._sent, *body)
         self._pending.append(self.mailbox.post.remote(event))
+        if len(self._pending) >= PENDING_KEPT:  # a long training posts for hours: drop the done
+            import ray  # deferred: see ask
+
+            _, self._pending = ray.wait(self._pending, num_returns=len(self._pending), timeout=0)
         return self._sent
 
 

@@ -140,6 +140,32 @@ def test_a_killed_worker_fails_its_own_candidate_and_the_others_finish(
     assert models["launch"]["info"]["training"]["processes"] == 2
 
 
+@pytest.mark.slow  # a run on Ray whose worker is killed once, and restarted by Ray
+def test_with_retries_a_worker_killed_once_is_restarted_and_its_candidate_finishes(
+    tmp_path: Path, ray_address: str, tiny_dir: Path
+) -> None:
+    import ray
+
+    path = write_suite(
+        tmp_path,
+        "  - {name: preempted, backend: lora, data: train, args: {max_steps: 40}}\n",
+        extra="execution: {engine: ray, retries: 1}\n",
+    )
+    summary = tmp_path / "run.json"
+    command = [sys.executable, "-m", "harness.cli", "run", str(path), "--ray", ray_address]
+    command += ["--db", str(tmp_path / "h.duckdb"), "--json", str(summary), "--retrain"]
+    with subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True) as running:
+        ray.init(address=ray_address, logging_level="ERROR")
+        try:
+            ray.kill(wait_for_actor(":preempted", running), no_restart=False)  # as a preemption
+        finally:
+            ray.shutdown()
+        _, stderr = running.communicate(timeout=600)
+    assert running.returncode in (0, 1), stderr[-3000:]  # a verdict, not an error
+    (model,) = json.loads(summary.read_text())["candidates"]
+    assert model["status"] != "error" and model["info"]["training"]["data_rows"] > 0
+
+
 def wait_for_actor(suffix: str, running: subprocess.Popen[str]) -> Any:
     """The run's Ray actor whose name ends with `suffix`, once it exists."""
     import ray

@@ -103,8 +103,6 @@ def test_the_ray_engine_gives_the_local_runs_weights_outputs_and_verdicts(
 def test_a_killed_worker_fails_its_own_candidate_and_the_others_finish(
     tmp_path: Path, ray_address: str, tiny_dir: Path
 ) -> None:
-    import ray
-
     path = write_suite(
         tmp_path,
         """\
@@ -117,20 +115,10 @@ def test_a_killed_worker_fails_its_own_candidate_and_the_others_finish(
     args: {learning_rate: 3.0e-3, max_steps: 4, per_device_train_batch_size: 4}
 """,
     )
-    summary = tmp_path / "run.json"
-    command = [sys.executable, "-m", "harness.cli", "run", str(path), "--ray", ray_address]
-    command += ["--db", str(tmp_path / "h.duckdb"), "--json", str(summary), "--retrain"]
-    with subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True) as running:
-        ray.init(address=ray_address, logging_level="ERROR")
-        try:
-            doomed = wait_for_actor(":doomed", running)
-            time.sleep(2)  # let it start (it trains for far longer than this test)
-            ray.kill(doomed, no_restart=True)
-        finally:
-            ray.shutdown()
-        _, stderr = running.communicate(timeout=600)
-    assert running.returncode == 3, stderr[-3000:]
-    models = {m["name"]: m for m in json.loads(summary.read_text())["candidates"]}
+    # it trains for far longer than this test: killed 2 s after its actor appears
+    exit_code, summary = run_killing(path, ray_address, ":doomed", after_s=2.0, restart=False)
+    assert exit_code == 3, summary
+    models = {m["name"]: m for m in summary["candidates"]}
     assert models["doomed"]["status"] == "error"
     assert "training failed: HarnessError: its Ray worker died" in models["doomed"]["error"]
     assert models["fine"]["status"] != "error", models["fine"]["error"]
@@ -144,26 +132,39 @@ def test_a_killed_worker_fails_its_own_candidate_and_the_others_finish(
 def test_with_retries_a_worker_killed_once_is_restarted_and_its_candidate_finishes(
     tmp_path: Path, ray_address: str, tiny_dir: Path
 ) -> None:
-    import ray
-
     path = write_suite(
         tmp_path,
         "  - {name: preempted, backend: lora, data: train, args: {max_steps: 40}}\n",
         extra="execution: {engine: ray, retries: 1}\n",
     )
-    summary = tmp_path / "run.json"
+    # killed as a preemption would: Ray may restart it
+    exit_code, summary = run_killing(path, ray_address, ":preempted", after_s=0.0, restart=True)
+    assert exit_code in (0, 1), summary  # a verdict, not an error
+    (model,) = summary["candidates"]
+    assert model["status"] != "error" and model["info"]["training"]["data_rows"] > 0
+
+
+def run_killing(
+    path: Path, ray_address: str, suffix: str, *, after_s: float, restart: bool
+) -> tuple[int, dict[str, Any]]:
+    """`harness run --ray` of `path` while this process kills the run's actor named `*suffix`
+    `after_s` seconds after it appears; the exit code and the run's JSON summary."""
+    import ray
+
+    summary = path.parent / "run.json"
     command = [sys.executable, "-m", "harness.cli", "run", str(path), "--ray", ray_address]
-    command += ["--db", str(tmp_path / "h.duckdb"), "--json", str(summary), "--retrain"]
+    command += ["--db", str(path.parent / "h.duckdb"), "--json", str(summary), "--retrain"]
     with subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True) as running:
         ray.init(address=ray_address, logging_level="ERROR")
         try:
-            ray.kill(wait_for_actor(":preempted", running), no_restart=False)  # as a preemption
+            actor = wait_for_actor(suffix, running)
+            time.sleep(after_s)
+            ray.kill(actor, no_restart=not restart)
         finally:
             ray.shutdown()
         _, stderr = running.communicate(timeout=600)
-    assert running.returncode in (0, 1), stderr[-3000:]  # a verdict, not an error
-    (model,) = json.loads(summary.read_text())["candidates"]
-    assert model["status"] != "error" and model["info"]["training"]["data_rows"] > 0
+    assert summary.is_file(), stderr[-3000:]
+    return running.returncode, json.loads(summary.read_text())
 
 
 def wait_for_actor(suffix: str, running: subprocess.Popen[str]) -> Any:

@@ -15,7 +15,7 @@ import math
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -689,8 +689,10 @@ def train_with(
     make_trainer: Callable[[list[Any]], Any],
     request: TrainRequest,
     acceleration: Acceleration,
+    details: Callable[[Any], dict[str, Any]] | None = None,
 ) -> TrainResult:
-    """Build a trainer with the progress callback, train it quietly, save and report."""
+    """Build a trainer with the progress callback, train it quietly, save and report;
+    `details`: what only this method records, read from the trained trainer."""
     log = LossLog()
     model_type = base_model_type(request.base_dir) if acceleration.liger else None
     callbacks = [progress_callback(request.progress, log)]
@@ -700,7 +702,8 @@ def train_with(
         trainer = make_trainer(callbacks)
         keep_initial_adapter(trainer, Path(scratch))  # PiSSA/OLoRA only
         run_trainer(trainer)
-        return save_result(trainer, request, log)
+        result = save_result(trainer, request, log)
+    return replace(result, details=details(trainer)) if details is not None else result
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
@@ -115,10 +114,9 @@ def train(request: TrainRequest) -> TrainResult:
         max_length=config.max_length,
     )
     lora = trains_lora(config)
-    trainers: list[Any] = []
 
     def make_trainer(callbacks: list[Any]) -> Any:
-        trainer = KTOTrainer(
+        return KTOTrainer(
             model=str(request.base_dir),
             args=args,
             train_dataset=dataset,
@@ -127,19 +125,18 @@ def train(request: TrainRequest) -> TrainResult:
             peft_config=lora_config(config) if lora else None,
             quantization_config=quantization_config(plan) if config.quantization else None,
         )
-        trainers.append(trainer)
-        return trainer
 
-    result = train_with(make_trainer, request, plan)
-    details = {
-        "desirable_rows": sum(labels),
-        "undesirable_rows": len(labels) - sum(labels),
-        "beta": config.beta,
-        "desirable_weight": config.desirable_weight,
-        "undesirable_weight": config.undesirable_weight,
-        **last_logged(trainers[0], LOGGED),
-    }
-    return replace(result, details=details)
+    def details(trainer: Any) -> dict[str, Any]:
+        return {
+            "desirable_rows": sum(labels),
+            "undesirable_rows": len(labels) - sum(labels),
+            "beta": config.beta,
+            "desirable_weight": config.desirable_weight,
+            "undesirable_weight": config.undesirable_weight,
+            **last_logged(trainer, LOGGED),
+        }
+
+    return train_with(make_trainer, request, plan, details)
 
 
 def memory_profile(config: Config) -> MemoryProfile:

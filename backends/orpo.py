@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
@@ -146,7 +145,6 @@ def train(request: TrainRequest) -> TrainResult:
         max_length=config.max_length,
     )
     lora = trains_lora(config)
-    trainers: list[Any] = []
 
     def make_trainer(callbacks: list[Any]) -> Any:
         trainer = counting_trainer()(
@@ -162,11 +160,9 @@ def train(request: TrainRequest) -> TrainResult:
                 f"every pair's prompt fills max_length ({config.max_length} tokens), leaving no "
                 "answer to train on: raise max_length or shorten the prompts"
             )
-        trainers.append(trainer)
         return trainer
 
-    result = train_with(make_trainer, request, plan)
-    return replace(result, details=training_details(trainers[0], config))
+    return train_with(make_trainer, request, plan, lambda t: training_details(t, config))
 
 
 def training_details(trainer: Any, config: Config) -> dict[str, Any]:

@@ -21,7 +21,6 @@ weights, so `trains_adapter` is False for them.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
@@ -257,17 +256,17 @@ def train_peft(
     config = request.config
     plan = plan_acceleration(config, request, pick_device())
     peft_config = make_config(config, request)
-    built: list[Any] = []
 
     def make_trainer(callbacks: list[Any]) -> Any:
         trainer = sft_trainer(request, config, None, False, callbacks, plan, peft_config)
         if after_build is not None:
             after_build(trainer)
-        built.append(trainer)
         return trainer
 
-    result = train_with(make_trainer, request, plan)
-    return replace(result, details=method_details(built[0].model.active_peft_config))
+    def details(trainer: Any) -> dict[str, Any]:
+        return method_details(trainer.model.active_peft_config)
+
+    return train_with(make_trainer, request, plan, details)
 
 
 def method_details(peft_config: Any) -> dict[str, Any]:

@@ -170,7 +170,6 @@ def train(request: TrainRequest) -> TrainResult:
         max_length=config.max_length,
         center_rewards_coefficient=config.center_rewards_coefficient,
     )
-    trainers: list[Any] = []
 
     def make_trainer(callbacks: list[Any]) -> Any:
         trainer = RewardTrainer(
@@ -187,12 +186,13 @@ def train(request: TrainRequest) -> TrainResult:
                 f"every pair is longer than max_length ({config.max_length} tokens): nothing to "
                 "train on; raise max_length"
             )
-        trainers.append(trainer)
         return trainer
 
-    result = train_with(make_trainer, request, plan)
+    result = train_with(
+        make_trainer, request, plan, lambda t: training_details(t, len(request.rows))
+    )
     write_extra_files(result.model_dir)
-    return dataclasses.replace(result, details=training_details(trainers[0], len(request.rows)))
+    return result
 
 
 def training_details(trainer: Any, rows: int) -> dict[str, Any]:

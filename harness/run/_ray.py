@@ -41,6 +41,7 @@ from harness.training import (
     SharedArtifacts,
     TrainedModel,
     cached_artifact,
+    dependency_failed,
     in_dependency_order,
     pack_artifact,
     stored_artifact,
@@ -287,6 +288,8 @@ class RayEngine:
         self.trainings: dict[str, Future[RemoteTraining]] = {}
         self.evaluations: dict[str, Future[list[ModelResult]]] = {}
         self.closing = False
+        self.packs: dict[str, Any] = {}  # artifact name -> its packed bytes in the object store
+        self.packing = threading.Lock()
         run.reporter.note("base", f"Ray: {cluster.description}")
 
     # --- the engine's interface (harness.run._runner.Engine) ---------------------------------
@@ -372,10 +375,13 @@ class RayEngine:
             launch = self.run.suite.trainings[name].accelerate
             actor = self._actor(name, launch.num_processes if launch else 1)
             remote: RemoteTraining = self._get(actor.train.remote(name, base, dependencies))
-            if remote.packed is not None:  # built on another node: its copy comes here
-                target = harness_home() / "artifacts" / remote.artifact
-                unpack_artifact(remote.packed, target, replace=not remote.reused)
-            trained.set_result(replace(remote, packed=None))
+            target = harness_home() / "artifacts" / remote.artifact
+            missing = not target.is_dir() or not remote.reused  # absent here, or older here
+            if not remote.on_runs_disk and remote.shared_uri is None and missing:
+                # built (or kept) on another node: its copy comes here, once
+                packed = self._get(actor.packed.remote())
+                unpack_artifact(packed, target, replace=not remote.reused)
+            trained.set_result(remote)
         except BaseException as exc:
             trained.set_exception(_as_exception(exc))
             evaluated.set_result([])
@@ -405,14 +411,14 @@ class RayEngine:
         try:
             remote = self.trainings[name].result()
         except Exception as exc:
-            raise HarnessError(
-                f"it needs {name}, whose training failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise dependency_failed(name, exc) from exc
         stored = harness_home() / "artifacts" / remote.artifact
-        packed = None
-        if stored.is_dir() and (self.cluster.node is None or len(self.cluster.nodes) > 1):
-            packed = self.ray.put(pack_artifact(stored))
-        return ArtifactRef(remote.artifact, packed)
+        if not stored.is_dir() or (self.cluster.node is not None and len(self.cluster.nodes) < 2):
+            return ArtifactRef(remote.artifact)  # on every worker's disk, or at the location
+        with self.packing:  # packed once into the object store, for every dependent
+            if remote.artifact not in self.packs:
+                self.packs[remote.artifact] = self.ray.put(pack_artifact(stored))
+        return ArtifactRef(remote.artifact, self.packs[remote.artifact])
 
     # --- actors -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +78,7 @@ class RemoteTraining:
     loss_curve: list[tuple[int, float]]
     reused: bool
     has_merged: bool
-    node: str
-    packed: bytes | None = None  # the artifact, when built on another node than the run's
+    on_runs_disk: bool  # in the run's $HARNESS_HOME already (a worker on the run's node)
     shared_uri: str | None = None  # where it lies when it was left at the shared location
 
 
@@ -321,14 +320,7 @@ class ModelWorker:
         candidate = next((c for c in self.setup.suite.spec.candidates if c.name == name), None)
         if candidate is None:
             return self.run
-        return _Run(
-            self.run.suite.only(candidate.capabilities),
-            self.run.store,
-            self.run.run_id,
-            self.run.reporter,
-            self.run.gating,
-            retrain=self.run.retrain,
-        )
+        return replace(self.run, suite=self.run.suite.only(candidate.capabilities))
 
     def _placement(self, name: str) -> Placement | None:
         launch = self.setup.suite.trainings[name].accelerate
@@ -350,25 +342,28 @@ class ModelWorker:
 
         return cached_artifact(ref.name, unpacked, shared=self.shared)
 
+    def packed(self) -> bytes:
+        """The trained artifact packed for the trip to the run (which asks only when its
+        $HARNESS_HOME lacks it, or holds an older copy)."""
+        if self.trained is None:
+            raise HarnessError("nothing was trained by this worker")
+        return pack_artifact(self.trained.model_dir.parent)
+
     def _handed_back(self, trained: TrainedModel) -> RemoteTraining:
         """The artifact as the run gets it: on its own disk already, at the shared location
-        (full weights), or packed for the trip (adapters; everything without a location)."""
+        (full weights), or to be packed for the trip (`packed`)."""
         artifact = trained.model_dir.parent
-        packed, shared_uri = None, None
-        if not self.local:
-            adapter = (trained.model_dir / "adapter_config.json").is_file()
-            if self.shared is not None and not adapter and self.shared.has(artifact.name):
-                shared_uri = self.shared.uri(artifact.name)
-            else:
-                packed = pack_artifact(artifact)
+        shared_uri = None
+        adapter = (trained.model_dir / "adapter_config.json").is_file()
+        if not self.local and self.shared is not None and not adapter:
+            shared_uri = self.shared.uri(artifact.name) if self.shared.has(artifact.name) else None
         return RemoteTraining(
             artifact.name,
             trained.stats,
             trained.loss_curve,
             trained.reused,
             trained.merged_dir is not None,
-            self.node,
-            packed,
+            self.local,
             shared_uri,
         )
 

@@ -6,7 +6,12 @@ from harness.backends import Checkpoint
 from harness.training._checkpoints import CheckpointPoint, Judge
 from harness.training._launch import Placement
 from harness.training._merge import merge_candidate
-from harness.training._schedule import Trainings, in_dependency_order, launch_placement
+from harness.training._schedule import (
+    Trainings,
+    dependency_failed,
+    in_dependency_order,
+    launch_placement,
+)
 from harness.training._shared import (
     SharedArtifacts,
     extract_artifact,
@@ -30,6 +35,7 @@ __all__ = [
     "TrainedModel",
     "Trainings",
     "cached_artifact",
+    "dependency_failed",
     "extract_artifact",
     "in_dependency_order",
     "launch_placement",

@@ -43,6 +43,11 @@ def launch_placement(processes: int, gpus: list[str], cores: int | None = None) 
     return Placement((), max(1, (cores or os.cpu_count() or 1) // processes))
 
 
+def dependency_failed(name: str, exc: BaseException) -> HarnessError:
+    """The error of a candidate whose dependency `name` (a reward model) failed to train."""
+    return HarnessError(f"it needs {name}, whose training failed: {type(exc).__name__}: {exc}")
+
+
 def in_dependency_order(suite: LoadedSuite, names: list[str]) -> list[str]:
     """`names` and the candidates they need (a reward model), each after what it needs."""
     ordered: list[str] = []
@@ -104,10 +109,14 @@ class Trainings:
             try:
                 found[dependency] = self.result(dependency)
             except Exception as exc:
-                raise HarnessError(
-                    f"it needs {dependency}, whose training failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise dependency_failed(dependency, exc) from exc
         return found
 
 
-__all__ = ["Trainings", "in_dependency_order", "launch_placement", "visible_gpus"]
+__all__ = [
+    "Trainings",
+    "dependency_failed",
+    "in_dependency_order",
+    "launch_placement",
+    "visible_gpus",
+]
